@@ -1,0 +1,5 @@
+namespace Hybrid
+
+/// Placeholder.
+module Placeholder =
+    let x = 1
