@@ -1,0 +1,252 @@
+// Services as observed, whether they are ours (type, ignore, class), and the addresses they request.
+namespace Hybrid
+
+open System
+
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+// Services and endpoints, as observed
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+/// namespace/name of a Service.
+type ServiceKey =
+    { Namespace: string
+      Name: string }
+
+    override k.ToString() = k.Namespace + "/" + k.Name
+
+/// A port a Service exposes: protocol (upper case, as Kubernetes spells it) and number.
+type ServicePort = { Protocol: string; Port: int }
+
+/// spec.externalTrafficPolicy.
+type TrafficPolicy =
+    | Cluster
+    | Local
+
+/// One status.loadBalancer.ingress entry as found on the Service.
+type IngressEntry =
+    { Ip: string
+      IpMode: string option
+      Ports: ServicePort list }
+
+/// A Service as the agent observed it (only the fields that matter to a decision).
+type Service =
+    { Key: ServiceKey
+      Uid: string
+      /// creationTimestamp in Unix seconds; with namespace/name it orders services for port sharing.
+      CreatedAt: int64
+      Type: string
+      Class: string option
+      Annotations: Map<string, string>
+      LoadBalancerIP: string option
+      Ports: ServicePort list
+      Policy: TrafficPolicy
+      Selector: Map<string, string>
+      Ingress: IngressEntry list
+      /// When this node observed the current version of the object.
+      ChangedSeenAt: Instant }
+
+/// EndpointSlice conditions; absent values keep their API meaning (see Eligibility).
+type EndpointConditions =
+    { Ready: bool option
+      Serving: bool option
+      Terminating: bool option }
+
+/// One endpoint of an EndpointSlice.
+type Endpoint =
+    { NodeName: string option
+      Conditions: EndpointConditions }
+
+/// An EndpointSlice, attributed to its Service through the kubernetes.io/service-name label.
+type EndpointSlice =
+    { Service: ServiceKey
+      Endpoints: Endpoint list }
+
+/// The kube-vip annotations Hybrid reads and writes.
+[<RequireQualifiedAccess>]
+module Annotations =
+    let LoadBalancerIPs = "kube-vip.io/loadbalancerIPs"
+    let Ignore = "kube-vip.io/ignore"
+    let RequestedIP = "kube-vip.io/requestedIP"
+    let VipHost = "kube-vip.io/vipHost"
+    let AllowWithoutEndpoints = "kube-vip.io/allow-reconcile-without-endpoints"
+    let LoadBalancerHostname = "kube-vip.io/loadbalancerHostname"
+    let ForwardUpnp = "kube-vip.io/forwardUPNP"
+    let HwAddr = "kube-vip.io/hwaddr"
+
+    let isTrue (service: Service) key =
+        match service.Annotations |> Map.tryFind key with
+        | Some v -> v.Trim().ToLowerInvariant() = "true"
+        | None -> false
+
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+// Admission: is this Service ours, and what address does it want?
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+/// Why a Service is not announced.
+type SkipReason =
+    /// spec.type is not LoadBalancer: not ours.
+    | NotLoadBalancer of serviceType: string
+    /// kube-vip.io/ignore: "true": not ours.
+    | IgnoredByAnnotation
+    /// spec.loadBalancerClass does not select this agent: not ours (another load balancer's service).
+    | ClassMismatch of actual: string option * expected: string
+    /// The requested address cannot be used; carries the offending text.
+    | InvalidAddress of text: string * problem: string
+    /// An earlier Service on the same IP exposes the same protocol and port.
+    | PortConflict of earlier: ServiceKey * port: ServicePort * ip: Ip
+    /// An earlier Service on the same IP has the other externalTrafficPolicy (they could not share a node set).
+    | PolicyConflict of earlier: ServiceKey * ip: Ip
+    /// An earlier Local Service on the same IP selects other pods (so other nodes would be eligible).
+    | SelectorConflict of earlier: ServiceKey * ip: Ip
+
+/// Whether a skipped Service is this agent's business (and so deserves a Warning Event) or not.
+type SkipAudience =
+    | Ours of eventReason: string
+    | NotOurs
+
+[<RequireQualifiedAccess>]
+module SkipReason =
+    /// The stable Event reason of a skip, or NotOurs when the Service belongs to someone else.
+    let audience reason =
+        match reason with
+        | NotLoadBalancer _ | IgnoredByAnnotation | ClassMismatch _ -> NotOurs
+        | InvalidAddress _ -> Ours "InvalidAddress"
+        | PortConflict _ -> Ours "PortConflict"
+        | PolicyConflict _ -> Ours "PolicyConflict"
+        | SelectorConflict _ -> Ours "SelectorConflict"
+
+    let describe reason =
+        match reason with
+        | NotLoadBalancer t -> sprintf "type %s is not LoadBalancer" (if t = "" then "ClusterIP" else t)
+        | IgnoredByAnnotation -> sprintf "annotated %s: \"true\"" Annotations.Ignore
+        | ClassMismatch(None, expected) -> sprintf "no loadBalancerClass, and only class %A is handled" expected
+        | ClassMismatch(Some actual, expected) ->
+            sprintf "loadBalancerClass %A is not this agent's (%A)" actual expected
+        | InvalidAddress(text, problem) -> sprintf "address %A is invalid: %s" text problem
+        | PortConflict(earlier, port, ip) ->
+            sprintf "port %d/%s on %s is already used by %O" port.Port port.Protocol (Ip.format ip) earlier
+        | PolicyConflict(earlier, ip) ->
+            sprintf "%s is shared with %O, which has the other externalTrafficPolicy" (Ip.format ip) earlier
+        | SelectorConflict(earlier, ip) ->
+            sprintf "%s is shared with %O, a Local service selecting other pods" (Ip.format ip) earlier
+
+/// Whether the agent acts on a Service at all (type, ignore annotation, load-balancer class).
+type Interest =
+    | Interested
+    | NotInterested of SkipReason
+
+[<RequireQualifiedAccess>]
+module Admission =
+    /// The class filter, exactly as kube-vip's services watcher applies it.
+    /// Legacy (default): a class, when set, must equal lb_class_name; with lb_class_only a class is required.
+    /// Strict (lb_class_legacy_handling=false): the class must equal lb_class_name, where an empty
+    /// lb_class_name means "no class".
+    let classFilter (config: Config) (serviceClass: string option) : Interest =
+        let mismatch = NotInterested(ClassMismatch(serviceClass, config.ClassName))
+        if config.ClassLegacyHandling then
+            match serviceClass with
+            | Some c when c <> config.ClassName -> mismatch
+            | None when config.ClassOnly -> mismatch
+            | _ -> Interested
+        else
+            match serviceClass with
+            | None when config.ClassName = "" -> Interested
+            | Some c when c = config.ClassName -> Interested
+            | _ -> mismatch
+
+    let interest (config: Config) (service: Service) : Interest =
+        if service.Type <> "LoadBalancer" then NotInterested(NotLoadBalancer service.Type)
+        elif Annotations.isTrue service Annotations.Ignore then NotInterested IgnoredByAnnotation
+        else classFilter config service.Class
+
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+// Addresses
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+/// One requested address of a Service.
+type AddressRequest =
+    /// A fixed VIP.
+    | Static of Ip
+    /// 0.0.0.0 or ::: the LAN's DHCP server chooses; `Leased` is the address obtained so far, if any.
+    | Dhcp of family: IpFamily * leased: Ip option
+
+/// What a Service asks for.
+type AddressOutcome =
+    /// Neither kube-vip.io/loadbalancerIPs nor spec.loadBalancerIP is set yet (an IPAM has not run).
+    | NoAddressYet
+    /// One request per family, IPv4 first.
+    | Requested of AddressRequest list
+    | Unusable of text: string * problem: string
+
+[<RequireQualifiedAccess>]
+module Addresses =
+    let private blank (s: string) = String.IsNullOrWhiteSpace s
+
+    /// The first usable address of a family in a comma list (for DHCP leases recorded by an agent).
+    let private firstOfFamily family (texts: string seq) =
+        texts
+        |> Seq.choose (fun t -> Ip.tryParse (t.Trim()))
+        |> Seq.tryFind (fun ip -> Ip.family ip = family && (Ip.unusable ip).IsNone)
+
+    /// The address already leased for a DHCP request: kube-vip.io/requestedIP, else status ingress.
+    let private leased (service: Service) family =
+        let recorded =
+            match service.Annotations |> Map.tryFind Annotations.RequestedIP with
+            | Some v -> firstOfFamily family (v.Split ',')
+            | None -> None
+        recorded |> Option.orElse (firstOfFamily family (service.Ingress |> List.map _.Ip))
+
+    /// kube-vip.io/loadbalancerIPs (comma-separated) wins over spec.loadBalancerIP. Whitespace and empty
+    /// items are tolerated, duplicates collapse, at most one address per family; 0.0.0.0 and :: ask DHCP.
+    let requested (service: Service) : AddressOutcome =
+        let source =
+            match service.Annotations |> Map.tryFind Annotations.LoadBalancerIPs with
+            | Some v when not (blank v) -> Some v
+            | _ -> service.LoadBalancerIP |> Option.filter (blank >> not)
+        match source with
+        | None -> NoAddressYet
+        | Some text ->
+            let items = text.Split ',' |> Array.map _.Trim() |> Array.filter (blank >> not) |> List.ofArray
+            let parsed =
+                items
+                |> List.map (fun item ->
+                    match Ip.tryParse item with
+                    | None ->
+                        let problem =
+                            if item.Contains '/' then "a CIDR, not an address"
+                            else "not an IPv4 or IPv6 address"
+                        Error(item, problem)
+                    | Some ip ->
+                        match Ip.unusable ip with
+                        | None -> Ok(Static ip)
+                        | Some Unspecified -> Ok(Dhcp(Ip.family ip, None))
+                        | Some reason -> Error(item, UnusableAddress.describe reason + ", not usable as a VIP"))
+            match parsed |> List.tryPick (function Error e -> Some e | Ok _ -> None) with
+            | Some(item, problem) -> Unusable(item, problem)
+            | None ->
+                let requests = parsed |> List.choose (function Ok r -> Some r | Error _ -> None) |> List.distinct
+                let familyOf r =
+                    match r with
+                    | Static ip -> Ip.family ip
+                    | Dhcp(f, _) -> f
+                let byFamily = requests |> List.groupBy familyOf
+                match byFamily |> List.tryFind (fun (_, rs) -> rs.Length > 1) with
+                | Some(family, _) ->
+                    let what = if family = IPv4 then "IPv4" else "IPv6"
+                    Unusable(text.Trim(), sprintf "more than one %s address (at most one per family)" what)
+                | None ->
+                    requests
+                    |> List.sortBy familyOf
+                    |> List.map (fun r ->
+                        match r with
+                        | Dhcp(f, _) -> Dhcp(f, leased service f)
+                        | s -> s)
+                    |> Requested
+
+    /// The addresses to advertise now: the static ones and the DHCP leases already obtained.
+    let advertised (requests: AddressRequest list) : Ip list =
+        requests
+        |> List.choose (fun r ->
+            match r with
+            | Static ip -> Some ip
+            | Dhcp(_, leased) -> leased)
