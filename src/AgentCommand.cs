@@ -19,11 +19,11 @@ internal static class AgentCommand
         switch (Decide.ParseSettings(environment))
         {
             case SettingsOutcome.Invalid invalid:
-                Console.Error.WriteLine($"hybrid agent: {invalid.errors.Length} invalid setting(s):");
-                foreach (var error in invalid.errors) Console.Error.WriteLine($"  {error.Message}");
+                Console.Error.WriteLine($"hybrid agent: {invalid.Errors.Length} invalid setting(s):");
+                foreach (var error in invalid.Errors) Console.Error.WriteLine($"  {error.Message}");
                 return Task.FromResult(2);
             case SettingsOutcome.Valid valid when printConfig:
-                foreach (var row in Decide.DescribeSettings(valid.settings))
+                foreach (var row in Decide.DescribeSettings(valid.Settings))
                     Console.WriteLine($"{row[0],-26} {row[1],-30} {row[2]}");
                 return Task.FromResult(0);
             default:

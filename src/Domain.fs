@@ -37,16 +37,19 @@ type Settings =
 
 /// Result of parsing the environment.
 type SettingsOutcome =
-    | Valid of settings: Settings
-    | Invalid of errors: SettingError array
+    | Valid of Settings: Settings
+    | Invalid of Errors: SettingError array
 
+[<CLIMutable>]
 type PortInput = { Protocol: string; Port: int }
 
+[<CLIMutable>]
 type IngressInput =
     { Ip: string
       IpMode: string | null
       Ports: PortInput array }
 
+[<CLIMutable>]
 type ServiceInput =
     { Namespace: string
       Name: string
@@ -62,26 +65,31 @@ type ServiceInput =
       Ingress: IngressInput array
       ChangedSeenAt: int64 }
 
+[<CLIMutable>]
 type EndpointInput =
     { NodeName: string | null
       Ready: Nullable<bool>
       Serving: Nullable<bool>
       Terminating: Nullable<bool> }
 
+[<CLIMutable>]
 type SliceInput =
     { Namespace: string
       ServiceName: string
       Endpoints: EndpointInput array }
 
 /// A Lease as observed: group Leases by name, heartbeats by the node they belong to.
+[<CLIMutable>]
 type LeaseInput =
     { Name: string
       Holder: string | null
       Version: string
       ChangedSeenAt: int64 }
 
+[<CLIMutable>]
 type ClaimInput = { Group: string; Epoch: int64; From: string | null }
 
+[<CLIMutable>]
 type VipInput =
     { Address: string
       Prefix: int
@@ -91,6 +99,7 @@ type VipInput =
       Sent: int
       LastSentAt: int64 }
 
+[<CLIMutable>]
 type EventOutput =
     { Namespace: string
       Name: string
@@ -99,6 +108,7 @@ type EventOutput =
       Message: string }
 
 /// Everything observed for one plan.
+[<CLIMutable>]
 type SnapshotInput =
     { Settings: Settings
       Now: int64
@@ -116,15 +126,20 @@ type SnapshotInput =
 
 /// One action for the shell (see Action for the meaning of each).
 type PlanAction =
-    | RemoveVip of address: string * prefix: int
-    | AddVip of address: string * prefix: int * lifetimeMs: int64
-    | RefreshVip of address: string * prefix: int * lifetimeMs: int64
-    | Announce of address: string
-    | ClaimLease of group: string * expectedVersion: (string | null) * previous: (string | null) * confirmNode: (string | null) * confirmVersion: (string | null)
-    | ReleaseLease of group: string * version: string
-    | DeleteLease of group: string * version: string
-    | WriteStatus of ``namespace``: string * name: string * ingress: IngressInput array * vipHost: (string | null)
-    | EmitEvent of event: EventOutput
+    | RemoveVip of Address: string * Prefix: int
+    | AddVip of Address: string * Prefix: int * LifetimeMs: int64
+    | RefreshVip of Address: string * Prefix: int * LifetimeMs: int64
+    | Announce of Address: string
+    | ClaimLease of
+        Group: string *
+        ExpectedVersion: (string | null) *
+        Previous: (string | null) *
+        ConfirmNode: (string | null) *
+        ConfirmVersion: (string | null)
+    | ReleaseLease of Group: string * Version: string
+    | DeleteLease of Group: string * Version: string
+    | WriteStatus of Namespace: string * Name: string * Ingress: IngressInput array * VipHost: (string | null)
+    | EmitEvent of Event: EventOutput
 
 type GroupOutput =
     { Group: string
