@@ -141,14 +141,14 @@ public sealed class AnnouncerTests(ITestOutputHelper output)
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         var ct = cts.Token;
         await using var lab = await ArpLab.CreateAsync(nodes: 1, ct);
-        var announcer = await OpenInAsync(lab.Node(1), new ListLogger<Announcer>(), ct);
+        await using var announcer = await OpenInAsync(lab.Node(1), new ListLogger<Announcer>(), ct);
 
         foreach (var bad in new[] { "0.0.0.0", "255.255.255.255", "224.0.0.18", "::", "ff02::1" })
             await Assert.ThrowsAsync<ArgumentException>(() => announcer.AnnounceAsync(IPAddress.Parse(bad), ct).AsTask());
         await Assert.ThrowsAsync<TaskCanceledException>(() => announcer.AnnounceAsync(Vip4, new CancellationToken(canceled: true)).AsTask());
 
         await announcer.DisposeAsync();
-        await announcer.DisposeAsync();
+        await announcer.DisposeAsync(); // idempotent (and `await using` disposes a third time)
         await Assert.ThrowsAsync<ObjectDisposedException>(() => announcer.AnnounceAsync(Vip4, ct).AsTask());
     }
 
