@@ -21,7 +21,7 @@ internal sealed class AnnounceBenchmark : IBenchmark
     public async Task RunAsync(IReadOnlyList<string> args, CancellationToken cancellationToken)
     {
         var count = args.SkipWhile(a => a != "--count").Skip(1).Select(a => int.Parse(a, CultureInfo.InvariantCulture)).FirstOrDefault(1000);
-        var prefix = "hyb-" + Convert.ToHexStringLower(Guid.NewGuid().ToByteArray())[..6];
+        var prefix = "hyt-" + Convert.ToHexStringLower(Guid.NewGuid().ToByteArray())[..6];
         var (node, client) = (prefix + "-n1", prefix + "-c");
         var created = new List<string>();
         try
