@@ -1,0 +1,177 @@
+using System.Net;
+using System.Net.NetworkInformation;
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
+using SharpPcap;
+using SharpPcap.LibPcap;
+
+namespace Hybrid.Net;
+
+/// <summary>
+/// Sends ONE layer-2 announcement of a VIP per call on the interface it owns: a gratuitous ARP in both
+/// forms for IPv4 (<see cref="GratuitousArp"/>), an unsolicited Neighbour Advertisement for IPv6
+/// (<see cref="NeighborAdvertisement"/>). When and how often to announce (the burst at takeover, the
+/// repeats, every vip_arpRate) is the F# domain's decision; this class has no timers.
+/// <para>
+/// It owns one libpcap device opened for injection on the interface, in the network namespace of the
+/// thread that calls <see cref="Open"/> (the agent runs inside the node's namespace, so: that one). The
+/// MAC is the interface's, read once when the device is opened. Sending is a send(2) of 42 or 86 bytes on
+/// a packet socket (microseconds); calls are serialised by a lock, so concurrent callers are safe.
+/// A failed send is logged and thrown as <see cref="IOException"/> naming the VIP and interface; the
+/// device stays usable (e.g. once a downed link is up again). If the interface is deleted and created
+/// again, the socket still points at the old one: dispose and <see cref="Open"/> anew.
+/// </para>
+/// </summary>
+internal sealed partial class Announcer(LibPcapLiveDevice device, ILogger<Announcer> logger) : IAsyncDisposable
+{
+    private readonly Lock gate = new();
+    private readonly byte[] macBytes = ValidMac(device);
+    private bool disposed;
+
+    /// <summary>The interface the announcements go out on.</summary>
+    public string InterfaceName => device.Name;
+
+    /// <summary>The interface's MAC, announced as the VIP's owner.</summary>
+    public PhysicalAddress Mac => new(macBytes);
+
+    /// <summary>
+    /// Opens <paramref name="interfaceName"/> of the calling thread's network namespace for injection.
+    /// The device captures nothing: a kernel filter rejects every packet, so a busy interface costs no
+    /// copies, and the ring buffer is kept small.
+    /// </summary>
+    public static Announcer Open(string interfaceName, ILogger<Announcer> logger)
+    {
+        var opened = PcapDeviceOpener.Open(interfaceName, new DeviceConfiguration
+        {
+            Mode = DeviceModes.None,
+            Snaplen = 64,
+            BufferSize = 64 * 1024,
+            ReadTimeout = 1000,
+        });
+        try
+        {
+            opened.Filter = "less 1"; // no frame is that short: the socket filter drops everything in the kernel
+            return new Announcer(opened, logger);
+        }
+        catch
+        {
+            opened.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Announces <paramref name="vip"/> once: IPv4 → gratuitous ARP request and reply; IPv6 → unsolicited
+    /// Neighbour Advertisement. Completes when the frames have been handed to the kernel.
+    /// </summary>
+    /// <exception cref="ArgumentException">the address cannot be a VIP (unspecified, multicast, broadcast).</exception>
+    /// <exception cref="IOException">the kernel refused a frame (link down, interface gone).</exception>
+    /// <exception cref="ObjectDisposedException">after <see cref="DisposeAsync"/>.</exception>
+    public ValueTask AnnounceAsync(IPAddress vip, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(vip);
+        if (cancellationToken.IsCancellationRequested) return ValueTask.FromCanceled(cancellationToken);
+        var address = vip.IsIPv4MappedToIPv6 ? vip.MapToIPv4() : vip;
+        try
+        {
+            switch (address.AddressFamily)
+            {
+                case AddressFamily.InterNetwork:
+                    SendGratuitousArp(RequireUnicast(address));
+                    break;
+                case AddressFamily.InterNetworkV6:
+                    SendNeighborAdvertisement(RequireUnicast(address));
+                    break;
+                default:
+                    throw new ArgumentException($"{vip} is neither IPv4 nor IPv6", nameof(vip));
+            }
+            LogAnnounced(address, device.Name);
+            return ValueTask.CompletedTask;
+        }
+        catch (Exception e)
+        {
+            return ValueTask.FromException(e);
+        }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        lock (gate)
+        {
+            if (disposed) return ValueTask.CompletedTask;
+            disposed = true;
+            device.Dispose();
+        }
+        return ValueTask.CompletedTask;
+    }
+
+    private void SendGratuitousArp(IPAddress vip)
+    {
+        Span<byte> request = stackalloc byte[GratuitousArp.FrameLength];
+        Span<byte> reply = stackalloc byte[GratuitousArp.FrameLength];
+        GratuitousArp.WriteRequest(request, macBytes, vip);
+        GratuitousArp.WriteReply(reply, macBytes, vip);
+        lock (gate)
+        {
+            ObjectDisposedException.ThrowIf(disposed, this);
+            Send(request, vip, "gratuitous ARP request");
+            Send(reply, vip, "gratuitous ARP reply");
+        }
+    }
+
+    private void SendNeighborAdvertisement(IPAddress vip)
+    {
+        Span<byte> frame = stackalloc byte[NeighborAdvertisement.FrameLength];
+        NeighborAdvertisement.WriteUnsolicited(frame, macBytes, vip);
+        lock (gate)
+        {
+            ObjectDisposedException.ThrowIf(disposed, this);
+            Send(frame, vip, "unsolicited neighbour advertisement");
+        }
+    }
+
+    /// <summary>
+    /// One send, retried once on failure: when the link goes down the kernel leaves ENETDOWN pending on the
+    /// packet socket, and the first send after the link is up again reports that stale error instead of
+    /// sending. A link that is really down fails the retry too.
+    /// </summary>
+    private void Send(ReadOnlySpan<byte> frame, IPAddress vip, string what)
+    {
+        try
+        {
+            device.SendPacket(frame);
+            return;
+        }
+        catch (PcapException)
+        {
+            // fall through to the retry
+        }
+        try
+        {
+            device.SendPacket(frame);
+        }
+        catch (PcapException e)
+        {
+            LogSendFailed(e, what, vip, device.Name, e.Message);
+            throw new IOException($"sending the {what} for {vip} on '{device.Name}' failed: {e.Message}", e);
+        }
+    }
+
+    private static IPAddress RequireUnicast(IPAddress vip)
+    {
+        var unusable = vip.Equals(IPAddress.Any) || vip.Equals(IPAddress.Broadcast) || vip.Equals(IPAddress.IPv6Any)
+            || vip.IsIPv6Multicast || (vip.AddressFamily == AddressFamily.InterNetwork && vip.GetAddressBytes()[0] is >= 224 and <= 239);
+        return unusable ? throw new ArgumentException($"{vip} cannot be announced: it is not a unicast address", nameof(vip)) : vip;
+    }
+
+    private static byte[] ValidMac(LibPcapLiveDevice device) =>
+        device.MacAddress?.GetAddressBytes() is { Length: 6 } bytes && bytes.Any(b => b != 0)
+            ? bytes
+            : throw new InvalidOperationException($"interface '{device.Name}' has no Ethernet MAC address (found '{device.MacAddress}'); it cannot announce VIPs");
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Announced {Vip} on {Interface}")]
+    private partial void LogAnnounced(IPAddress vip, string @interface);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Sending the {Frame} for {Vip} on {Interface} failed: {Reason}")]
+    private partial void LogSendFailed(Exception exception, string frame, IPAddress vip, string @interface, string reason);
+}
