@@ -1,5 +1,8 @@
 using System.Collections;
+using Hybrid.Agent;
 using Hybrid.Facade;
+using k8s;
+using Microsoft.Extensions.Logging;
 
 namespace Hybrid;
 
@@ -9,7 +12,7 @@ namespace Hybrid;
 /// </summary>
 internal static class AgentCommand
 {
-    public static Task<int> RunAsync(IReadOnlyList<string> args, CancellationToken cancellationToken)
+    public static async Task<int> RunAsync(IReadOnlyList<string> args, CancellationToken cancellationToken)
     {
         var printConfig = args.Contains("--print-config");
         var environment = Environment.GetEnvironmentVariables()
@@ -21,14 +24,65 @@ internal static class AgentCommand
             case SettingsOutcome.Invalid invalid:
                 Console.Error.WriteLine($"hybrid agent: {invalid.Errors.Length} invalid setting(s):");
                 foreach (var error in invalid.Errors) Console.Error.WriteLine($"  {error.Message}");
-                return Task.FromResult(2);
+                return 2;
             case SettingsOutcome.Valid valid when printConfig:
                 foreach (var row in Decide.DescribeSettings(valid.Settings))
                     Console.WriteLine($"{row[0],-26} {row[1],-30} {row[2]}");
-                return Task.FromResult(0);
+                return 0;
+            case SettingsOutcome.Valid valid:
+                return await RunAgentAsync(valid.Settings, args, cancellationToken);
             default:
-                Console.Error.WriteLine("hybrid agent: the agent loop is not implemented yet");
-                return Task.FromResult(1);
+                return 2;
         }
+    }
+
+    private static async Task<int> RunAgentAsync(Settings settings, IReadOnlyList<string> args, CancellationToken cancellationToken)
+    {
+        var kubeconfig = Option(args, "--kubeconfig") ?? Environment.GetEnvironmentVariable("KUBECONFIG");
+        var json = args.Contains("--log-json");
+        var level = args.Contains("--verbose") ? LogLevel.Debug : LogLevel.Information;
+        using var loggers = LoggerFactory.Create(builder =>
+        {
+            builder.SetMinimumLevel(level);
+            builder.AddFilter("System.Net.Http", LogLevel.Warning);
+            if (json) builder.AddJsonConsole(o => o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ");
+            else builder.AddSimpleConsole(o =>
+            {
+                o.SingleLine = true;
+                o.TimestampFormat = "HH:mm:ss.fff ";
+                o.UseUtcTimestamp = true;
+            });
+        });
+        var logger = loggers.CreateLogger("Hybrid.Agent");
+        KubernetesClientConfiguration config;
+        try
+        {
+            config = kubeconfig is not null
+                ? KubernetesClientConfiguration.BuildConfigFromConfigFile(kubeconfig)
+                : KubernetesClientConfiguration.InClusterConfig();
+        }
+        catch (Exception e)
+        {
+            logger.LogCritical("Cannot load the Kubernetes configuration ({Source}): {Error}",
+                kubeconfig ?? "in-cluster", e.Message);
+            return 1;
+        }
+        using var client = new Kubernetes(config);
+        try
+        {
+            return await new NodeAgent(settings, client, loggers).RunAsync(cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            logger.LogCritical(e, "The agent stopped on an unexpected error");
+            return 1;
+        }
+    }
+
+    private static string? Option(IReadOnlyList<string> args, string name)
+    {
+        for (var i = 0; i < args.Count - 1; i++)
+            if (args[i] == name) return args[i + 1];
+        return args.FirstOrDefault(a => a.StartsWith(name + "=", StringComparison.Ordinal))?[(name.Length + 1)..];
     }
 }

@@ -5,7 +5,7 @@
 namespace Hybrid.Facade
 
 open System
-open Hybrid
+open Hybrid.Domain
 
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 // Facade for the C# shell: plain records and arrays in, plain records and arrays out
@@ -208,6 +208,9 @@ type Decide =
     static member FenceValid(settings: Settings, fence: Fence, now: int64) = Fence.valid settings.Config.Timing fence now
 
     static member HeartbeatAction(linkUp: bool, shuttingDown: bool) = Heartbeat.decide linkUp shuttingDown
+
+    /// The annotation naming the node that announces a Service.
+    static member VipHostAnnotation = Annotations.VipHost
 
     static member HeartbeatLeaseName(node: string) = LeaseNames.heartbeat node
     static member HeartbeatLeasePrefix = LeaseNames.HeartbeatPrefix

@@ -1,4 +1,5 @@
 using Hybrid.Facade;
+using Fence = Hybrid.Domain.Fence;
 
 namespace Hybrid.Agent;
 

@@ -1,5 +1,5 @@
 // Services as observed, whether they are ours (type, ignore, class), and the addresses they request.
-namespace Hybrid
+namespace Hybrid.Domain
 
 open System
 

@@ -1,5 +1,5 @@
 // Configuration: kube-vip's environment variables, the ownership timings and their safety inequality.
-namespace Hybrid
+namespace Hybrid.Domain
 
 open System
 

@@ -1,5 +1,5 @@
 // Eligibility: which nodes may announce a Service (EndpointSlice semantics, Local vs Cluster).
-namespace Hybrid
+namespace Hybrid.Domain
 
 open System
 

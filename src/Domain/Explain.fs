@@ -1,5 +1,5 @@
 // Explain: the same decisions as sentences, for logs, Events and `hybrid explain`.
-namespace Hybrid
+namespace Hybrid.Domain
 
 open System
 

@@ -1,5 +1,5 @@
 // Groups: the unit of ownership, and the desired state of the whole cluster.
-namespace Hybrid
+namespace Hybrid.Domain
 
 open System
 

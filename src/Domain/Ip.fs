@@ -1,5 +1,5 @@
 // Time and IP addresses: parsed and classified here (not with System.Net) so that the rules stay pure.
-namespace Hybrid
+namespace Hybrid.Domain
 
 open System
 

@@ -1,5 +1,5 @@
 // Ownership: rendezvous ranking, heartbeats, fencing, and who holds each group.
-namespace Hybrid
+namespace Hybrid.Domain
 
 open System
 

@@ -1,5 +1,5 @@
 // Plan: announcements schedule and the actions that take this node from what is to what should be.
-namespace Hybrid
+namespace Hybrid.Domain
 
 open System
 

@@ -1,5 +1,5 @@
 // Port sharing: which Services may share one IP.
-namespace Hybrid
+namespace Hybrid.Domain
 
 open System
 

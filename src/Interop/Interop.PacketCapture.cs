@@ -1,6 +1,8 @@
 using System.Runtime.InteropServices;
 using SharpPcap.LibPcap;
 
+namespace Hybrid;
+
 internal static partial class Interop
 {
     /// <summary>

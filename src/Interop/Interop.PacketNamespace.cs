@@ -2,6 +2,8 @@ using System.ComponentModel;
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
+namespace Hybrid;
+
 internal static partial class Interop
 {
     internal static partial class Libc

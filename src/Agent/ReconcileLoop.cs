@@ -1,0 +1,197 @@
+using System.Net;
+using Hybrid.Facade;
+using Hybrid.Net;
+using Microsoft.Extensions.Logging;
+
+namespace Hybrid.Agent;
+
+/// <summary>
+/// The single reconcile loop: waits for any observation (or the domain's next wake-up time), builds a
+/// snapshot, asks the domain for the plan and executes it in order. Nothing here decides: every "whether"
+/// comes from <see cref="Decide.Plan"/>; this class only performs, records and logs. A failing action
+/// is logged and retried by a later plan, never allowed to stop the loop.
+/// </summary>
+internal sealed class ReconcileLoop(
+    Settings settings,
+    ClusterCache cache,
+    NodeState node,
+    ClaimBook claims,
+    VipTable vips,
+    Announcer? announcer,
+    GroupLeaseWriter leases,
+    StatusWriter status,
+    EventRecorder events,
+    ReconcileSignal signal,
+    ILogger<ReconcileLoop> logger)
+{
+    private static readonly TimeSpan Idle = TimeSpan.FromSeconds(5);
+    private EventOutput[] _emitted = [];
+    private readonly Dictionary<string, (Backoff Backoff, long RetryAt)> _leaseBackoff = new(StringComparer.Ordinal);
+
+    public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        var nextWake = -1L;
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            var wait = nextWake < 0 ? Idle : TimeSpan.FromMilliseconds(Math.Max(0, nextWake - MonotonicClock.NowMs));
+            try
+            {
+                await signal.WaitAsync(wait, cancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            if (!cache.Synced) continue;
+            nextWake = await ReconcileOnceAsync(cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// Plans and executes until a plan writes no Lease (a successful claim enables the VIP in the next plan,
+    /// which follows at once). Returns the instant of the next required wake-up, or -1.
+    /// </summary>
+    public async Task<long> ReconcileOnceAsync(CancellationToken cancellationToken)
+    {
+        for (var round = 0; round < 4; round++)
+        {
+            var plan = Decide.Plan(Snapshot());
+            _emitted = plan.ActiveWarnings;
+            var (leaseChanged, retryAt) = await ExecuteAsync(plan, cancellationToken);
+            if (!leaseChanged)
+            {
+                return (plan.NextWakeAt, retryAt) switch
+                {
+                    (< 0, < 0) => -1,
+                    (< 0, var r) => r,
+                    (var w, < 0) => w,
+                    var (w, r) => Math.Min(w, r),
+                };
+            }
+        }
+        return MonotonicClock.NowMs;
+    }
+
+    public SnapshotInput Snapshot() => new()
+    {
+        Settings = settings,
+        Now = MonotonicClock.NowMs,
+        Services = cache.Services.Snapshot(),
+        Slices = cache.Slices.Snapshot(),
+        Heartbeats = cache.Heartbeats.Snapshot(),
+        Leases = cache.GroupLeases.Snapshot().Select(l => l.Input).ToArray(),
+        Fence = node.Fence,
+        Claims = claims.Snapshot(),
+        LinkUp = node.LinkUp,
+        ShuttingDown = node.ShuttingDown,
+        Vips = vips.Snapshot(),
+        EmittedWarnings = _emitted,
+    };
+
+    private async Task<(bool LeaseChanged, long RetryAt)> ExecuteAsync(PlanOutput plan, CancellationToken cancellationToken)
+    {
+        var leaseChanged = false;
+        var retryAt = -1L;
+        var refresh = new List<(IPAddress, int)>();
+        var refreshLifetime = 0L;
+        var epoch = node.Fence.Epoch;
+
+        foreach (var action in plan.Actions)
+        {
+            if (action is not PlanAction.RefreshVip && refresh.Count > 0)
+                await RefreshAsync(refresh, refreshLifetime, cancellationToken);
+            try
+            {
+                switch (action)
+                {
+                    case PlanAction.RemoveVip remove:
+                        await vips.RemoveAsync(IPAddress.Parse(remove.Address), remove.Prefix, cancellationToken);
+                        logger.LogInformation("Withdrew {Vip}", remove.Address);
+                        break;
+                    case PlanAction.AddVip add:
+                        await vips.AddAsync(IPAddress.Parse(add.Address), add.Prefix, add.LifetimeMs, cancellationToken);
+                        logger.LogInformation("Added {Vip}/{Prefix}", add.Address, add.Prefix);
+                        break;
+                    case PlanAction.RefreshVip r:
+                        refresh.Add((IPAddress.Parse(r.Address), r.Prefix));
+                        refreshLifetime = r.LifetimeMs;
+                        break;
+                    case PlanAction.Announce announce when announcer is not null:
+                        var vip = IPAddress.Parse(announce.Address);
+                        await announcer.AnnounceAsync(vip, cancellationToken);
+                        vips.Announced(vip);
+                        break;
+                    case PlanAction.Announce announce:
+                        vips.Announced(IPAddress.Parse(announce.Address));
+                        break;
+                    case PlanAction.ClaimLease claim when Throttled(claim.Group, ref retryAt):
+                        break;
+                    case PlanAction.ClaimLease claim:
+                        leaseChanged |= Settle(claim.Group, await leases.ClaimAsync(claim, epoch, cancellationToken), ref retryAt);
+                        break;
+                    case PlanAction.ReleaseLease release when Throttled(release.Group, ref retryAt):
+                        break;
+                    case PlanAction.ReleaseLease release:
+                        leaseChanged |= Settle(release.Group, await leases.ReleaseAsync(release.Group, release.Version, cancellationToken), ref retryAt);
+                        break;
+                    case PlanAction.DeleteLease delete when Throttled(delete.Group, ref retryAt):
+                        break;
+                    case PlanAction.DeleteLease delete:
+                        leaseChanged |= Settle(delete.Group, await leases.DeleteAsync(delete.Group, delete.Version, cancellationToken), ref retryAt);
+                        break;
+                    case PlanAction.WriteStatus write:
+                        status.Enqueue(write);
+                        break;
+                    case PlanAction.EmitEvent emit:
+                        events.Enqueue(emit.Event);
+                        break;
+                }
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                throw;
+            }
+            catch (Exception e)
+            {
+                logger.LogError("Action {Action} failed: {Error}", action, e.Message);
+            }
+        }
+        if (refresh.Count > 0) await RefreshAsync(refresh, refreshLifetime, cancellationToken);
+        return (leaseChanged, retryAt);
+    }
+
+    private async Task RefreshAsync(List<(IPAddress, int)> batch, long lifetimeMs, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await vips.RefreshAsync(batch, lifetimeMs, cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            logger.LogError("Refreshing {Count} VIP lifetimes failed: {Error}", batch.Count, e.Message);
+        }
+        batch.Clear();
+    }
+
+    /// <summary>A Lease write that failed for a transport reason waits (with backoff) before the next try.</summary>
+    private bool Throttled(string group, ref long retryAt)
+    {
+        if (!_leaseBackoff.TryGetValue(group, out var b) || b.RetryAt <= MonotonicClock.NowMs) return false;
+        retryAt = retryAt < 0 ? b.RetryAt : Math.Min(retryAt, b.RetryAt);
+        return true;
+    }
+
+    private bool Settle(string group, GroupLeaseWriter.Outcome outcome, ref long retryAt)
+    {
+        if (outcome != GroupLeaseWriter.Outcome.Failed)
+        {
+            _leaseBackoff.Remove(group);
+            return true;
+        }
+        if (!_leaseBackoff.TryGetValue(group, out var b)) b = (new Backoff(TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(5)), 0);
+        var at = MonotonicClock.NowMs + (long)b.Backoff.Next().TotalMilliseconds;
+        _leaseBackoff[group] = (b.Backoff, at);
+        retryAt = retryAt < 0 ? at : Math.Min(retryAt, at);
+        return false;
+    }
+}
