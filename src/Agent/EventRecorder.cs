@@ -93,6 +93,23 @@ internal sealed class EventRecorder(
         }
     }
 
+    /// <summary>Posts what is still queued (the Withdrawn events of a stopping agent) within the deadline.</summary>
+    public async Task FlushAsync(CancellationToken cancellationToken)
+    {
+        while (_queue.Reader.TryRead(out var e))
+        {
+            if (cancellationToken.IsCancellationRequested) return;
+            try
+            {
+                await TryPostAsync(e, cancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         _queue.Writer.TryComplete();

@@ -86,6 +86,8 @@ internal sealed class NodeAgent(Settings settings, IKubernetes client, ILoggerFa
         using (var release = new CancellationTokenSource(TimeSpan.FromMilliseconds(Math.Max(100, budget - MonotonicClock.NowMs))))
             await heartbeat.ReleaseAsync(release.Token);
         await run.CancelAsync();
+        using (var flush = new CancellationTokenSource(TimeSpan.FromMilliseconds(Math.Max(50, budget - MonotonicClock.NowMs))))
+            await events.FlushAsync(flush.Token);
         await Task.WhenAny(Task.WhenAll(background), Task.Delay(200));
         _logger.LogInformation("Stopped: VIPs withdrawn, Leases released");
         return 0;

@@ -104,6 +104,7 @@ internal sealed class StatusWriter(
         try
         {
             var version = request.Version;
+            var wrote = false;
             if (!IngressEquals(observed.Ingress, desired.Ingress))
             {
                 var written = await client.CoreV1.PatchNamespacedServiceStatusAsync(
@@ -111,6 +112,7 @@ internal sealed class StatusWriter(
                     desired.Name, desired.Namespace, cancellationToken: cancellationToken);
                 version = written.Metadata.ResourceVersion;
                 cache.Observe(written);
+                wrote = true;
             }
             var host = observed.Annotations.TryGetValue(Decide.VipHostAnnotation, out var h) ? h : null;
             if (host != desired.VipHost)
@@ -119,13 +121,15 @@ internal sealed class StatusWriter(
                     new V1Patch(AnnotationPatch(version, desired.VipHost), V1Patch.PatchType.MergePatch),
                     desired.Name, desired.Namespace, cancellationToken: cancellationToken);
                 cache.Observe(written);
+                wrote = true;
             }
             lock (_lock)
             {
                 _written[key] = request;
                 _failing.Remove(key);
             }
-            logger.LogInformation("{Service} status: ingress [{Ingress}], vipHost {Host}", key,
+            if (wrote)
+                logger.LogInformation("{Service} status: ingress [{Ingress}], vipHost {Host}", key,
                 string.Join(", ", desired.Ingress.Select(i => i.Ip)), desired.VipHost ?? "(none)");
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)

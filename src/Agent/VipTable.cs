@@ -18,6 +18,7 @@ internal sealed class VipTable(AddressTable addresses, int interfaceIndex, ILogg
     // Written by the reconcile loop, and by the link watcher when the kernel drops an address.
     private readonly Lock _lock = new();
     private readonly Dictionary<IPAddress, Entry> _entries = [];
+    private readonly HashSet<IPAddress> _removing = [];
 
     public int Count
     {
@@ -80,8 +81,16 @@ internal sealed class VipTable(AddressTable addresses, int interfaceIndex, ILogg
 
     public async Task RemoveAsync(IPAddress address, int prefix, CancellationToken cancellationToken)
     {
-        await addresses.RemoveAsync(interfaceIndex, address, prefix, cancellationToken);
-        lock (_lock) _entries.Remove(address);
+        lock (_lock) _removing.Add(address);
+        try
+        {
+            await addresses.RemoveAsync(interfaceIndex, address, prefix, cancellationToken);
+            lock (_lock) _entries.Remove(address);
+        }
+        finally
+        {
+            lock (_lock) _removing.Remove(address);
+        }
     }
 
     public void Announced(IPAddress address)
@@ -94,9 +103,12 @@ internal sealed class VipTable(AddressTable addresses, int interfaceIndex, ILogg
         }
     }
 
-    /// <summary>The kernel (lifetime expiry) or an operator removed an address: forget it.</summary>
+    /// <summary>
+    /// The kernel (lifetime expiry) or an operator removed an address: forget it. Returns false for an address
+    /// this table is removing itself (the netlink notification of our own removal).
+    /// </summary>
     public bool Vanished(IPAddress address)
     {
-        lock (_lock) return _entries.Remove(address);
+        lock (_lock) return !_removing.Contains(address) && _entries.Remove(address);
     }
 }
