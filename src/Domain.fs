@@ -195,6 +195,9 @@ type Decide =
             |> Array.ofList
             |> Invalid
 
+    /// Every environment variable the agent reads.
+    static member KnownVariables: string array = Array.ofList Config.Variables
+
     /// The effective settings as rows of (variable, value, meaning).
     static member DescribeSettings(settings: Settings) : string array array =
         Config.describe settings.Config |> List.map (fun (a, b, c) -> [| a; b; c |]) |> Array.ofList
