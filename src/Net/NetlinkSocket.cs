@@ -118,7 +118,8 @@ internal sealed class NetlinkSocket : IDisposable, IAsyncDisposable
     /// <paramref name="encode"/> writes request i as exactly one message (BeginMessage … EndMessage); this method
     /// sets NLM_F_REQUEST and the sequence numbers. Up to <see cref="MaxMessagesPerSend"/> requests go out in
     /// one send; only the last of them asks for an ack: the kernel handles the messages of one send in order
-    /// and answers every failure anyway, so that one ack closes the whole batch.
+    /// and answers every failure anyway, so that one ack closes the whole batch. Cancelling stops the waiting,
+    /// not the kernel: requests already sent stay applied (all requests here are idempotent, so retry).
     /// </summary>
     public async Task<NetlinkStatus[]> ExecuteAsync(int count, Action<NetlinkMessageWriter, int> encode,
         string operation, CancellationToken cancellationToken)
