@@ -12,6 +12,9 @@ namespace Hybrid.Net;
 /// Host-length addresses (/32, /128) get IFA_F_NOPREFIXROUTE (no per-VIP route; for IPv4 /32 the kernel adds
 /// none anyway); shorter prefixes keep the kernel's prefix route so clients in that subnet are reached directly,
 /// as kube-vip does. IPv6 addresses get IFA_F_NODAD so they are usable at once (never "tentative").
+/// Caution, IPv4 prefixes shorter than /32: the first address of a subnet on an interface is its primary, later
+/// ones are secondaries, and removing (or expiring) the primary silently removes the secondaries too unless
+/// net.ipv4.conf.IF.promote_secondaries=1 (verified on this kernel). /32 VIPs are each their own primary.
 /// </summary>
 internal sealed class AddressTable(NetlinkSocket socket) : IDisposable, IAsyncDisposable
 {

@@ -31,6 +31,7 @@ internal sealed class NetlinkSocket : IDisposable, IAsyncDisposable
     private readonly byte[] _receiveBuffer = new byte[DatagramBufferBytes];
     private readonly NetlinkMessageWriter _writer = new();
     private uint _nextSequence = (uint)Environment.TickCount;
+    private uint? _unfinishedDump; // sequence of a dump abandoned before NLMSG_DONE (cancelled, timed out)
 
     private NetlinkSocket(Socket socket, uint portId, uint groups)
     {
@@ -117,7 +118,8 @@ internal sealed class NetlinkSocket : IDisposable, IAsyncDisposable
     /// <paramref name="encode"/> writes request i as exactly one message (BeginMessage … EndMessage); this method
     /// sets NLM_F_REQUEST and the sequence numbers. Up to <see cref="MaxMessagesPerSend"/> requests go out in
     /// one send; only the last of them asks for an ack: the kernel handles the messages of one send in order
-    /// and answers every failure anyway, so that one ack closes the whole batch.
+    /// and answers every failure anyway, so that one ack closes the whole batch. Cancelling stops the waiting,
+    /// not the kernel: requests already sent stay applied (all requests here are idempotent, so retry).
     /// </summary>
     public async Task<NetlinkStatus[]> ExecuteAsync(int count, Action<NetlinkMessageWriter, int> encode,
         string operation, CancellationToken cancellationToken)
@@ -183,6 +185,7 @@ internal sealed class NetlinkSocket : IDisposable, IAsyncDisposable
         await _exchange.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            await FinishAbandonedDumpAsync(cancellationToken).ConfigureAwait(false);
             for (var attempt = 1; ; attempt++)
             {
                 _writer.Reset();
@@ -195,11 +198,13 @@ internal sealed class NetlinkSocket : IDisposable, IAsyncDisposable
 
                 var state = new DumpState<T>(parse);
                 using var timeout = StartReplyTimeout(cancellationToken);
+                _unfinishedDump = sequence;
                 while (!state.Done)
                 {
                     var received = await ReceiveReplyAsync(operation, timeout.Token, cancellationToken).ConfigureAwait(false);
                     state.Collect(_receiveBuffer.AsSpan(0, received), sequence);
                 }
+                _unfinishedDump = null;
                 if (!state.Status.Succeeded)
                     throw new NetlinkException(operation, state.Status.Errno, state.Status.KernelMessage);
                 if (!state.Interrupted) return state.Results;
@@ -211,6 +216,31 @@ internal sealed class NetlinkSocket : IDisposable, IAsyncDisposable
         {
             _exchange.Release();
         }
+    }
+
+    /// <summary>
+    /// The kernel keeps one dump per socket going until its NLMSG_DONE has been read, and refuses a new dump with
+    /// EBUSY meanwhile. After an abandoned dump, read (and drop) the rest of it before starting another.
+    /// </summary>
+    private async Task FinishAbandonedDumpAsync(CancellationToken cancellationToken)
+    {
+        if (_unfinishedDump is not { } stale) return;
+        _unfinishedDump = null; // one attempt only: a lost NLMSG_DONE must not stall every later dump
+        using var timeout = StartReplyTimeout(cancellationToken);
+        while (true)
+        {
+            var received = await ReceiveReplyAsync("finishing an abandoned netlink dump", timeout.Token, cancellationToken)
+                .ConfigureAwait(false);
+            if (EndsDump(_receiveBuffer.AsSpan(0, received), stale)) return;
+        }
+    }
+
+    private static bool EndsDump(ReadOnlySpan<byte> datagram, uint sequence)
+    {
+        foreach (var message in new NetlinkMessageEnumerator(datagram))
+            if (message.Sequence == sequence && message.Type is NetlinkProtocol.NLMSG_DONE or NetlinkProtocol.NLMSG_ERROR)
+                return true;
+        return false;
     }
 
     private sealed class DumpState<T>(NetlinkParser<T> parse) where T : class

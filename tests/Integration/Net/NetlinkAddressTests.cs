@@ -194,6 +194,37 @@ public sealed class NetlinkAddressTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_dump_abandoned_halfway_does_not_break_the_next_one()
+    {
+        await using var ns = await NetlinkTestNamespace.CreateAsync();
+        var socket = NetlinkSocket.Open(ns.Name);
+        await using var table = new AddressTable(socket);
+        var vips = Enumerable.Range(0, 1000)
+            .Select(i => new AddressAssignment(ns.Veth0, IPAddress.Parse($"198.18.{120 + i / 250}.{i % 250 + 1}"), 32))
+            .ToList();
+        Assert.Empty(await table.AddOrRefreshManyAsync(vips, CancellationToken.None));
+
+        // Cancel while the first of several dump datagrams is being parsed: the kernel's dump stays open.
+        using var cancel = new CancellationTokenSource();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => socket.DumpAsync(writer =>
+            {
+                writer.BeginMessage(NetlinkProtocol.RTM_GETADDR, 0);
+                writer.AppendFixed(NetlinkProtocol.IfAddrMsgSize)[0] = NetlinkProtocol.AF_INET;
+                writer.EndMessage();
+            },
+            message =>
+            {
+                cancel.Cancel();
+                return NetlinkDecoder.DecodeAddress(message);
+            },
+            "RTM_GETADDR dump", cancel.Token));
+
+        Assert.Equal(1000, (await table.DumpAsync(ns.Veth0, CancellationToken.None)).Count(a => a.IsHybrid));
+        Assert.Empty(await table.RemoveManyAsync(vips.Take(10).ToList(), CancellationToken.None));
+        Assert.Equal(990, (await table.DumpAsync(ns.Veth0, CancellationToken.None)).Count(a => a.IsHybrid));
+    }
+
+    [Fact]
     public async Task Expiry_delay_of_one_second_lifetimes_is_measured()
     {
         await using var ns = await NetlinkTestNamespace.CreateAsync();
