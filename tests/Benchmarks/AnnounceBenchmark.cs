@@ -36,7 +36,7 @@ internal sealed class AnnounceBenchmark : IBenchmark
             await IpAsync(cancellationToken, "-n", client, "link", "set", "eth0", "up");
 
             await using var capture = await ArpCapture.StartAsync(client, "eth0", cancellationToken);
-            await using var announcer = await NamespaceThread.RunAsync(node, () => Announcer.Open("eth0", NullLogger<Announcer>.Instance), cancellationToken);
+            await using var announcer = await NetworkNamespace.RunInAsync(node, () => Announcer.Open("eth0", NullLogger<Announcer>.Instance), cancellationToken);
 
             foreach (var family in new[] { "IPv4", "IPv6" })
             {

@@ -12,7 +12,7 @@ namespace Hybrid.Sandbox.Lab;
 /// namespace, from the moment <see cref="StartAsync"/> returns until disposal, so tests and benchmarks in
 /// the root namespace can see what a node's agent announces and when.
 /// <para>
-/// The libpcap device is opened on a thread that entered the namespace (<see cref="NamespaceThread"/>):
+/// The libpcap device is opened on a thread that entered the namespace (<see cref="Hybrid.Net.NetworkNamespace"/>):
 /// its AF_PACKET socket therefore lives there. Packets arriving after <see cref="StartAsync"/> returns are
 /// kept by the kernel ring even before the reader thread handles them, so none are missed. Timestamps are
 /// the kernel's (see <see cref="CapturedArp"/>): resolution well below 1 ms.
@@ -40,7 +40,7 @@ internal sealed class ArpCapture(string namespaceName, string interfaceName, Lib
 
     public static async Task<ArpCapture> StartAsync(string namespaceName, string interfaceName, CancellationToken cancellationToken)
     {
-        var opened = await NamespaceThread.RunAsync(namespaceName, () =>
+        var opened = await NetworkNamespace.RunInAsync(namespaceName, () =>
         {
             var d = PcapDeviceOpener.Open(interfaceName, new DeviceConfiguration
             {

@@ -20,7 +20,7 @@ internal sealed record ArpAnswer(PhysicalAddress Mac, IPAddress SenderIp, DateTi
 /// The request is a broadcast ARP request from the interface's MAC, sender IP = the interface's first
 /// IPv4 address unless one is given. Counted replies are ARP replies whose sender IP is the target and
 /// whose target IP is our sender IP (so a gratuitous ARP from an announcer during the window is not an
-/// answer). The device is opened in the namespace (<see cref="NamespaceThread"/>) before the request is
+/// answer). The device is opened in the namespace (<see cref="Hybrid.Net.NetworkNamespace"/>) before the request is
 /// sent, so no reply is missed.
 /// </para>
 /// </summary>
@@ -37,7 +37,7 @@ internal static class ArpProbe
         if (target.AddressFamily != AddressFamily.InterNetwork) throw new ArgumentException($"ARP resolves IPv4 addresses, not {target}", nameof(target));
         if (senderIp is { AddressFamily: not AddressFamily.InterNetwork }) throw new ArgumentException($"the sender of an ARP request needs an IPv4 address, not {senderIp}", nameof(senderIp));
         if (window <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(window), window, "the answer window must be positive");
-        return NamespaceThread.RunAsync(namespaceName, () => Resolve(interfaceName, target, senderIp, window, cancellationToken), cancellationToken);
+        return NetworkNamespace.RunInAsync(namespaceName, () => Resolve(interfaceName, target, senderIp, window, cancellationToken), cancellationToken);
     }
 
     private static IReadOnlyList<ArpAnswer> Resolve(string interfaceName, IPAddress target, IPAddress? senderIp, TimeSpan window, CancellationToken cancellationToken)

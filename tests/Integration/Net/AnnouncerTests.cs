@@ -183,7 +183,7 @@ public sealed class AnnouncerTests(ITestOutputHelper output)
 
     /// <summary>Opens the Announcer the way the agent does, from inside the node's network namespace.</summary>
     private static Task<Announcer> OpenInAsync(string ns, ILogger<Announcer> logger, CancellationToken ct) =>
-        NamespaceThread.RunAsync(ns, () => Announcer.Open(ArpLab.Interface, logger), ct);
+        NetworkNamespace.RunInAsync(ns, () => Announcer.Open(ArpLab.Interface, logger), ct);
 
     private static double Ms(long ticks) => ticks * 1000.0 / Stopwatch.Frequency;
 

@@ -90,8 +90,8 @@ public sealed class ArpLabTests
         Assert.Contains("'eth0' does not exist", missingInterface.Message);
         Assert.Contains(lab.Prefix + "d", missingInterface.Message); // the namespace's own interface, listed
 
-        var missingNamespace = await Assert.ThrowsAsync<InvalidOperationException>(() => ArpCapture.StartAsync(lab.Prefix + "-none", "eth0", ct));
-        Assert.Contains($"'{lab.Prefix}-none' does not exist", missingNamespace.Message);
+        var missingNamespace = await Assert.ThrowsAsync<Hybrid.Net.NetworkNamespaceException>(() => ArpCapture.StartAsync(lab.Prefix + "-none", "eth0", ct));
+        Assert.Contains($"'{lab.Prefix}-none'", missingNamespace.Message);
     }
 }
 
