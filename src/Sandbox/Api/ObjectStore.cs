@@ -24,7 +24,7 @@ internal sealed record StoreChange(long Rv, ChangeType Type, StoredObject Object
 /// <summary>A live watch on one bucket: the store pushes every change into <see cref="Changes"/> in order.</summary>
 internal sealed class Subscription(ObjectStore store, string bucket, string? ns, string client) : IDisposable
 {
-    private readonly Channel<StoreChange> _changes = Channel.CreateUnbounded<StoreChange>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<StoreChange> _changes = Channel.CreateUnbounded<StoreChange>();
     public string Bucket { get; } = bucket;
     public string? Namespace { get; } = ns;
     public string Client { get; } = client;

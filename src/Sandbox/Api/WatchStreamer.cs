@@ -40,7 +40,7 @@ internal sealed class WatchStreamer(ObjectStore store, TimeSpan bookmarkInterval
         var start = store.Subscribe(rt.Bucket, rt.Namespaced ? request.Namespace : null, request.FromRv, request.Client);
         var response = ctx.Response;
         response.StatusCode = 200;
-        response.ContentType = request.TableApiVersion is null ? "application/json" : "application/json;as=Table;v=v1;g=meta.k8s.io";
+        response.ContentType = "application/json";
         response.Headers.CacheControl = "no-cache, private";
         await response.StartAsync(cancellationToken);
         var writer = response.BodyWriter;
