@@ -1,9 +1,13 @@
 namespace Hybrid.Sandbox.Api;
 
-/// <summary>Writes a kubeconfig for a plain-http, no-auth API server (accepted by kubectl and KubernetesClient).</summary>
+/// <summary>Writes a kubeconfig for a plain-http API server that ignores authentication (accepted by kubectl and KubernetesClient).</summary>
 internal static class Kubeconfig
 {
     public const string ContextName = "hybrid-emulator";
+
+    /// <summary>A placeholder bearer token: the emulator ignores it, but KubernetesClient refuses a user without
+    /// credentials.</summary>
+    public const string Token = "hybrid-emulator-no-auth";
 
     public static string Render(Uri server, string defaultNamespace = "default")
     {
@@ -24,7 +28,8 @@ internal static class Kubeconfig
             current-context: {ContextName}
             users:
             - name: {ContextName}
-              user: {"{}"}
+              user:
+                token: {Token}
             preferences: {"{}"}
 
             """;
