@@ -304,7 +304,7 @@ internal sealed class ApiEndpoints(
     {
         var contentType = ctx.Request.ContentType ?? "";
         if (contentType.Contains("protobuf", StringComparison.Ordinal) || contentType.Contains("cbor", StringComparison.Ordinal))
-            throw ApiException.UnsupportedMediaType($"the body of the request was in an unknown format - accepted media types include: application/json, application/yaml");
+            throw ApiException.UnsupportedMediaType("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (this emulator does not decode protobuf: use kubectl apply/create -f)");
         using var buffer = new MemoryStream();
         await ctx.Request.Body.CopyToAsync(buffer, ctx.RequestAborted);
         if (buffer.Length == 0) throw ApiException.BadRequest("the body of the request was empty");

@@ -148,8 +148,10 @@ internal sealed class LabEndpoints(RequestStats stats, FaultInjector faults, Obj
             {
                 var client = spec.Str("client") ?? throw ApiException.BadRequest("a partition needs \"client\"");
                 faults.Partition(client, duration);
-                var closedWatches = store.CloseWatches(s => s.Client == client);
+                // Abort first so the client sees a broken connection (as on a real network partition), not the
+                // clean end of its watch streams; then release the subscriptions.
                 var aborted = connections.Abort(client);
+                var closedWatches = store.CloseWatches(s => s.Client == client);
                 return new JsonObject
                 {
                     ["id"] = "partition:" + client,
