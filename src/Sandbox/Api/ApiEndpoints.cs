@@ -300,14 +300,16 @@ internal sealed class ApiEndpoints(
         }
     }
 
-    private static async Task<JsonNode?> ReadJsonAsync(HttpContext ctx)
+    private static async Task<JsonNode?> ReadJsonAsync(HttpContext ctx, ResourceType? protobufType = null)
     {
         var contentType = ctx.Request.ContentType ?? "";
-        if (contentType.Contains("protobuf", StringComparison.Ordinal) || contentType.Contains("cbor", StringComparison.Ordinal))
-            throw ApiException.UnsupportedMediaType("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (this emulator does not decode protobuf: use kubectl apply/create -f)");
+        var protobuf = contentType.StartsWith("application/vnd.kubernetes.protobuf", StringComparison.Ordinal);
+        if ((protobuf && protobufType is null) || contentType.Contains("cbor", StringComparison.Ordinal))
+            throw ApiException.UnsupportedMediaType("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml");
         using var buffer = new MemoryStream();
         await ctx.Request.Body.CopyToAsync(buffer, ctx.RequestAborted);
         if (buffer.Length == 0) throw ApiException.BadRequest("the body of the request was empty");
+        if (protobuf) return ProtobufDecoder.Decode(buffer.GetBuffer().AsSpan(0, (int)buffer.Length), protobufType!);
         try
         {
             return JsonNode.Parse(buffer.GetBuffer().AsMemory(0, (int)buffer.Length).Span);
@@ -320,7 +322,7 @@ internal sealed class ApiEndpoints(
 
     private static async Task<JsonObject> ReadObjectAsync(HttpContext ctx, ResourceType rt)
     {
-        var node = await ReadJsonAsync(ctx);
+        var node = await ReadJsonAsync(ctx, rt);
         return node as JsonObject ?? throw ApiException.BadRequest($"the object provided is unrecognized (must be of type {rt.Kind}): json: cannot unmarshal {(node is JsonArray ? "array" : "value")} into Go value of type struct");
     }
 
@@ -334,7 +336,7 @@ internal sealed class ApiEndpoints(
         {
             using var buffer = new MemoryStream();
             await ctx.Request.Body.CopyToAsync(buffer, ctx.RequestAborted);
-            if (buffer.Length > 0)
+            if (buffer.Length > 0 && !(ctx.Request.ContentType ?? "").Contains("protobuf", StringComparison.Ordinal))
             {
                 JsonObject? body;
                 try { body = JsonNode.Parse(buffer.ToArray()) as JsonObject; }

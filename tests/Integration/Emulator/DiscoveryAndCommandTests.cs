@@ -31,23 +31,16 @@ public sealed class DiscoveryAndCommandTests
               - type: Ready
                 status: "True"
             """))).EnsureSuccess();
-        (await h.KubectlAsync("create", "-f", h.WriteFile("web.yaml", """
-            apiVersion: apps/v1
-            kind: Deployment
-            metadata:
-              name: web
-            spec:
-              replicas: 1
-              selector:
-                matchLabels: {app: web}
-              template:
-                metadata:
-                  labels: {app: web}
-                spec:
-                  containers:
-                  - name: web
-                    image: nginx:1.27
-            """))).EnsureSuccess();
+        // Typed kubectl commands send protobuf bodies.
+        (await h.KubectlAsync("create", "deployment", "web", "--image=nginx:1.27", "--replicas=1", "--port=8080")).EnsureSuccess();
+        (await h.KubectlAsync("create", "namespace", "plunder")).EnsureSuccess();
+        (await h.KubectlAsync("create", "configmap", "settings", "--from-literal=mode=arp")).EnsureSuccess();
+        var web = await h.Client.AppsV1.ReadNamespacedDeploymentAsync("web", "default");
+        Assert.Equal("web", web.Spec.Selector.MatchLabels["app"]);
+        Assert.Equal(8080, web.Spec.Template.Spec.Containers.Single().Ports.Single().ContainerPort);
+        Assert.Equal("nginx:1.27", web.Spec.Template.Spec.Containers.Single().Image);
+        Assert.Equal("Active", (await h.Client.CoreV1.ReadNamespaceAsync("plunder")).Status.Phase);
+        Assert.Equal("arp", (await h.Client.CoreV1.ReadNamespacedConfigMapAsync("settings", "default")).Data["mode"]);
         (await h.KubectlAsync("create", "-f", h.WriteFile("lease.yaml", """
             apiVersion: coordination.k8s.io/v1
             kind: Lease
@@ -65,8 +58,8 @@ public sealed class DiscoveryAndCommandTests
         Assert.Matches(@"web-\S+\s+1/1\s+Running\s+0\s+\d+s", (await h.KubectlAsync("get", "po")).EnsureSuccess().Stdout);
         Assert.Matches(@"web\s+1/1\s+1\s+1\s+\d+s", (await h.KubectlAsync("get", "deploy")).EnsureSuccess().Stdout);
         Assert.Matches(@"plndr-svcs-lock\s+node-1\s+\d+s", (await h.KubectlAsync("get", "leases", "-n", "kube-system")).EnsureSuccess().Stdout);
-        (await h.KubectlAsync("expose", "deployment", "web", "--port=80")).EnsureSuccess();
-        await Eventually.WaitAsync(async () => System.Text.RegularExpressions.Regex.IsMatch((await h.KubectlAsync("get", "ep")).Stdout, @"web\s+10\.244\.\d+\.\d+:80\s+\d+s"),
+        (await h.KubectlAsync("expose", "deployment", "web", "--port=80", "--target-port=8080")).EnsureSuccess();
+        await Eventually.WaitAsync(async () => System.Text.RegularExpressions.Regex.IsMatch((await h.KubectlAsync("get", "ep")).Stdout, @"web\s+10\.244\.\d+\.\d+:8080\s+\d+s"),
             TimeSpan.FromSeconds(10), "kubectl get ep to show the pod");
         var wide = (await h.KubectlAsync("get", "po", "-o", "wide")).EnsureSuccess().Stdout;
         Assert.Matches(@"web-\S+\s+1/1\s+Running\s+0\s+\d+s\s+10\.244\.\d+\.\d+\s+node-1", wide);
