@@ -208,6 +208,11 @@ internal sealed class ApiEndpoints(
         var q = ctx.Request.Query;
         var rt = t.Resource;
         var dryRun = q["dryRun"].ToString() == "All";
+        if (t.Subresource == "scale")
+        {
+            await ServeScaleAsync(ctx, t);
+            return;
+        }
         switch (t.Verb)
         {
             case "get":
@@ -262,15 +267,7 @@ internal sealed class ApiEndpoints(
             }
             case "patch":
             {
-                var contentType = ctx.Request.ContentType ?? "";
-                var patchType = contentType.Split(';')[0].Trim() switch
-                {
-                    "application/json-patch+json" => "json",
-                    "application/merge-patch+json" => "merge",
-                    "application/strategic-merge-patch+json" => "strategic",
-                    "application/apply-patch+yaml" or "application/apply-patch+json" => "apply",
-                    _ => throw ApiException.UnsupportedMediaType("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json"),
-                };
+                var patchType = PatchTypeOf(ctx);
                 var patch = await ReadJsonAsync(ctx);
                 var (o, created) = resources.Patch(rt, t.Namespace, t.Name!, t.Subresource, patchType, patch, q["fieldManager"], dryRun);
                 await WriteObjectAsync(ctx, rt, o, created ? 201 : 200);
@@ -299,6 +296,35 @@ internal sealed class ApiEndpoints(
             }
         }
     }
+
+    private async Task ServeScaleAsync(HttpContext ctx, RequestTarget t)
+    {
+        StoredObject result;
+        switch (t.Verb)
+        {
+            case "get":
+                result = resources.Get(t.Resource, t.Namespace, t.Name!);
+                break;
+            case "update":
+                result = resources.Scale(t.Resource, t.Namespace, t.Name!, null, await ReadJsonAsync(ctx));
+                break;
+            case "patch":
+                result = resources.Scale(t.Resource, t.Namespace, t.Name!, PatchTypeOf(ctx), await ReadJsonAsync(ctx));
+                break;
+            default:
+                throw ApiException.MethodNotAllowed();
+        }
+        await WriteJsonAsync(ctx, ResourceService.ScaleOf(result));
+    }
+
+    private static string PatchTypeOf(HttpContext ctx) => (ctx.Request.ContentType ?? "").Split(';')[0].Trim() switch
+    {
+        "application/json-patch+json" => "json",
+        "application/merge-patch+json" => "merge",
+        "application/strategic-merge-patch+json" => "strategic",
+        "application/apply-patch+yaml" or "application/apply-patch+json" => "apply",
+        _ => throw ApiException.UnsupportedMediaType("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json"),
+    };
 
     private static async Task<JsonNode?> ReadJsonAsync(HttpContext ctx, ResourceType? protobufType = null)
     {

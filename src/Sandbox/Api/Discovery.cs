@@ -81,14 +81,21 @@ internal static class Discovery
             resources.Add(r);
             foreach (var sub in rt.Subresources)
             {
-                resources.Add(new JsonObject
+                var subresource = new JsonObject
                 {
                     ["name"] = rt.Plural + "/" + sub,
                     ["singularName"] = "",
                     ["namespaced"] = rt.Namespaced,
-                    ["kind"] = rt.Kind,
-                    ["verbs"] = sub == "finalize" ? new JsonArray("update") : new JsonArray("get", "patch", "update"),
-                });
+                };
+                if (sub == "scale")
+                {
+                    subresource["group"] = "autoscaling";
+                    subresource["version"] = "v1";
+                    subresource["kind"] = "Scale";
+                }
+                else subresource["kind"] = rt.Kind;
+                subresource["verbs"] = sub == "finalize" ? new JsonArray("update") : new JsonArray("get", "patch", "update");
+                resources.Add(subresource);
             }
         }
         return new JsonObject

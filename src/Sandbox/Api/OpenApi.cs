@@ -54,7 +54,7 @@ internal static class OpenApi
                 ["delete"] = Operation(rt, "delete", false),
                 ["parameters"] = PathParameters(rt, true),
             };
-            foreach (var sub in rt.Subresources)
+            foreach (var sub in rt.Subresources.Where(s => s != "scale"))
             {
                 paths[item + "/" + sub] = new JsonObject
                 {

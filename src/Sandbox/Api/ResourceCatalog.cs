@@ -46,7 +46,7 @@ internal static class ResourceCatalog
     public static readonly ResourceType EndpointSlices = new("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", true, NoStrings, NoStrings, NoStrings, "endpointslices");
     public static readonly ResourceType Leases = new("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, NoStrings, NoStrings, NoStrings, "leases");
     public static readonly ResourceType EventsV1 = new("events.k8s.io", "v1", "events", "event", "Event", true, NoStrings, NoStrings, NoStrings, "events");
-    public static readonly ResourceType Deployments = new("apps", "v1", "deployments", "deployment", "Deployment", true, ["deploy"], StatusOnly, ["all"], "deployments");
+    public static readonly ResourceType Deployments = new("apps", "v1", "deployments", "deployment", "Deployment", true, ["deploy"], ["status", "scale"], ["all"], "deployments");
 
     public static readonly IReadOnlyList<ResourceType> All =
         [Services, Endpoints, Pods, Nodes, Namespaces, CoreEvents, ConfigMaps, EndpointSlices, Leases, EventsV1, Deployments];

@@ -251,6 +251,58 @@ internal sealed class ResourceService(ObjectStore store)
         }
     }
 
+    // ---------------------------------------------------------------- scale subresource
+
+    /// <summary>The autoscaling/v1 Scale view of a Deployment (GET .../deployments/NAME/scale).</summary>
+    public static JsonObject ScaleOf(StoredObject d)
+    {
+        var meta = d.Node.Obj("metadata")!;
+        var selector = string.Join(',', Json.StringMap(d.Node.Obj("spec").Obj("selector").Obj("matchLabels"))
+            .OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => kv.Key + "=" + kv.Value));
+        return new JsonObject
+        {
+            ["kind"] = "Scale",
+            ["apiVersion"] = "autoscaling/v1",
+            ["metadata"] = new JsonObject
+            {
+                ["name"] = meta.Str("name"),
+                ["namespace"] = meta.Str("namespace"),
+                ["uid"] = meta.Str("uid"),
+                ["resourceVersion"] = meta.Str("resourceVersion"),
+                ["creationTimestamp"] = meta.Str("creationTimestamp"),
+            },
+            ["spec"] = new JsonObject { ["replicas"] = d.Node.Obj("spec").Long("replicas") ?? 0 },
+            ["status"] = new JsonObject { ["replicas"] = d.Node.Obj("status").Long("replicas") ?? 0, ["selector"] = selector },
+        };
+    }
+
+    /// <summary>Writes spec.replicas through the scale subresource: a PUT body, or a patch applied to the Scale view.</summary>
+    public StoredObject Scale(ResourceType rt, string? ns, string name, string? patchType, JsonNode? body)
+    {
+        for (var attempt = 0; ; attempt++)
+        {
+            var cur = Get(rt, ns, name);
+            var scale = ScaleOf(cur);
+            var next = patchType switch
+            {
+                null => body as JsonObject ?? throw ApiException.BadRequest("a Scale object is required"),
+                "json" => JsonPatch.Apply(scale, body),
+                "merge" or "strategic" or "apply" => MergePatch.Apply(scale, body) as JsonObject ?? throw ApiException.BadRequest("merge patch must be an object"),
+                _ => throw new InvalidOperationException(patchType),
+            };
+            var rv = next.Obj("metadata").Str("resourceVersion");
+            if (!string.IsNullOrEmpty(rv) && rv != scale.Obj("metadata").Str("resourceVersion")) throw ApiException.Conflict(rt, name);
+            var replicas = next.Obj("spec").Long("replicas") ?? 0;
+            if (replicas < 0)
+                throw ApiException.Invalid(rt, name, [new("FieldValueInvalid", "spec.replicas", $"Invalid value: {replicas}: must be greater than or equal to 0")]);
+            var updated = (JsonObject)cur.Node.DeepClone();
+            updated.Ensure("spec")["replicas"] = replicas;
+            var result = TryUpdateFrom(rt, ns, name, null, updated, cur, false);
+            if (result is not null) return result;
+            if (!string.IsNullOrEmpty(rv) || attempt >= MaxInternalRetries) throw ApiException.Conflict(rt, name);
+        }
+    }
+
     // ---------------------------------------------------------------- delete
 
     /// <summary>Deletes (or, with finalizers, marks for deletion). Returns the final object and whether it is gone.</summary>

@@ -63,6 +63,9 @@ public sealed class DiscoveryAndCommandTests
             TimeSpan.FromSeconds(10), "kubectl get ep to show the pod");
         var wide = (await h.KubectlAsync("get", "po", "-o", "wide")).EnsureSuccess().Stdout;
         Assert.Matches(@"web-\S+\s+1/1\s+Running\s+0\s+\d+s\s+10\.244\.\d+\.\d+\s+node-1", wide);
+        (await h.KubectlAsync("scale", "deployment", "web", "--replicas=2")).EnsureSuccess();
+        (await h.KubectlAsync("rollout", "status", "deployment/web", "--timeout=20s")).EnsureSuccess();
+        Assert.Equal(2, (await h.Client.CoreV1.ListNamespacedPodAsync("default", labelSelector: "app=web")).Items.Count);
         var events = await h.KubectlAsync("get", "ev");
         Assert.Equal(0, events.ExitCode);
         Assert.DoesNotContain("could also match", events.Stderr);
