@@ -140,7 +140,13 @@ internal sealed class ResourceService(ObjectStore store)
             var cur = store.Get(rt.Bucket, Key(rt, ns, name));
             if (cur is null)
             {
-                if (subresource is null && rt.Bucket is "events" or "endpoints" or "configmaps") return Create(rt, ns, body, dryRun);
+                if (subresource is null && rt.Bucket is "events" or "endpoints")
+                {
+                    var created = (JsonObject)body.DeepClone();
+                    created.Meta()["name"] = name;
+                    created.Meta().Remove("resourceVersion");
+                    return Create(rt, ns, created, dryRun);
+                }
                 throw ApiException.NotFound(rt, name);
             }
             if (!string.IsNullOrEmpty(preconditionRv) && preconditionRv != cur.Node.Obj("metadata").Str("resourceVersion"))
