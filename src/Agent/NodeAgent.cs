@@ -17,8 +17,10 @@ internal sealed class NodeAgent(Settings settings, IKubernetes client, ILoggerFa
     private static readonly TimeSpan StopBudget = TimeSpan.FromMilliseconds(1900);
     private readonly ILogger _logger = loggers.CreateLogger<NodeAgent>();
 
+    /// <summary>Runs the agent on the VIP interface of this network namespace.</summary>
     public async Task<int> RunAsync(CancellationToken stopping)
     {
+        // Subscribe before reading the link, so no change falls between the read and the first event.
         using var monitor = NetlinkMonitor.Open();
         using var links = LinkTable.Open();
         using var addresses = AddressTable.Open();
@@ -35,16 +37,34 @@ internal sealed class NodeAgent(Settings settings, IKubernetes client, ILoggerFa
             _logger.LogCritical("VIP interface {Interface} does not exist", interfaceName);
             return 1;
         }
-
         await using var announcer = settings.Arp ? Announcer.Open(interfaceName, loggers.CreateLogger<Announcer>()) : null;
+        _logger.LogInformation("VIP interface {Interface} ({Mac})", interfaceName, link.HardwareAddress);
+        return await RunAsync(new KernelVipAddresses(addresses, link.Index), announcer,
+            (node, vips, signal) => new LinkWatcher(monitor, links, link.Index, node, vips, signal, loggers.CreateLogger<LinkWatcher>()),
+            stopping);
+    }
+
+    /// <summary>
+    /// Runs the ownership protocol with no data plane (no interface, no announcements): for measuring the
+    /// API traffic of many simulated nodes in one process.
+    /// </summary>
+    public Task<int> RunDetachedAsync(CancellationToken stopping) =>
+        RunAsync(new DetachedVipAddresses(), announcer: null, linkWatcher: null, stopping);
+
+    private async Task<int> RunAsync(
+        IVipAddresses addresses,
+        Announcer? announcer,
+        Func<NodeState, VipTable, ReconcileSignal, LinkWatcher>? linkWatcher,
+        CancellationToken stopping)
+    {
         var signal = new ReconcileSignal();
         var cache = new ClusterCache(signal);
         var node = new NodeState(settings);
         var claims = new ClaimBook();
-        var vips = new VipTable(addresses, link.Index, loggers.CreateLogger<VipTable>());
+        var vips = new VipTable(addresses, loggers.CreateLogger<VipTable>());
         await vips.AdoptAsync(stopping);
-        var linkWatcher = new LinkWatcher(monitor, links, link.Index, node, vips, signal, loggers.CreateLogger<LinkWatcher>());
-        await linkWatcher.InitialiseAsync(stopping);
+        var link = linkWatcher?.Invoke(node, vips, signal);
+        if (link is not null) await link.InitialiseAsync(stopping);
 
         var heartbeat = new HeartbeatRenewer(client, settings, node, signal, loggers.CreateLogger<HeartbeatRenewer>());
         var leases = new GroupLeaseWriter(client, settings, cache, claims, loggers.CreateLogger<GroupLeaseWriter>());
@@ -53,18 +73,14 @@ internal sealed class NodeAgent(Settings settings, IKubernetes client, ILoggerFa
         var loop = new ReconcileLoop(settings, cache, node, claims, vips, announcer, leases, status, events, signal,
             loggers.CreateLogger<ReconcileLoop>());
 
-        _logger.LogInformation(
-            "Hybrid agent on node {Node}: VIP interface {Interface} ({Mac}), svc_election={Election}, leases in {Namespace}",
-            settings.NodeName, interfaceName, link.HardwareAddress, settings.Election, settings.LeaseNamespace);
+        _logger.LogInformation("Hybrid agent on node {Node}: svc_election={Election}, leases in {Namespace}",
+            settings.NodeName, settings.Election, settings.LeaseNamespace);
 
         using var run = new CancellationTokenSource();
         status.Start(run.Token);
         events.Start(run.Token);
-        var background = new List<Task>
-        {
-            Task.Run(() => linkWatcher.RunAsync(run.Token)),
-            Task.Run(() => heartbeat.RunAsync(run.Token)),
-        };
+        var background = new List<Task> { Task.Run(() => heartbeat.RunAsync(run.Token)) };
+        if (link is not null) background.Add(Task.Run(() => link.RunAsync(run.Token)));
         background.AddRange(Watches(cache).Select(w => Task.Run(() => w(run.Token))));
 
         await loop.RunAsync(stopping);

@@ -1,6 +1,5 @@
 using System.Net;
 using Hybrid.Facade;
-using Hybrid.Net;
 using Microsoft.Extensions.Logging;
 
 namespace Hybrid.Agent;
@@ -11,7 +10,7 @@ namespace Hybrid.Agent;
 /// announcements went out since it was added. At startup it adopts the marked addresses it finds (a
 /// restarted agent), which the first plan then keeps or removes.
 /// </summary>
-internal sealed class VipTable(AddressTable addresses, int interfaceIndex, ILogger<VipTable> logger)
+internal sealed class VipTable(IVipAddresses addresses, ILogger<VipTable> logger)
 {
     private sealed record Entry(IPAddress Address, int Prefix, long? ExpiresAt, long? AddedAt, int Sent, long LastSentAt);
 
@@ -28,12 +27,11 @@ internal sealed class VipTable(AddressTable addresses, int interfaceIndex, ILogg
     public async Task AdoptAsync(CancellationToken cancellationToken)
     {
         var now = MonotonicClock.NowMs;
-        foreach (var a in await addresses.DumpAsync(interfaceIndex, cancellationToken))
+        foreach (var (address, prefix, remaining) in await addresses.OwnAsync(cancellationToken))
         {
-            if (!a.IsHybrid) continue;
-            long? expires = a.ValidLifetime is { } life ? now + (long)life.TotalMilliseconds : null;
-            lock (_lock) _entries[a.Address] = new Entry(a.Address, a.PrefixLength, expires, null, 0, 0);
-            logger.LogInformation("Found {Vip}/{Prefix} from an earlier run on the interface", a.Address, a.PrefixLength);
+            long? expires = remaining is { } life ? now + (long)life.TotalMilliseconds : null;
+            lock (_lock) _entries[address] = new Entry(address, prefix, expires, null, 0, 0);
+            logger.LogInformation("Found {Vip}/{Prefix} from an earlier run on the interface", address, prefix);
         }
     }
 
@@ -56,18 +54,15 @@ internal sealed class VipTable(AddressTable addresses, int interfaceIndex, ILogg
     public async Task AddAsync(IPAddress address, int prefix, long lifetimeMs, CancellationToken cancellationToken)
     {
         var now = MonotonicClock.NowMs;
-        await addresses.AddOrRefreshAsync(interfaceIndex, address, prefix, TimeSpan.FromMilliseconds(lifetimeMs), cancellationToken);
+        await addresses.AddAsync(address, prefix, TimeSpan.FromMilliseconds(lifetimeMs), cancellationToken);
         lock (_lock) _entries[address] = new Entry(address, prefix, now + lifetimeMs, now, 0, now);
     }
 
     public async Task RefreshAsync(IReadOnlyList<(IPAddress Address, int Prefix)> vips, long lifetimeMs, CancellationToken cancellationToken)
     {
         var now = MonotonicClock.NowMs;
-        var lifetime = TimeSpan.FromMilliseconds(lifetimeMs);
-        var failures = await addresses.AddOrRefreshManyAsync(
-            vips.Select(v => new AddressAssignment(interfaceIndex, v.Address, v.Prefix, lifetime)).ToList(), cancellationToken);
-        foreach (var failure in failures)
-            logger.LogError("Refreshing {Vip} failed: {Error}", failure.Assignment.Address, failure.Error.Message);
+        foreach (var (address, error) in await addresses.RefreshAsync(vips, TimeSpan.FromMilliseconds(lifetimeMs), cancellationToken))
+            logger.LogError("Refreshing {Vip} failed: {Error}", address, error);
         lock (_lock)
         {
             foreach (var (address, prefix) in vips)
@@ -84,7 +79,7 @@ internal sealed class VipTable(AddressTable addresses, int interfaceIndex, ILogg
         lock (_lock) _removing.Add(address);
         try
         {
-            await addresses.RemoveAsync(interfaceIndex, address, prefix, cancellationToken);
+            await addresses.RemoveAsync(address, prefix, cancellationToken);
             lock (_lock) _entries.Remove(address);
         }
         finally
