@@ -109,6 +109,37 @@ public sealed class NetnsLabTests
     }
 
     [Fact]
+    public async Task Orphan_sweep_removes_labs_whose_owner_died_and_keeps_live_ones()
+    {
+        Requires.Root();
+        var ct = await LabTestSupport.StartAsync();
+        var orphan = LabTopology.Create(new LabSpec(Name: LabTestSupport.UniqueName(), Nodes: 1, Ipv6: false));
+        var live = LabTopology.Create(new LabSpec(Name: LabTestSupport.UniqueName(), Nodes: 1, Ipv6: false));
+        var orphanLab = await NetnsLab.CreateAsync(orphan, ct);
+        var liveLab = await NetnsLab.CreateAsync(live, ct);
+        try
+        {
+            // The owner of the orphan "died": same pid, but not the process that started at that time.
+            var owner = File.ReadAllText(orphan.OwnerFile).Split(' ');
+            File.WriteAllText(orphan.OwnerFile, $"{owner[0]} 1 {owner[2]}");
+
+            var swept = await NetnsLab.SweepOrphansAsync("hyt", ct);
+
+            Assert.Contains(orphan.Name, swept);
+            Assert.DoesNotContain(live.Name, swept);
+            foreach (var ns in orphan.Namespaces) Assert.False(NetnsLab.NamespaceExists(ns), $"orphan namespace {ns} left");
+            Assert.False(Directory.Exists(orphan.RunDirectory));
+            foreach (var ns in live.Namespaces) Assert.True(NetnsLab.NamespaceExists(ns), $"live namespace {ns} swept");
+        }
+        finally
+        {
+            await orphanLab.DisposeAsync();
+            await liveLab.DisposeAsync();
+        }
+        foreach (var ns in live.Namespaces) Assert.False(NetnsLab.NamespaceExists(ns));
+    }
+
+    [Fact]
     public async Task Link_down_and_carrier_loss_are_visible_inside_the_node()
     {
         Requires.Root();
