@@ -24,7 +24,8 @@ internal sealed record AgentSupervisorOptions
     /// <summary>The `hybrid` assembly for the default command; null: the assembly holding the lab (hybrid.dll).</summary>
     public string? AssemblyPath { get; init; }
 
-    /// <summary>The dotnet host for the default command; null: this process's host when it is dotnet, else `dotnet`.</summary>
+    /// <summary>The dotnet host for the default command; null: this process's host when it is dotnet, else
+    /// $DOTNET_ROOT/dotnet, else `dotnet` on PATH.</summary>
     public string? DotnetPath { get; init; }
 
     /// <summary>Wait before restarting an agent that exited on its own (a kubelet restarts a crashed pod likewise).</summary>
@@ -386,7 +387,11 @@ internal sealed class AgentSupervisor : IAsyncDisposable
     private static string DotnetHost()
     {
         var host = Environment.ProcessPath;
-        return host is not null && Path.GetFileNameWithoutExtension(host) == "dotnet" ? host : ProcessRunner.FindExecutable("dotnet");
+        if (host is not null && Path.GetFileNameWithoutExtension(host) == "dotnet") return host;
+        // Started through the apphost (bin/.../hybrid): the runtime it found is under DOTNET_ROOT or on PATH.
+        var root = Environment.GetEnvironmentVariable("DOTNET_ROOT");
+        if (root is { Length: > 0 } && File.Exists(Path.Combine(root, "dotnet"))) return Path.Combine(root, "dotnet");
+        return ProcessRunner.FindExecutable("dotnet");
     }
 
     private Slot Find(string node) =>

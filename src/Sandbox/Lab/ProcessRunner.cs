@@ -73,8 +73,9 @@ internal sealed class ProcessRunner(ILogger<ProcessRunner> logger)
             var result = new ProcessResult(argv, process.ExitCode, await stdout, await stderr);
             return Finish(request, result, Stopwatch.GetElapsedTime(started));
         }
-        catch (OperationCanceledException) when (!process.HasExited)
+        catch (OperationCanceledException)
         {
+            // Also reached when the command exited but a descendant still holds its output open.
             KillTree(process);
             if (cancellationToken.IsCancellationRequested) throw;
             throw new TimeoutException($"command did not finish within {request.Timeout.TotalSeconds:0.#} s and was killed: {Format(argv)}");

@@ -26,7 +26,7 @@ public sealed class AgentSupervisorTests
         var ct = await LabTestSupport.StartAsync();
         var topology = LabTopology.Create(new LabSpec(Name: LabTestSupport.UniqueName(), Nodes: 2, Ipv6: false));
         await using var lab = await NetnsLab.CreateAsync(topology, ct);
-        var markers = Directory.CreateTempSubdirectory("hyt-markers-").FullName;
+        var markers = Directory.CreateDirectory(Path.Combine(topology.RunDirectory, "markers")).FullName; // removed with the lab
         var supervisor = AgentSupervisor.ForTopology(topology, new AgentSupervisorOptions
         {
             Command = _ => ["sh", "-c", StandIn],
@@ -103,7 +103,6 @@ public sealed class AgentSupervisorTests
             Assert.Single(exits, e => !e.Expected);
         }
         await Assert.ThrowsAsync<ObjectDisposedException>(() => supervisor.StartAsync("node-1", ct));
-        Directory.Delete(markers, recursive: true);
     }
 
     [Fact]

@@ -143,6 +143,7 @@ public sealed class NetnsLabTests
     public async Task Link_down_and_carrier_loss_are_visible_inside_the_node()
     {
         Requires.Root();
+        Requires.Tool("socat", "socat");
         var ct = await LabTestSupport.StartAsync();
         var topology = LabTopology.Create(new LabSpec(Name: LabTestSupport.UniqueName(), Nodes: 1, Ipv6: false));
         await using var lab = await NetnsLab.CreateAsync(topology, ct);
