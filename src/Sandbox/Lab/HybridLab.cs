@@ -1,0 +1,195 @@
+using System.Net;
+using System.Text.Json.Nodes;
+using Hybrid.Sandbox.Api;
+using k8s;
+using k8s.Models;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Hybrid.Sandbox.Lab;
+
+/// <summary>What to build: the layout, the agents' environment, and where to put the user's kubeconfig.</summary>
+internal sealed record LabOptions
+{
+    public LabSpec Spec { get; init; } = new();
+
+    /// <summary>kube-vip environment for every agent (vip_interface and vip_nodename are set per node).</summary>
+    public IReadOnlyDictionary<string, string> Environment { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>Where to write the kubeconfig for the user's shell; default: in the lab's run directory.</summary>
+    public string? KubeconfigPath { get; init; }
+
+    public bool StartAgents { get; init; } = true;
+
+    public TimeSpan AgentRestartDelay { get; init; } = TimeSpan.FromSeconds(3);
+
+    /// <summary>Tear the namespaces down from signal handlers (tests); `hybrid sandbox` handles signals itself.</summary>
+    public bool TeardownOnSignal { get; init; } = true;
+}
+
+/// <summary>
+/// The whole lab, as `hybrid sandbox` and the integration tests use it: the Kubernetes API emulator (with
+/// simulated workloads), the network namespaces (a bridge, N nodes, a client), one API bridge per node,
+/// a Node object per node, and one agent process per node. Disposing it stops the agents gracefully and
+/// removes every namespace, process and temporary file.
+/// </summary>
+internal sealed class HybridLab : IAsyncDisposable
+{
+    /// <summary>Settings every lab agent gets unless the caller overrides them.</summary>
+    public static readonly IReadOnlyDictionary<string, string> DefaultEnvironment = new Dictionary<string, string>
+    {
+        ["svc_enable"] = "true",
+        ["vip_arp"] = "true",
+    };
+
+    private readonly List<ApiBridge> _bridges = [];
+    private readonly ILogger _logger;
+    private bool _disposed;
+
+    private HybridLab(LabTopology topology, NetnsLab network, ApiEmulator api, Kubernetes client, string kubeconfig, ILogger logger)
+    {
+        Topology = topology;
+        Network = network;
+        Api = api;
+        Client = client;
+        KubeconfigPath = kubeconfig;
+        _logger = logger;
+    }
+
+    public LabTopology Topology { get; }
+    public NetnsLab Network { get; }
+    public ApiEmulator Api { get; }
+
+    /// <summary>A client for the test or the user (root namespace, TCP), not attributed to any node.</summary>
+    public Kubernetes Client { get; }
+
+    public string KubeconfigPath { get; }
+    public AgentSupervisor? Agents { get; private set; }
+    public IReadOnlyList<LabHost> Nodes => Topology.Nodes;
+    public LabHost ClientHost => Topology.Client;
+
+    public static async Task<HybridLab> StartAsync(LabOptions options, CancellationToken cancellationToken, ILoggerFactory? loggers = null)
+    {
+        loggers ??= NullLoggerFactory.Instance;
+        var logger = loggers.CreateLogger<HybridLab>();
+        var topology = LabTopology.Create(options.Spec);
+        var network = await NetnsLab.CreateAsync(topology, cancellationToken, loggers, options.TeardownOnSignal);
+        ApiEmulator? api = null;
+        HybridLab? lab = null;
+        try
+        {
+            api = await ApiEmulator.StartAsync(new ApiEmulatorOptions
+            {
+                UnixListeners = topology.Nodes.Select(n => new UnixListener(n.Name, n.ApiSocketPath)).ToList(),
+                SimulateWorkloads = true,
+            }, cancellationToken);
+            var kubeconfig = options.KubeconfigPath ?? Path.Combine(topology.RunDirectory, "kubeconfig");
+            api.WriteKubeconfig(kubeconfig);
+            var client = new Kubernetes(KubernetesClientConfiguration.BuildConfigFromConfigFile(kubeconfig));
+            lab = new HybridLab(topology, network, api, client, kubeconfig, logger);
+
+            foreach (var node in topology.Nodes)
+            {
+                ApiBridge.WriteNodeKubeconfig(node.KubeconfigPath);
+                lab._bridges.Add(await ApiBridge.StartAsync(node.Namespace, node.ApiSocketPath, cancellationToken,
+                    logger: loggers.CreateLogger<ApiBridge>()));
+                await lab.CreateNodeObjectAsync(node, cancellationToken);
+            }
+
+            if (options.StartAgents)
+            {
+                var environment = new Dictionary<string, string>(DefaultEnvironment);
+                foreach (var (key, value) in options.Environment) environment[key] = value;
+                lab.Agents = AgentSupervisor.ForTopology(topology, new AgentSupervisorOptions
+                {
+                    Environment = environment,
+                    RestartDelay = options.AgentRestartDelay,
+                }, loggers.CreateLogger<AgentSupervisor>());
+                await lab.Agents.StartAllAsync(cancellationToken);
+            }
+            logger.LogInformation("Lab {Lab} ready: {Nodes} nodes, API {Api}, kubeconfig {Kubeconfig}",
+                topology.Name, topology.NodeCount, api.BaseAddress, kubeconfig);
+            return lab;
+        }
+        catch
+        {
+            if (lab is not null) await lab.DisposeAsync();
+            else
+            {
+                if (api is not null) await api.DisposeAsync();
+                await network.DisposeAsync();
+            }
+            throw;
+        }
+    }
+
+    private async Task CreateNodeObjectAsync(LabHost node, CancellationToken cancellationToken)
+    {
+        var addresses = new List<V1NodeAddress>
+        {
+            new() { Type = "InternalIP", Address = node.Ipv4.ToString() },
+            new() { Type = "Hostname", Address = node.Name },
+        };
+        if (node.Ipv6 is { } v6) addresses.Add(new V1NodeAddress { Type = "InternalIP", Address = v6.ToString() });
+        await Client.CoreV1.CreateNodeAsync(new V1Node
+        {
+            Metadata = new V1ObjectMeta
+            {
+                Name = node.Name,
+                Labels = new Dictionary<string, string> { ["kubernetes.io/hostname"] = node.Name, ["kubernetes.io/os"] = "linux" },
+            },
+            Status = new V1NodeStatus
+            {
+                Addresses = addresses,
+                Conditions = [new V1NodeCondition { Type = "Ready", Status = "True", Reason = "KubeletReady" }],
+            },
+        }, cancellationToken: cancellationToken);
+    }
+
+    /// <summary>The node's namespace, by node name (node-1...).</summary>
+    public LabHost Node(string name) => Topology.Host(name);
+
+    /// <summary>Cuts a node off the API server (it stays on the LAN): its connections drop, new ones are refused.</summary>
+    public void Partition(string node, TimeSpan? duration = null)
+    {
+        var fault = new JsonObject { ["kind"] = "partition", ["client"] = node };
+        if (duration is { } d) fault["durationMs"] = (long)d.TotalMilliseconds;
+        Api.InjectFault(fault);
+        _logger.LogInformation("Partitioned {Node} from the API", node);
+    }
+
+    /// <summary>Applies a fault (see src/Sandbox/Api/LabEndpoints.cs for the format).</summary>
+    public JsonObject InjectFault(JsonObject fault) => Api.InjectFault(fault);
+
+    /// <summary>The nodes whose eth0 carries the address right now.</summary>
+    public async Task<IReadOnlyList<string>> HoldersAsync(IPAddress address, CancellationToken cancellationToken)
+    {
+        var holders = new List<string>();
+        foreach (var node in Nodes)
+        {
+            var addresses = await Network.AddressesAsync(node.Namespace, node.Interface, cancellationToken);
+            if (addresses.Any(a => a.StartsWith(address + "/", StringComparison.Ordinal))) holders.Add(node.Name);
+        }
+        return holders;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        // Agents first, while the API still answers, so that they withdraw and release cleanly.
+        if (Agents is not null)
+        {
+            try { await Agents.DisposeAsync(); }
+            catch (Exception e) { _logger.LogWarning("Stopping the agents: {Error}", e.Message); }
+        }
+        foreach (var bridge in _bridges)
+        {
+            try { await bridge.DisposeAsync(); }
+            catch (Exception e) { _logger.LogWarning("Stopping an API bridge: {Error}", e.Message); }
+        }
+        Client.Dispose();
+        await Api.DisposeAsync();
+        await Network.DisposeAsync();
+    }
+}
