@@ -26,6 +26,7 @@ internal sealed class ReconcileLoop(
 {
     private static readonly TimeSpan Idle = TimeSpan.FromSeconds(5);
     private EventOutput[] _emitted = [];
+    private bool _synced;
     private readonly Dictionary<string, (Backoff Backoff, long RetryAt)> _leaseBackoff = new(StringComparer.Ordinal);
 
     public async Task RunAsync(CancellationToken cancellationToken)
@@ -43,6 +44,12 @@ internal sealed class ReconcileLoop(
                 return;
             }
             if (!cache.Synced) continue;
+            if (!_synced)
+            {
+                _synced = true;
+                logger.LogInformation("Caches synced: {Services} services, {Slices} endpoint slices, {Heartbeats} heartbeats, {Leases} group leases; reconciling",
+                    cache.Services.Count, cache.Slices.Count, cache.Heartbeats.Count, cache.GroupLeases.Count);
+            }
             nextWake = await ReconcileOnceAsync(cancellationToken);
         }
     }
