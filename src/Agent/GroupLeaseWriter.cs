@@ -1,4 +1,3 @@
-using System.Text.Json;
 using Hybrid.Facade;
 using k8s;
 using k8s.Autorest;
@@ -21,6 +20,7 @@ internal sealed class GroupLeaseWriter(
     ILogger<GroupLeaseWriter> logger)
 {
     private string Namespace => settings.LeaseNamespace;
+    private int LeaseSeconds => (int)Math.Ceiling(settings.LeaseDurationMs / 1000.0);
 
     public enum Outcome { Done, Lost, Failed }
 
@@ -44,20 +44,9 @@ internal sealed class GroupLeaseWriter(
             else
             {
                 var transitions = cache.GroupLeases.Get(claim.Group)?.Transitions ?? 0;
-                var patch = new
-                {
-                    metadata = new { resourceVersion = claim.ExpectedVersion, labels = Labels() },
-                    spec = new
-                    {
-                        holderIdentity = settings.NodeName,
-                        acquireTime = now.ToString("yyyy-MM-ddTHH:mm:ss.ffffffZ"),
-                        renewTime = now.ToString("yyyy-MM-ddTHH:mm:ss.ffffffZ"),
-                        leaseDurationSeconds = (int)Math.Ceiling(settings.LeaseDurationMs / 1000.0),
-                        leaseTransitions = claim.Previous == settings.NodeName ? transitions : transitions + 1,
-                    },
-                };
-                written = await client.CoordinationV1.PatchNamespacedLeaseAsync(
-                    new V1Patch(JsonSerializer.Serialize(patch), V1Patch.PatchType.MergePatch), claim.Group, Namespace,
+                var patch = LeasePatch.Hold(settings.NodeName, now, LeaseSeconds, claim.ExpectedVersion,
+                    claim.Previous == settings.NodeName ? transitions : transitions + 1, acquired: true, Labels());
+                written = await client.CoordinationV1.PatchNamespacedLeaseAsync(patch, claim.Group, Namespace,
                     cancellationToken: cancellationToken);
             }
             claims.Record(claim.Group, epoch, claim.Previous);
@@ -82,9 +71,8 @@ internal sealed class GroupLeaseWriter(
     {
         try
         {
-            var patch = new { metadata = new { resourceVersion = version }, spec = new { holderIdentity = (string?)null } };
             var written = await client.CoordinationV1.PatchNamespacedLeaseAsync(
-                new V1Patch(JsonSerializer.Serialize(patch), V1Patch.PatchType.MergePatch), group, Namespace,
+                LeasePatch.Hold(null, DateTime.UtcNow, LeaseSeconds, version), group, Namespace,
                 cancellationToken: cancellationToken);
             claims.Forget(group);
             cache.Observe(written);
@@ -178,7 +166,7 @@ internal sealed class GroupLeaseWriter(
             HolderIdentity = settings.NodeName,
             AcquireTime = now,
             RenewTime = now,
-            LeaseDurationSeconds = (int)Math.Ceiling(settings.LeaseDurationMs / 1000.0),
+            LeaseDurationSeconds = LeaseSeconds,
             LeaseTransitions = 0,
         },
     };

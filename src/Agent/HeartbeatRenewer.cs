@@ -87,43 +87,54 @@ internal sealed class HeartbeatRenewer(
         }
     }
 
+    /// <summary>
+    /// A merge patch of this node's own Lease (nobody else writes it, so no version precondition); created
+    /// on first use or when an operator deleted it.
+    /// </summary>
     private async Task<V1Lease> WriteAsync(string? holder, CancellationToken cancellationToken)
     {
-        var now = DateTime.UtcNow;
-        for (var attempt = 0; ; attempt++)
+        if (_last is null)
         {
-            if (_last is null)
-            {
-                try
-                {
-                    _last = await client.CoordinationV1.ReadNamespacedLeaseAsync(_name, settings.LeaseNamespace,
-                        cancellationToken: cancellationToken);
-                }
-                catch (HttpOperationException e) when ((int)e.Response.StatusCode == 404)
-                {
-                    return await client.CoordinationV1.CreateNamespacedLeaseAsync(New(holder, now), settings.LeaseNamespace,
-                        cancellationToken: cancellationToken);
-                }
-            }
-
-            var lease = _last;
-            lease.Spec ??= new V1LeaseSpec();
-            if (lease.Spec.HolderIdentity != holder) lease.Spec.AcquireTime = now;
-            lease.Spec.HolderIdentity = holder;
-            lease.Spec.RenewTime = now;
-            lease.Spec.LeaseDurationSeconds = (int)Math.Ceiling(settings.LeaseDurationMs / 1000.0);
+            // The same read a takeover uses to confirm a silent holder: doing it here keeps that path warm.
             try
             {
-                return await client.CoordinationV1.ReplaceNamespacedLeaseAsync(lease, _name, settings.LeaseNamespace,
+                _last = await client.CoordinationV1.ReadNamespacedLeaseAsync(_name, settings.LeaseNamespace,
                     cancellationToken: cancellationToken);
             }
-            catch (HttpOperationException e) when ((int)e.Response.StatusCode is 409 or 404 && attempt < 2)
+            catch (HttpOperationException e) when ((int)e.Response.StatusCode == 404)
             {
-                // Someone replaced or deleted it (an operator, or our own earlier write whose answer was lost).
+            }
+        }
+        var now = DateTime.UtcNow;
+        var changesHolder = _last?.Spec?.HolderIdentity != holder;
+        if (_last is not null)
+        {
+            try
+            {
+                return await client.CoordinationV1.PatchNamespacedLeaseAsync(
+                    LeasePatch.Hold(holder, now, LeaseSeconds, acquired: changesHolder), _name, settings.LeaseNamespace,
+                    cancellationToken: cancellationToken);
+            }
+            catch (HttpOperationException e) when ((int)e.Response.StatusCode == 404)
+            {
                 _last = null;
             }
         }
+        try
+        {
+            return await client.CoordinationV1.CreateNamespacedLeaseAsync(New(holder, now), settings.LeaseNamespace,
+                cancellationToken: cancellationToken);
+        }
+        catch (HttpOperationException e) when ((int)e.Response.StatusCode == 409)
+        {
+            // Left by an earlier run of this agent: take it over.
+            return await client.CoordinationV1.PatchNamespacedLeaseAsync(
+                LeasePatch.Hold(holder, now, LeaseSeconds, acquired: true), _name, settings.LeaseNamespace,
+                cancellationToken: cancellationToken);
+        }
     }
+
+    private int LeaseSeconds => (int)Math.Ceiling(settings.LeaseDurationMs / 1000.0);
 
     private V1Lease New(string? holder, DateTime now) => new()
     {
@@ -143,7 +154,7 @@ internal sealed class HeartbeatRenewer(
             HolderIdentity = holder,
             AcquireTime = now,
             RenewTime = now,
-            LeaseDurationSeconds = (int)Math.Ceiling(settings.LeaseDurationMs / 1000.0),
+            LeaseDurationSeconds = LeaseSeconds,
         },
     };
 

@@ -38,6 +38,7 @@ internal sealed class NodeAgent(Settings settings, IKubernetes client, ILoggerFa
             return 1;
         }
         await using var announcer = settings.Arp ? Announcer.Open(interfaceName, loggers.CreateLogger<Announcer>()) : null;
+        announcer?.WarmUp();
         _logger.LogInformation("VIP interface {Interface} ({Mac})", interfaceName, link.HardwareAddress);
         return await RunAsync(new KernelVipAddresses(addresses, link.Index), announcer,
             (node, vips, signal) => new LinkWatcher(monitor, links, link.Index, node, vips, signal, loggers.CreateLogger<LinkWatcher>()),

@@ -94,6 +94,20 @@ internal sealed partial class Announcer(LibPcapLiveDevice device, ILogger<Announ
         }
     }
 
+    /// <summary>
+    /// Builds (and discards) one frame of each kind, so that the first real announcement after a takeover
+    /// does not pay for compiling the frame writers.
+    /// </summary>
+    public void WarmUp()
+    {
+        Span<byte> arp = stackalloc byte[GratuitousArp.FrameLength];
+        Span<byte> na = stackalloc byte[NeighborAdvertisement.FrameLength];
+        GratuitousArp.WriteRequest(arp, macBytes, IPAddress.Parse("192.0.2.1"));
+        GratuitousArp.WriteReply(arp, macBytes, IPAddress.Parse("192.0.2.1"));
+        NeighborAdvertisement.WriteUnsolicited(na, macBytes, IPAddress.Parse("2001:db8::1"));
+        _ = RequireUnicast(IPAddress.Parse("192.0.2.1"));
+    }
+
     public ValueTask DisposeAsync()
     {
         lock (gate)

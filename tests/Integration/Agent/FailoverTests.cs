@@ -1,0 +1,103 @@
+using k8s;
+using System.Diagnostics;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Hybrid.Integration.Agent;
+
+/// <summary>Moving a VIP when its holder dies, stops, crashes or comes back.</summary>
+[Collection(LabCollection.Name)]
+public sealed class FailoverTests(ITestOutputHelper output)
+{
+    private const string Vip = "198.18.0.220";
+
+    [Fact]
+    public async Task Node_failure_moves_the_VIP_to_another_node_which_alone_answers_ARP()
+    {
+        await using var lab = await AgentLab.StartAsync(output);
+        await lab.ExposeSeedExampleAsync(Vip);
+        var holder = await lab.WaitForIngressAsync("http1", Vip);
+        await lab.WaitForHoldersAsync(Vip, [holder]);
+        await using var capture = await lab.CaptureAsync();
+
+        var killedAt = Stopwatch.GetTimestamp();
+        await lab.Agents.KillAsync(holder, restart: false);
+        await lab.Lab.Network.SetLinkAsync(holder, up: false, CancellationToken.None);
+
+        var garp = await capture.WaitForAsync(
+            p => p.IsGratuitous && p.SenderIp.ToString() == Vip && !p.SenderMac.Equals(lab.MacOf(holder)),
+            TimeSpan.FromSeconds(10), CancellationToken.None);
+        var successor = lab.NodeOfMac(garp.SenderMac);
+        lab.Report($"node failure: {holder} killed, first gratuitous ARP from {successor} after " +
+                   $"{Stopwatch.GetElapsedTime(killedAt, garp.MonotonicTicks).TotalMilliseconds:F0} ms");
+
+        Assert.NotEqual(holder, successor);
+        Assert.Equal([successor], await lab.ArpRespondersAsync(Vip));
+        Assert.Equal(successor, await lab.WaitForIngressAsync("http1", Vip));
+        var tookOver = await lab.WaitForEventAsync("http1", "TookOver");
+        Assert.Contains(holder, tookOver.Note);
+    }
+
+    [Fact]
+    public async Task Graceful_stop_hands_over_at_once()
+    {
+        await using var lab = await AgentLab.StartAsync(output);
+        await lab.ExposeSeedExampleAsync(Vip);
+        var holder = await lab.WaitForIngressAsync("http1", Vip);
+        await lab.WaitForHoldersAsync(Vip, [holder]);
+        await using var capture = await lab.CaptureAsync();
+        await using var timeline = await AddressTimeline.StartAsync(lab.Lab);
+
+        var stoppedAt = Stopwatch.GetTimestamp();
+        await lab.Agents.StopAsync(holder, graceful: true, CancellationToken.None);
+        var garp = await capture.WaitForAsync(
+            p => p.IsGratuitous && p.SenderIp.ToString() == Vip && !p.SenderMac.Equals(lab.MacOf(holder)),
+            TimeSpan.FromSeconds(5), CancellationToken.None);
+        var successor = lab.NodeOfMac(garp.SenderMac);
+        lab.Report($"graceful hand-over: SIGTERM to {holder}, first gratuitous ARP from {successor} after " +
+                   $"{Stopwatch.GetElapsedTime(stoppedAt, garp.MonotonicTicks).TotalMilliseconds:F0} ms");
+
+        Assert.Equal(0, lab.Agents.LastExitCode(holder));
+        await lab.WaitForHoldersAsync(Vip, [successor]);
+        Assert.Equal([successor], await lab.ArpRespondersAsync(Vip));
+        Assert.Equal(TimeSpan.Zero, timeline.LongestOverlap(Vip, [holder]));
+        // The stopping agent released its heartbeat too: nobody waits for it to time out.
+        var heartbeat = await lab.Client.CoordinationV1.ReadNamespacedLeaseAsync($"hybrid-node-{holder}", "kube-system");
+        Assert.Null(heartbeat.Spec.HolderIdentity);
+    }
+
+    [Fact]
+    public async Task A_crashed_agents_VIP_leaves_its_interface_before_anyone_else_announces_it_and_is_not_re_added_on_restart()
+    {
+        await using var lab = await AgentLab.StartAsync(output);
+        await lab.ExposeSeedExampleAsync(Vip);
+        var holder = await lab.WaitForIngressAsync("http1", Vip);
+        await lab.WaitForHoldersAsync(Vip, [holder]);
+        await using var timeline = await AddressTimeline.StartAsync(lab.Lab);
+
+        var killedAt = Stopwatch.GetTimestamp();
+        await lab.Agents.KillAsync(holder, restart: false);   // kill -9; eth0 stays up
+        var successor = await Eventually.WaitAsync(async () =>
+            (await lab.HoldersAsync(Vip)).FirstOrDefault(n => n != holder), TimeSpan.FromSeconds(10), "another node to take the VIP");
+        await lab.WaitForHoldersAsync(Vip, [successor]);
+
+        var changes = timeline.Changes(Vip);
+        var gone = changes.First(c => c.Node == holder && !c.Added);
+        var added = changes.First(c => c.Node == successor && c.Added);
+        lab.Report($"crash: {Vip} left {holder} {Stopwatch.GetElapsedTime(killedAt, gone.Ticks).TotalMilliseconds:F0} ms after kill -9 " +
+                   $"(kernel lifetime), {successor} added it {Stopwatch.GetElapsedTime(killedAt, added.Ticks).TotalMilliseconds:F0} ms after");
+        Assert.True(gone.Ticks < added.Ticks, "the dead agent's VIP must be gone before another node adds it");
+        Assert.Equal(TimeSpan.Zero, timeline.LongestOverlap(Vip, [holder]));
+
+        var logLength = lab.Log(holder).Length;
+        await lab.Agents.StartAsync(holder, CancellationToken.None);
+        await Eventually.WaitAsync(() => lab.Log(holder)[logLength..].Contains("Caches synced"),
+            TimeSpan.FromSeconds(30), $"the restarted agent on {holder} to sync");
+        // A service created after the restart is processed by every agent, the restarted one included.
+        await lab.ApplyAsync(Manifests.Service("sentinel", "198.18.0.230"));
+        await lab.WaitForIngressAsync("sentinel", "198.18.0.230");
+        Assert.Equal([successor], await lab.HoldersAsync(Vip));
+        Assert.DoesNotContain(timeline.Changes(Vip), c => c.Node == holder && c.Added);
+        Assert.Equal([successor], await lab.ArpRespondersAsync(Vip));
+    }
+}
