@@ -11,7 +11,7 @@ let private explain (s: Snapshot) =
     let plan = Plan.compute s
     plan, Explain.all s plan
 
-let private genAny = Gen.oneof [ genSnapshot; genHealthySnapshot; genHealthySnapshot |> Gen.map (PlanModel.converge 6) ]
+let private genAny = Gen.oneof [ PlanModel.genAnySnapshot; genHealthySnapshot |> Gen.map (PlanModel.converge 6) ]
 
 [<Property>]
 let ``one explanation per service, from this node`` () =

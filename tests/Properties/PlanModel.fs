@@ -4,6 +4,7 @@
 /// not on the interface) throws, which fails the property that applied it.
 module Hybrid.Properties.PlanModel
 
+open FsCheck.FSharp
 open Hybrid
 
 exception ShellRefused of string
@@ -112,3 +113,38 @@ let converge (rounds: int) (s: Snapshot) : Snapshot =
 /// The actions of a plan that emit Warning Events.
 let warnings (plan: Plan) =
     plan.Actions |> List.choose (function Emit e when e.Type = Warning -> Some e | _ -> None)
+
+/// A snapshot part-way through a node's life: a healthy node (half the time the only one left) after one to four rounds of plan and apply
+/// (so it has claimed groups, often not yet added their VIPs, or holds them with announcement state), then
+/// met by a change: time moves on (heartbeats expire, announcements and refreshes fall due) while its
+/// heartbeat keeps renewing, stalls, renews too slowly to write addresses, or its fence is replaced by an
+/// arbitrary one.
+let genEvolvedSnapshot: FsCheck.Gen<Snapshot> =
+    gen {
+        let! s = Generators.genHealthySnapshot
+        // Half the time the other nodes have stopped (released heartbeats): this node takes every group.
+        let! alone = Generators.bool 1 1
+        let s =
+            if not alone then s
+            else { s with Heartbeats = s.Heartbeats |> List.map (fun h -> if h.Node = s.Self.Node then h else { h with Holder = None }) }
+        let! k = Gen.frequency [ 3, Gen.constant 0; 1, Gen.constant 1; 1, Gen.constant 2; 1, Gen.constant 3 ]
+        let state, plan = run k s |> List.last
+        let evolved = apply plan state
+        let! later = Gen.frequency [ 2, Gen.constant 0L; 1, Gen.choose (1, 3000) |> Gen.map int64 ]
+        let now = evolved.Now + later
+        let! fence =
+            Gen.frequency
+                [ 2, Gen.choose (0, 300) |> Gen.map (fun a -> { evolved.Self.Fence with LastRenewalStartedAt = Some(now - int64 a) })
+                  1, Gen.constant evolved.Self.Fence
+                  1, Gen.choose (301, int s.Config.Timing.RenewDeadline - 1) |> Gen.map (fun a -> { evolved.Self.Fence with LastRenewalStartedAt = Some(now - int64 a) })
+                  1, Generators.genFence |> Gen.map (fun f -> { f with LastRenewalStartedAt = f.LastRenewalStartedAt |> Option.map ((+) later) }) ]
+        return
+            { evolved with
+                Self = { evolved.Self with Fence = fence }
+                Now = now
+                // The kernel has deleted what expired meanwhile.
+                Vips = evolved.Vips |> List.filter (fun v -> v.ExpiresAt |> Option.forall (fun e -> e > now)) }
+    }
+
+/// Any snapshot: arbitrary, healthy, or part-way through a node's life.
+let genAnySnapshot = Gen.oneof [ Generators.genSnapshot; Generators.genHealthySnapshot; genEvolvedSnapshot ]

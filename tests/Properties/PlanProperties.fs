@@ -18,7 +18,7 @@ let private describeRun (rounds: (Snapshot * Plan) list) =
 let ``applying a plan without lease writes and planning again gives no actions`` () =
     // Healthy nodes mostly reach a plan without lease writes after one round; the property looks at the
     // first plan of the run that has none.
-    forAll (Gen.oneof [ genSnapshot; genHealthySnapshot ]) (fun s ->
+    forAll genAnySnapshot (fun s ->
         let rounds = run 4 s
         match rounds |> List.tryFind (fun (_, p) -> not (hasLeaseWrites p)) with
         | Some(state, plan) ->
@@ -31,7 +31,7 @@ let ``applying a plan without lease writes and planning again gives no actions``
 
 [<Property>]
 let ``repeated apply and plan converges within three rounds and stays empty`` () =
-    forAll (Gen.oneof [ genSnapshot; genHealthySnapshot ]) (fun s ->
+    forAll genAnySnapshot (fun s ->
         let rounds = run 3 s
         let last, lastPlan = List.last rounds
         let settled = if lastPlan.Actions.IsEmpty then Some last else None
@@ -48,7 +48,7 @@ let ``repeated apply and plan converges within three rounds and stays empty`` ()
 
 [<Property>]
 let ``a VIP is never added on a node that does not hold its group`` () =
-    forAll (Gen.oneof [ genSnapshot; genHealthySnapshot ]) (fun s ->
+    forAll (Gen.frequency [ 1, genSnapshot; 3, genEvolvedSnapshot ]) (fun s ->
         let plan = Plan.compute s
         let mayWrite = Fence.mayWriteAddress s.Config.Timing s.Self.Fence s.Now
         let holdingIps =
@@ -66,7 +66,7 @@ let ``a VIP is never added on a node that does not hold its group`` () =
 
 [<Property>]
 let ``at most one node announces each VIP`` () =
-    forAll genSnapshot (fun s ->
+    forAll genAnySnapshot (fun s ->
         // Every node as the shared observations see it, each with its own VIPs: the nodes named by a lease
         // still have theirs; the others keep a stale copy of everything.
         let all = (PlanV4 @ [ PlanV6; DhcpLeased ]) |> List.map ip
@@ -90,7 +90,7 @@ let ``at most one node announces each VIP`` () =
 
 [<Property>]
 let ``lease writes carry the observed version as their precondition`` () =
-    forAll genSnapshot (fun s ->
+    forAll genAnySnapshot (fun s ->
         let plan = Plan.compute s
         let version name = s.Leases |> List.tryFind (fun l -> l.Name = name) |> Option.map _.Version
         let writes = plan.Actions |> List.filter isLeaseWrite
@@ -172,7 +172,7 @@ let ``every skipped service of ours yields exactly one Warning Event and foreign
 
 [<Property>]
 let ``each warning is emitted once and the steady state emits nothing`` () =
-    forAll (Gen.oneof [ genSnapshot; genHealthySnapshot ]) (fun s ->
+    forAll genAnySnapshot (fun s ->
         let rounds = run 5 s
         let emitted = rounds |> List.collect (snd >> warnings)
         let repeated = emitted |> List.countBy id |> List.filter (fun (_, n) -> n > 1)
@@ -239,3 +239,38 @@ let ``a converged holder has exactly the VIPs of the groups it holds, and writes
                                && svc.Ingress |> List.exists (fun e -> e.Ip = Ip.format ips.Head && e.Ports = svc.Ports)) ]
         |> Prop.classify (not held.IsEmpty) "holds something"
         |> Prop.classify (held.Length > 1) "holds several groups")
+
+[<Property>]
+let ``a VIP written now disappears by itself before the fence lapses`` () =
+    forAll (Gen.frequency [ 1, genSnapshot; 3, genEvolvedSnapshot ]) (fun s ->
+        let plan = Plan.compute s
+        let t = s.Config.Timing
+        let writes = plan.Actions |> List.choose (function AddVip(a, _, l) | RefreshVip(a, _, l) -> Some(a, l) | _ -> None)
+        allOf
+            [ for (a, lifetime) in writes do
+                  match s.Self.Fence.LastRenewalStartedAt with
+                  | Some started ->
+                      holds (sprintf "%s written at %d for %d ms: gone by %d, fence lapses at %d" (Ip.format a) s.Now lifetime (s.Now + lifetime + Timing.KernelExpirySlack) (started + t.RenewDeadline))
+                          (s.Now + lifetime + Timing.KernelExpirySlack <= started + t.RenewDeadline)
+                  | None -> holds "written without any renewal" false ]
+        |> Prop.classify (not writes.IsEmpty) "writes a VIP")
+
+[<Property>]
+let ``nothing falls due before the plan's next wake-up`` () =
+    let genCase =
+        gen {
+            let! s = genAnySnapshot
+            let steady = converge 6 s
+            let wake = (Plan.compute steady).NextWakeAt
+            let! t =
+                match wake with
+                | Some w when w > steady.Now + 1L -> Gen.choose64 (steady.Now + 1L, w - 1L)
+                | Some _ -> Gen.constant steady.Now
+                | None -> Gen.choose64 (steady.Now + 1L, steady.Now + 10000L)
+            return steady, wake, t
+        }
+    forAll genCase (fun (steady, wake, t) ->
+        let later = Plan.compute { steady with Now = t }
+        holds (sprintf "at %d (wake-up %A, planned at %d): %A" t wake steady.Now later.Actions) later.Actions.IsEmpty
+        |> Prop.classify wake.IsNone "no wake-up"
+        |> Prop.classify (wake.IsSome && t > steady.Now) "before the wake-up")
