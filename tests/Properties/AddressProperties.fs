@@ -248,3 +248,19 @@ let ``two addresses of one family are InvalidAddress carrying the text`` () =
         |> Prop.classify (family = IPv4) "two IPv4"
         |> Prop.classify (family = IPv6) "two IPv6"
         |> Prop.classify (first = "0.0.0.0" || first = "::") "DHCP and a static address")
+
+/// Texts near the grammar: tokens that make valid addresses, glued in arbitrary order.
+let private genNearAddress =
+    Gen.listOf (Gen.elements [ "0"; "1"; "7f"; "ff"; "FFFF"; "12345"; "255"; "256"; "01"; "00"; ":"; "::"; "."; "a"; "g"; "%"; "/"; " " ])
+    |> Gen.map (String.concat "")
+
+[<Property(MaxTest = 1000)>]
+let ``every text the domain accepts System.Net reads as the same address`` () =
+    forAll (Gen.oneof [ genNearAddress; genIp |> Gen.bind (fun a -> match a with V4 v -> Gen.constant (dotted v) | V6 _ -> genV6Text (groupsOf a)) ]) (fun text ->
+        match Ip.tryParse text with
+        | Some address ->
+            allOf
+                [ holds (sprintf "domain reads %A as %s, System.Net as %A" text (Ip.format address) (dotNetParse text)) (dotNetParse text = Some(bytesOf address))
+                  holds "round trip" (Ip.tryParse (Ip.format address) = Some address) ]
+            |> Prop.classify true "accepted"
+        | None -> holds "refused" true |> Prop.classify true "refused")

@@ -95,14 +95,17 @@ let isLeaseWrite (action: Action) =
     | ClaimLease _ | ReleaseLease _ | DeleteLease _ -> true
     | _ -> false
 
-/// Plans, applies and re-plans up to `rounds` times; returns every (snapshot, plan) pair in order, stopping
-/// after the first empty plan.
-let run (rounds: int) (s: Snapshot) : (Snapshot * Plan) list =
+/// Plans, applies (then lets `server` alter what was stored) and re-plans up to `rounds` times; returns
+/// every (snapshot, plan) pair in order, stopping after the first empty plan.
+let runWith (server: Snapshot -> Snapshot) (rounds: int) (s: Snapshot) : (Snapshot * Plan) list =
     let rec go k s acc =
         let plan = Plan.compute s
         let acc = (s, plan) :: acc
-        if plan.Actions.IsEmpty || k = rounds then List.rev acc else go (k + 1) (apply plan s) acc
+        if plan.Actions.IsEmpty || k = rounds then List.rev acc else go (k + 1) (server (apply plan s)) acc
     go 0 s []
+
+/// Plans, applies and re-plans up to `rounds` times (see runWith).
+let run (rounds: int) (s: Snapshot) : (Snapshot * Plan) list = runWith id rounds s
 
 /// The steady state reached from a snapshot (fails if none within `rounds` applications).
 let converge (rounds: int) (s: Snapshot) : Snapshot =

@@ -274,3 +274,16 @@ let ``nothing falls due before the plan's next wake-up`` () =
         holds (sprintf "at %d (wake-up %A, planned at %d): %A" t wake steady.Now later.Actions) later.Actions.IsEmpty
         |> Prop.classify wake.IsNone "no wake-up"
         |> Prop.classify (wake.IsSome && t > steady.Now) "before the wake-up")
+
+/// An API server without the LoadBalancerIPMode feature (Kubernetes before 1.30, where it was alpha and off)
+/// drops status.loadBalancer.ingress[].ipMode from what it stores; an unset ipMode means "VIP".
+let private withoutIpMode (s: Snapshot) =
+    { s with Services = s.Services |> List.map (fun x -> { x with Ingress = x.Ingress |> List.map (fun e -> { e with IpMode = None }) }) }
+
+[<Property>]
+let ``status converges when the API server drops ipMode (Kubernetes before 1.30)`` () =
+    forAll (Gen.frequency [ 1, genSnapshot; 3, genEvolvedSnapshot ] |> Gen.map withoutIpMode) (fun s ->
+        let rounds = runWith withoutIpMode 4 s
+        let _, last = List.last rounds
+        holds (sprintf "not converged:\n%s" (describeRun rounds)) last.Actions.IsEmpty
+        |> Prop.classify (rounds |> List.exists (fun (_, p) -> p.Actions |> List.exists (function WriteStatus(_, ingress, _) -> not ingress.IsEmpty | _ -> false))) "status written")
