@@ -310,3 +310,53 @@ let ``no takeover before the silent holder's heartbeat is a lease duration old``
 let ``the heartbeat is released exactly when the link is down or the agent stops`` () =
     forAll (Gen.two (bool 1 1)) (fun (linkUp, stopping) ->
         holds "heartbeat" (Heartbeat.decide linkUp stopping = (if linkUp && not stopping then Renew else ReleaseHeartbeat)))
+
+// ── Lease names ─────────────────────────────────────────────────────────────────────────────────────
+
+/// Kubernetes' IsDNS1123Subdomain, which a Lease name must pass.
+let private isDns1123Subdomain (s: string) =
+    s.Length <= 253 && System.Text.RegularExpressions.Regex.IsMatch(s, "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+let private genLabel (length: int) =
+    let alnum = Gen.elements ([ 'a' .. 'z' ] @ [ '0' .. '9' ])
+    let inner = Gen.elements ([ 'a' .. 'z' ] @ [ '0' .. '9' ] @ [ '-'; '-' ])
+    if length = 1 then alnum |> Gen.map string
+    else Gen.map3 (fun a (m: char list) b -> string a + System.String(Array.ofList m) + string b) alnum (Gen.listOfLength (length - 2) inner) alnum
+
+/// A valid node name (DNS subdomain) of up to `budget` characters, built label by label.
+let rec private genSubdomain (maxLabel: int) (budget: int) : Gen<string list> =
+    if budget <= 0 then Gen.constant []
+    else
+        gen {
+            let! length = Gen.choose (1, min maxLabel budget)
+            let! label = genLabel length
+            let! rest = genSubdomain maxLabel (budget - length - 1)
+            return label :: rest
+        }
+
+let private genNodeName =
+    gen {
+        let! budget = Gen.frequency [ 2, Gen.choose (1, 40); 3, Gen.choose (225, 253) ]
+        let! maxLabel = Gen.elements [ 3; 8; 63 ]
+        let! labels = genSubdomain maxLabel budget
+        return String.concat "." labels
+    }
+
+[<Property>]
+let ``heartbeat Lease names are valid and distinct for every node name`` () =
+    forAll (Gen.two genNodeName) (fun (a, b) ->
+        let la, lb = LeaseNames.heartbeat a, LeaseNames.heartbeat b
+        allOf
+            [ holds (sprintf "node %s (%d chars): lease %s" a a.Length la) (isDns1123Subdomain la)
+              holds (sprintf "node %s: lease %s" b lb) (isDns1123Subdomain lb)
+              holds (sprintf "%s and %s share %s" a b la) ((la = lb) = (a = b)) ]
+        |> Prop.classify (a.Length + LeaseNames.HeartbeatPrefix.Length > 253) "long name (shortened)")
+
+[<Property>]
+let ``group Lease names are valid and distinct for every address`` () =
+    forAll (Gen.two genIp) (fun (a, b) ->
+        let la, lb = LeaseNames.group a, LeaseNames.group b
+        allOf
+            [ holds (sprintf "%s: %s" (Ip.format a) la) (isDns1123Subdomain la)
+              holds (sprintf "%s and %s share %s" (Ip.format a) (Ip.format b) la) ((la = lb) = (a = b)) ]
+        |> Prop.classify (Ip.family a = IPv6) "IPv6")
