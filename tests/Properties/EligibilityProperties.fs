@@ -26,7 +26,7 @@ let private anyServing (slices: EndpointSlice list) =
 let private genServiceWithSlices =
     gen {
         let! policy = genPolicy
-        let! allow = bool 1 3
+        let! allow = bool 1 2
         let s = { service "default" "svc" with Policy = policy }
         let s = if allow then annotate Annotations.AllowWithoutEndpoints "true" s else s
         let! slices = genSlices Nodes s.Key
@@ -92,8 +92,15 @@ let ``a shared IP's eligible nodes are the intersection over its Local services`
             let! keys = genKeys 1 4
             // Same IP, same selector, distinct ports: all admitted into one group.
             let services = keys |> List.mapi (fun i k -> { service k.Namespace k.Name with Policy = Local; Ports = [ tcp (8000 + i) ]; LoadBalancerIP = Some "192.168.0.220" })
-            let! slices = keys |> Gen.collectToList (genSlices Nodes)
-            return services, List.concat slices
+            // Each service has a serving endpoint on most nodes, so that intersections are often non-empty.
+            let! slices =
+                keys
+                |> Gen.collectToList (fun k ->
+                    Nodes
+                    |> Gen.collectToList (fun n ->
+                        Gen.frequency [ 4, Gen.constant (Some { NodeName = Some n; Conditions = { Ready = Some true; Serving = None; Terminating = None } }); 1, genEndpoint Nodes |> Gen.map Some; 1, Gen.constant None ])
+                    |> Gen.map (fun eps -> { Service = k; Endpoints = List.choose id eps }))
+            return services, slices
         }
     forAll genCase (fun (services, slices) ->
         let desired = Desired.compute (configFor "node-a" true) services slices

@@ -35,20 +35,31 @@ let ``a skipped service's summary names its reason`` () =
         |> Prop.classify (skipped |> List.exists (fun (_, r) -> SkipReason.audience r = NotOurs)) "not ours")
 
 [<Property>]
-let ``a service announced here says so, and every other member states its group's role`` () =
+let ``a service announced here says so, and every other member states why not`` () =
     forAll genAny (fun s ->
         let plan, explanations = explain s
         let roleOf (e: Explanation) =
             match plan.Desired.States[e.Service] with
             | Member(ips, _) -> Some plan.Roles[plan.Desired.GroupOf[ips.Head]]
             | _ -> None
-        let announcedHere (e: Explanation) = roleOf e = Some Holding
+        // Announced here: its first address belongs to a group this node holds, and is among the addresses
+        // that group announces (with svc_election=false, an address without serving endpoints is not).
+        let announcedHere (e: Explanation) =
+            match plan.Desired.States[e.Service] with
+            | Member(ips, _) ->
+                let g = plan.Desired.Groups |> List.find (fun g -> g.Id = plan.Desired.GroupOf[ips.Head])
+                plan.Roles[g.Id] = Holding && List.contains ips.Head g.Addresses
+            | _ -> false
+        let announcedIps = plan.Desired.Groups |> List.collect _.Addresses |> Set.ofList
         allOf
             [ for e in explanations do
                   match roleOf e with
                   | Some role ->
-                      holds (sprintf "%O: %A for %A" e.Service e.Summary role) (e.Summary = Explain.role role)
-                      holds (sprintf "%O: says announced? %A" e.Service e.Summary) (e.Summary.Contains "announces" = (role = Holding))
+                      holds (sprintf "%O: says announced? %A" e.Service e.Summary) (e.Summary.Contains "announces" = announcedHere e)
+                      match plan.Desired.States[e.Service] with
+                      | Member(ip :: _, _) when announcedIps.Contains ip ->
+                          holds (sprintf "%O: %A for %A" e.Service e.Summary role) (e.Summary = Explain.role role)
+                      | _ -> holds (sprintf "%O: %A for an address nobody announces" e.Service e.Summary) (e.Summary.StartsWith "not announced")
                       match plan.Desired.States[e.Service] with
                       | Member(ips, _) ->
                           for a in ips do
@@ -57,6 +68,7 @@ let ``a service announced here says so, and every other member states its group'
                       | _ -> ()
                   | None -> holds (sprintf "%O not a member but says %A" e.Service e.Summary) (not (e.Summary.Contains "announces")) ]
         |> Prop.classify (explanations |> List.exists announcedHere) "announced here"
+        |> Prop.classify (explanations |> List.exists (fun e -> match plan.Desired.States[e.Service] with Member(ip :: _, _) -> not (announcedIps.Contains ip) | _ -> false)) "member whose address nobody announces"
         |> Prop.classify (explanations |> List.exists (fun e -> (roleOf e).IsSome && not (announcedHere e))) "member, not announced here")
 
 [<Property>]

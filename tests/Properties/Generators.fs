@@ -148,18 +148,20 @@ let genUsableV6 =
 
 let genUsableIp = Gen.oneof [ genUsableV4; genUsableV6 ]
 
-/// Addresses that can never be VIPs, each with the classification it must get.
+/// Addresses that can never be VIPs, each with the classification it must get (every reason equally likely).
 let genUnusableIp: Gen<Ip * UnusableAddress> =
+    let v6 hiBits (a: uint16) (b: uint16) = V6(hiBits ||| (uint64 a <<< 40), uint64 b)
     Gen.oneof
-        [ Gen.map3 (fun b c d -> v4 127 b c d, Loopback) genOctet genOctet genOctet
-          Gen.constant (V6(0UL, 1UL), Loopback)
-          Gen.map3 (fun a b d -> v4 (224 + a % 16) b 0 d, Multicast) genOctet genOctet genOctet
-          Gen.map2 (fun (a: uint16) (b: uint16) -> V6(0xff00000000000000UL ||| (uint64 a <<< 40), uint64 b), Multicast) genWord16 genWord16
-          Gen.map2 (fun c d -> v4 169 254 c d, LinkLocal) genOctet genOctet
-          Gen.map2 (fun (a: uint16) (b: uint16) -> V6(0xfe80000000000000UL ||| (uint64 (a &&& 0x3Fus) <<< 48), uint64 b), LinkLocal) genWord16 genWord16
+        [ Gen.oneof [ Gen.map3 (fun b c d -> v4 127 b c d) genOctet genOctet genOctet; Gen.constant (V6(0UL, 1UL)) ] |> Gen.map (fun a -> a, Loopback)
+          Gen.oneof [ Gen.map3 (fun a b d -> v4 (224 + a % 16) b 0 d) genOctet genOctet genOctet; Gen.map2 (v6 0xff00000000000000UL) genWord16 genWord16 ]
+          |> Gen.map (fun a -> a, Multicast)
+          Gen.oneof
+              [ Gen.map2 (fun c d -> v4 169 254 c d) genOctet genOctet
+                Gen.map2 (fun (a: uint16) (b: uint16) -> V6(0xfe80000000000000UL ||| (uint64 (a &&& 0x3Fus) <<< 48), uint64 b)) genWord16 genWord16 ]
+          |> Gen.map (fun a -> a, LinkLocal)
           Gen.constant (V4 0xFFFFFFFFu, Broadcast)
-          Gen.map3 (fun a b c -> v4 (240 + a % 15) b c 1, ReservedRange) genOctet genOctet genOctet
-          Gen.map2 (fun b c -> v4 0 (b % 255 + 1) c 0, ReservedRange) genOctet genOctet
+          Gen.oneof [ Gen.map3 (fun a b c -> v4 (240 + a % 15) b c 1) genOctet genOctet genOctet; Gen.map2 (fun b c -> v4 0 (b % 255 + 1) c 0) genOctet genOctet ]
+          |> Gen.map (fun a -> a, ReservedRange)
           genV4Value |> Gen.map (fun v -> V6(0UL, 0xFFFF00000000UL ||| uint64 v), MappedIPv4) ]
 
 /// Texts that are not addresses at all (each must be reported verbatim).

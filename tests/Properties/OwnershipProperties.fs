@@ -284,7 +284,18 @@ let ``Fence.renewed starts a new epoch exactly when the previous right lapsed be
 
 [<Property>]
 let ``no takeover before the silent holder's heartbeat is a lease duration old`` () =
-    forAll genSnapshot (fun s ->
+    // Every group Lease names somebody (often a node that is dead, gone or never seen), observed at any age.
+    let genCase =
+        gen {
+            let! s = genSnapshot
+            let holders = nodesOf s @ [ "node-gone" ]
+            let! leases =
+                planLeaseNames s.Config
+                |> Gen.collectToList (fun name ->
+                    Gen.map2 (fun h age -> { Name = name; Holder = Some h; Version = "v1"; ChangedSeenAt = Now - int64 age }) (Gen.elements holders) (Gen.choose (0, 4000)))
+            return { s with Leases = leases }
+        }
+    forAll genCase (fun s ->
         let view = { Now = s.Now; Timing = timing; Heartbeats = s.Heartbeats |> List.map (fun h -> h.Node, h) |> Map.ofList; Leases = s.Leases |> List.map (fun l -> l.Name, l) |> Map.ofList }
         let plans = everyNode s |> List.map Plan.compute
         let takeovers =

@@ -188,15 +188,21 @@ let ``a node whose VIP interface is down or which is shutting down never adds a 
         gen {
             let! s = genHealthySnapshot
             let! why = Gen.elements [ "link down"; "shutting down"; "both" ]
-            // Leases naming this node for some of the pool's groups, claimed in the current epoch.
-            let! mine = someOf 0 3 (planLeaseNames s.Config)
-            let leases = s.Leases |> List.filter (fun l -> not (List.contains l.Name mine))
-            let own = mine |> List.map (fun n -> { Name = n; Holder = Some s.Self.Node; Version = "9"; ChangedSeenAt = Now - 100L })
-            let claims = mine |> List.map (fun n -> n, ({ Epoch = FreshFence.Epoch; From = None }: Claim)) |> Map.ofList
+            // Leases naming this node for some of the pool's groups, claimed in the current epoch, and most
+            // of their VIPs on the interface.
+            let! mine = someOf 0 3 (PlanV4 @ [ PlanV6 ])
+            let names = mine |> List.map (ip >> LeaseNames.group)
+            let names = if s.Config.Election then names else (if mine.IsEmpty then [] else [ s.Config.LeaseName ])
+            let leases = s.Leases |> List.filter (fun l -> not (List.contains l.Name names))
+            let own = names |> List.map (fun n -> { Name = n; Holder = Some s.Self.Node; Version = "9"; ChangedSeenAt = Now - 100L })
+            let claims = names |> List.map (fun n -> n, ({ Epoch = FreshFence.Epoch; From = None }: Claim)) |> Map.ofList
+            let! onInterface = someOf 0 mine.Length mine
+            let! vips = onInterface |> Gen.collectToList genVip
             return
                 why,
                 { s with
                     Leases = leases @ own
+                    Vips = vips @ (s.Vips |> List.filter (fun v -> not (List.contains (Ip.format v.Ip) onInterface)))
                     Self = { s.Self with LinkUp = (why = "shutting down"); ShuttingDown = (why <> "link down"); Claims = claims } }
         }
     forAll genCase (fun (why, s) ->

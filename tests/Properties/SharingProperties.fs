@@ -126,8 +126,8 @@ let ``mixed traffic policies or Local services with different selectors conflict
     let genCase =
         gen {
             let! keys = distinct 2 AllKeys
-            let! policies = Gen.two genPolicy
-            let! selectors = Gen.two genSelector
+            let! policies = Gen.two (Gen.elements [ Cluster; Local ])
+            let! selectors = Gen.two (Gen.elements [ WebSelector; DbSelector ])
             let! address = Gen.elements ShareV4
             return keys, policies, selectors, address
         }
