@@ -55,6 +55,23 @@ let DefaultTiming = DefaultConfig.Timing
 
 let configFor (node: string) (election: bool) : Config = { DefaultConfig with NodeName = node; Election = election }
 
+/// Timings Timing.create accepts (with at least 20 ms of margin in the inequality, so that whole-millisecond
+/// clocks cannot decide), or Hybrid's defaults.
+let genAcceptedTiming: Gen<Timing> =
+    Gen.frequency
+        [ 1, Gen.constant DefaultTiming
+          3,
+          gen {
+              let! p = Gen.choose (100, 600)
+              let! r = Gen.choose (p + 1300, p + 2800)
+              let! extra = Gen.choose (20, 600)
+              let d = int64 (Math.Ceiling(float r * 1010.0 / 990.0)) + int64 extra
+              return
+                  match Timing.create d (int64 r) (int64 p) with
+                  | Ok t -> t
+                  | Error e -> failwithf "generator built a rejected timing %A" e
+          } ]
+
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 // Addresses
 // ════════════════════════════════════════════════════════════════════════════════════════════════════

@@ -293,3 +293,67 @@ let ``status converges when the API server drops ipMode (Kubernetes before 1.30)
         let _, last = List.last rounds
         holds (sprintf "not converged:\n%s" (describeRun rounds)) last.Actions.IsEmpty
         |> Prop.classify (rounds |> List.exists (fun (_, p) -> p.Actions |> List.exists (function WriteStatus(_, ingress, _) -> not ingress.IsEmpty | _ -> false))) "status written")
+
+/// One node alone holding one VIP for `horizon` ms: it renews its heartbeat every P (instantly) and plans
+/// exactly when the shell would: on a renewal, or at NextWakeAt; after executing a non-empty plan it plans
+/// again at once (NextWakeAt describes the state the plan was computed from, so only the NextWakeAt of an
+/// empty plan is a promise). Returns the instants of every announcement, and a description of the first
+/// instant the VIP was missing or past its lifetime.
+let private holdAlone (timing: Timing) (arpRate: Duration) (horizon: Duration) =
+    let svc = { service "default" "web" with LoadBalancerIP = Some "192.168.0.220" }
+    let config = { configFor "node-a" true with Timing = timing; ArpRate = arpRate; DisableServiceUpdates = true }
+    let renewalAt t = t / timing.RetryPeriod * timing.RetryPeriod
+    let at (s: Snapshot) t =
+        let r = renewalAt t
+        { s with
+            Now = t
+            Heartbeats = [ { Node = "node-a"; Holder = Some "node-a"; Version = string r; ChangedSeenAt = r } ]
+            Self = { s.Self with Fence = { s.Self.Fence with LastRenewalStartedAt = Some r } } }
+    let start =
+        { Config = config
+          Now = 0L
+          Services = [ svc ]
+          Slices = [ { Service = svc.Key; Endpoints = [ { NodeName = Some "node-a"; Conditions = { Ready = Some true; Serving = None; Terminating = None } } ] } ]
+          Heartbeats = []
+          Leases = []
+          Self = { Node = "node-a"; Fence = { Epoch = 1L; LastRenewalStartedAt = Some 0L }; Claims = Map.empty; LinkUp = true; ShuttingDown = false }
+          Vips = []
+          EmittedWarnings = Set.empty }
+    let rec loop (s: Snapshot) (t: Instant) (announced: Instant list) (problem: string option) =
+        if t > horizon || problem.IsSome then List.rev announced, problem
+        else
+            let s = at s t
+            let rec settle (s: Snapshot) (announced: Instant list) k =
+                let plan = Plan.compute s
+                let announced = (plan.Actions |> List.filter (function Announce _ -> true | _ -> false) |> List.map (fun _ -> t)) @ announced
+                let s = apply plan s
+                if k < 4 && not plan.Actions.IsEmpty then settle s announced (k + 1) else s, announced, plan
+            let s, announced, plan = settle s announced 0
+            let problem =
+                match s.Vips with
+                | [ v ] when v.ExpiresAt |> Option.exists (fun e -> e > t) -> None
+                | _ when announced.IsEmpty -> None // not added yet
+                | vips -> Some(sprintf "at %d: VIPs %A" t vips)
+            let next = [ Some(renewalAt t + timing.RetryPeriod); plan.NextWakeAt ] |> List.choose id |> List.filter (fun w -> w > t) |> List.min
+            loop s next announced problem
+    loop start 0L [] None
+
+[<Property>]
+let ``a new holder announces at once, repeats at 250, 750 and 1500 ms, then every vip_arpRate, and never lets its VIP expire`` () =
+    let genCase = Gen.map2 (fun t r -> t, int64 r) genAcceptedTiming (Gen.oneof [ Gen.choose (500, 5000); Gen.elements [ 500; 3000 ] ])
+    forAll genCase (fun (timing, arpRate) ->
+        let horizon = 20000L
+        let announced, problem = holdAlone timing arpRate horizon
+        match announced with
+        | [] -> holds "never announced" false
+        | first :: _ ->
+            let expected =
+                [ for offset in Announcements.Burst -> first + offset ]
+                @ [ for k in 1L .. 100L do
+                        let t = first + List.last Announcements.Burst + k * arpRate
+                        if t <= horizon then t ]
+            allOf
+                [ holds (sprintf "announced at %A, expected %A" announced expected) (announced = expected)
+                  holds (defaultArg problem "") problem.IsNone ]
+            |> Prop.classify (arpRate = 500L) "vip_arpRate 500"
+            |> Prop.classify (timing = DefaultTiming) "default timing")

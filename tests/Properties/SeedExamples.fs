@@ -177,3 +177,9 @@ let ``nginx-dhcp on 0.0.0.0 waits for the DHCP lease, then announces 192.168.0.1
     let last, _ = PlanModel.run 5 (oneNode [ leased ]) |> List.last
     let status = last.Services.Head.Ingress
     Assert.Equal("192.168.0.155", (Assert.Single status).Ip)
+
+[<Fact>]
+let ``kube-vip's usual lease settings (5 s, 3 s, 1 s) are accepted and keep the inequality`` () =
+    let c = configWith [ "vip_leaseduration", "5"; "vip_renewdeadline", "3"; "vip_retryperiod", "1" ]
+    Assert.Equal({ LeaseDuration = 5000L; RenewDeadline = 3000L; RetryPeriod = 1000L; AddressLifetime = 1000L }, c.Timing)
+    Assert.True(c.Timing.RenewDeadline * 1010L < c.Timing.LeaseDuration * 990L)
