@@ -74,6 +74,12 @@ module Explain =
                     sprintf "awaiting a DHCP lease (%s)" (pending |> List.map (sprintf "%A") |> String.concat ", "),
                     [ source service ]
                 | Member(ips, pending) ->
+                    // With svc_election=false the leader's group leaves out addresses without a serving
+                    // endpoint: holding the group does not announce those.
+                    let standing ip =
+                        let gid = plan.Desired.GroupOf[ip]
+                        if List.contains ip groupById[gid].Addresses then role plan.Roles[gid]
+                        else role (Unserved(NoEligibleNode NoServingEndpoint))
                     let perAddress =
                         ips
                         |> List.map (fun ip ->
@@ -88,8 +94,8 @@ module Explain =
                                     sprintf "; shared with %s" (others |> List.map string |> String.concat ", ")
                                 | _ -> ""
                             sprintf "%s: group %s (Lease holder: %s); eligible: %s%s; %s"
-                                (Ip.format ip) gid holder (eligibility g.Eligibility) sharing (role plan.Roles[gid]))
-                    let summary = role plan.Roles[plan.Desired.GroupOf[ips.Head]]
+                                (Ip.format ip) gid holder (eligibility g.Eligibility) sharing (standing ip))
+                    let summary = standing ips.Head
                     let pendingText =
                         if pending.IsEmpty then []
                         else [ sprintf "DHCP lease pending for %s" (pending |> List.map (sprintf "%A") |> String.concat ", ") ]

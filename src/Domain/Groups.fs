@@ -49,9 +49,10 @@ module LeaseNames =
             h <- (h ^^^ uint64 c) * 1099511628211UL
         h
 
-    /// Keeps a generated name within the 253 characters a Lease name may have, staying unique.
+    /// Keeps a generated name within the 253 characters a Lease name may have, staying unique and a valid DNS
+    /// subdomain (a cut right after a '.' would start the hash's label with '-').
     let private bounded (name: string) =
-        if name.Length <= 253 then name else name.Substring(0, 236) + "-" + (fnv1a name).ToString "x16"
+        if name.Length <= 253 then name else name.Substring(0, 236).TrimEnd('.') + "-" + (fnv1a name).ToString "x16"
 
     let group (ip: Ip) : GroupId = bounded (VipPrefix + Ip.toNameSegment ip)
     let heartbeat (node: string) = bounded (HeartbeatPrefix + node)

@@ -101,11 +101,14 @@ module Status =
     let entry (service: Service) (ip: Ip) =
         { Ip = Ip.format ip; IpMode = Some "VIP"; Ports = service.Ports }
 
-    /// Normalised view of what the Service currently says (IPs canonicalised when they parse).
+    /// Normalised view of what the Service currently says (IPs canonicalised when they parse). An unset
+    /// ipMode means "VIP" (the API server's default since 1.30; older ones drop the field on write).
     let private normalise (entries: IngressEntry list) =
         entries
         |> List.map (fun e ->
-            { e with Ip = Ip.tryParse e.Ip |> Option.map Ip.format |> Option.defaultValue e.Ip })
+            { e with
+                Ip = Ip.tryParse e.Ip |> Option.map Ip.format |> Option.defaultValue e.Ip
+                IpMode = e.IpMode |> Option.orElse (Some "VIP") })
 
     let matches (service: Service) (ingress: IngressEntry list) (vipHost: string option) =
         normalise service.Ingress = ingress && service.Annotations.TryFind Annotations.VipHost = vipHost

@@ -1,0 +1,112 @@
+/// Rule 2: which Services are ours (type, ignore annotation, load-balancer class in legacy and strict mode).
+module Hybrid.Properties.AdmissionProperties
+
+open FsCheck
+open FsCheck.FSharp
+open FsCheck.Xunit
+open Hybrid
+open Hybrid.Properties.Generators
+
+let private ClassNames = [ Config.DefaultClassName; ""; "example.com/lb" ]
+
+/// A configuration in either mode, with any lb_class_only and lb_class_name, built through the environment.
+let private genClassConfig (legacy: bool) =
+    Gen.map2
+        (fun only name ->
+            configWith [ "lb_class_only", (if only then "true" else "false"); "lb_class_name", name
+                         "lb_class_legacy_handling", (if legacy then "true" else "false") ])
+        (bool 1 1)
+        (Gen.elements ClassNames)
+
+/// The service's class: unset, equal to the configured one, kube-vip's default, or another controller's.
+let private genClass (configured: string) =
+    Gen.elements [ None; Some configured; Some Config.DefaultClassName; Some OtherClass; Some "example.com/lb" ]
+    |> Gen.map (Option.filter (fun c -> c <> "")) // Kubernetes has no empty class: "" is unset.
+
+let private genClassCase legacy =
+    genClassConfig legacy |> Gen.bind (fun c -> genClass c.ClassName |> Gen.map (fun cls -> c, cls))
+
+let private interested (config: Config) (cls: string option) =
+    Admission.interest config { service "default" "svc" with Class = cls } = Interested
+
+[<Property>]
+let ``legacy mode acts on class-less services unless lb_class_only, and on the configured class`` () =
+    forAll (genClassCase true) (fun (config, cls) ->
+        // The seed: no class set -> act (lb_class_only: ignore class-less services); a class set -> act only
+        // if it is the configured one.
+        let expected =
+            match cls with
+            | None -> not config.ClassOnly
+            | Some c -> c = config.ClassName
+        holds (sprintf "class %A, lb_class_name %A, lb_class_only %b" cls config.ClassName config.ClassOnly) (interested config cls = expected)
+        |> Prop.classify cls.IsNone "class unset"
+        |> Prop.classify (cls = Some config.ClassName) "class equal"
+        |> Prop.classify (cls.IsSome && cls <> Some config.ClassName) "other class"
+        |> Prop.classify config.ClassOnly "lb_class_only")
+
+[<Property>]
+let ``strict mode acts only when the class equals lb_class_name`` () =
+    forAll (genClassCase false) (fun (config, cls) ->
+        // The seed: only if spec.loadBalancerClass equals the configured class; an empty lb_class_name is
+        // "no class", so it selects class-less services. lb_class_only changes nothing here.
+        let expected = (defaultArg cls "") = config.ClassName
+        holds (sprintf "class %A, lb_class_name %A" cls config.ClassName) (interested config cls = expected)
+        |> Prop.classify cls.IsNone "class unset"
+        |> Prop.classify (cls.IsSome && cls = Some config.ClassName) "class equal"
+        |> Prop.classify (config.ClassName = "") "empty lb_class_name")
+
+[<Property>]
+let ``a class mismatch is not ours and names both classes`` () =
+    forAll (bool 1 1 |> Gen.bind genClassCase) (fun (config, cls) ->
+        match Admission.classFilter config cls with
+        | Interested -> holds "interested" true
+        | NotInterested(ClassMismatch(actual, expected) as reason) ->
+            holds (sprintf "%A" reason) (actual = cls && expected = config.ClassName && SkipReason.audience reason = NotOurs)
+        | NotInterested other -> holds (sprintf "unexpected %A" other) false)
+
+[<Property>]
+let ``a service that is not LoadBalancer is skipped as not ours`` () =
+    let genType = Gen.elements [ "ClusterIP"; "NodePort"; "ExternalName"; ""; "loadbalancer"; "LoadBalancer " ]
+    forAll (Gen.map2 (fun t a -> t, a) genType genAddressText) (fun (t, address) ->
+        let s = { service "default" "svc" with Type = t; LoadBalancerIP = address }
+        let desired = Desired.compute DefaultConfig [ s ] []
+        allOf
+            [ holds "interest" (Admission.interest DefaultConfig s = NotInterested(NotLoadBalancer t))
+              holds (sprintf "state %A" desired.States[s.Key]) (desired.States[s.Key] = Skipped(NotLoadBalancer t))
+              holds "not ours" (SkipReason.audience (NotLoadBalancer t) = NotOurs) ])
+
+[<Property>]
+let ``kube-vip.io/ignore true skips the service as not ours`` () =
+    let genValue = Gen.elements [ Some "true"; Some "false"; Some ""; Some "yes"; None ]
+    forAll (Gen.map2 (fun v cls -> v, cls) genValue (genClass Config.DefaultClassName)) (fun (value, cls) ->
+        let s = { service "default" "svc" with Class = cls }
+        let s = match value with Some v -> annotate Annotations.Ignore v s | None -> s
+        let interest = Admission.interest DefaultConfig s
+        (if value = Some "true" then holds (sprintf "%A" interest) (interest = NotInterested IgnoredByAnnotation)
+         else holds (sprintf "%A" interest) (interest = Admission.classFilter DefaultConfig cls))
+        |> Prop.classify (value = Some "true") "ignored"
+        |> Prop.classify (value <> Some "true") "not ignored")
+
+[<Property>]
+let ``a service with no address is awaiting an address, not an error`` () =
+    // No annotation, no spec.loadBalancerIP, or only blanks in them.
+    let genBlank = Gen.elements [ None; Some ""; Some "  "; Some "\t" ]
+    forAll (Gen.map3 (fun e a s -> e, a, s) (bool 1 1) genBlank genBlank) (fun (election, annotation, spec) ->
+        let s = { service "default" "svc" with LoadBalancerIP = spec }
+        let s = match annotation with Some v -> annotate Annotations.LoadBalancerIPs v s | None -> s
+        let snapshot =
+            { Config = configFor "node-a" election
+              Now = Now
+              Services = [ s ]
+              Slices = []
+              Heartbeats = [ { Node = "node-a"; Holder = Some "node-a"; Version = "1"; ChangedSeenAt = Now } ]
+              Leases = []
+              Self = { Node = "node-a"; Fence = FreshFence; Claims = Map.empty; LinkUp = true; ShuttingDown = false }
+              Vips = []
+              EmittedWarnings = Set.empty }
+        let plan = Plan.compute snapshot
+        allOf
+            [ holds (sprintf "requested %A" (Addresses.requested s)) (Addresses.requested s = NoAddressYet)
+              holds (sprintf "state %A" plan.Desired.States[s.Key]) (plan.Desired.States[s.Key] = AwaitingAddress [])
+              holds (sprintf "warnings %A" plan.ActiveWarnings) plan.ActiveWarnings.IsEmpty
+              holds "no address on the interface" (plan.Actions |> List.forall (function AddVip _ -> false | _ -> true)) ])
