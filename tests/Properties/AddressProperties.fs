@@ -7,7 +7,7 @@ open System.Net
 open FsCheck
 open FsCheck.FSharp
 open FsCheck.Xunit
-open Hybrid
+open Hybrid.Domain
 open Hybrid.Properties.Generators
 
 /// The address as System.Net sees it (network byte order).

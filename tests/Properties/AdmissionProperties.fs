@@ -4,7 +4,7 @@ module Hybrid.Properties.AdmissionProperties
 open FsCheck
 open FsCheck.FSharp
 open FsCheck.Xunit
-open Hybrid
+open Hybrid.Domain
 open Hybrid.Properties.Generators
 
 let private ClassNames = [ Config.DefaultClassName; ""; "example.com/lb" ]

@@ -7,7 +7,7 @@ module Hybrid.Properties.ClusterProperties
 open FsCheck
 open FsCheck.FSharp
 open FsCheck.Xunit
-open Hybrid
+open Hybrid.Domain
 open Hybrid.Properties.Generators
 open Hybrid.Properties.PlanModel
 

@@ -5,7 +5,7 @@ module Hybrid.Properties.ConfigProperties
 open FsCheck
 open FsCheck.FSharp
 open FsCheck.Xunit
-open Hybrid
+open Hybrid.Domain
 open Hybrid.Properties.Generators
 
 let private expectedDefaults: Config =
@@ -24,9 +24,9 @@ let private expectedDefaults: Config =
       Arp = true
       ArpRate = 3000L
       Timing =
-        { LeaseDuration = 1700L
-          RenewDeadline = 1600L
-          RetryPeriod = 250L
+        { LeaseDuration = Timing.DefaultLeaseDuration
+          RenewDeadline = Timing.DefaultRenewDeadline
+          RetryPeriod = Timing.DefaultRetryPeriod
           AddressLifetime = 1000L }
       Upnp = false
       DisableServiceUpdates = false

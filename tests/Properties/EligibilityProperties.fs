@@ -4,7 +4,7 @@ module Hybrid.Properties.EligibilityProperties
 open FsCheck
 open FsCheck.FSharp
 open FsCheck.Xunit
-open Hybrid
+open Hybrid.Domain
 open Hybrid.Properties.Generators
 
 /// The Kubernetes API's reading of EndpointConditions, written out case by case.

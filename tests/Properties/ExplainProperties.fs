@@ -4,7 +4,7 @@ module Hybrid.Properties.ExplainProperties
 open FsCheck
 open FsCheck.FSharp
 open FsCheck.Xunit
-open Hybrid
+open Hybrid.Domain
 open Hybrid.Properties.Generators
 
 let private explain (s: Snapshot) =

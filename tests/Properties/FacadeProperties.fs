@@ -6,7 +6,7 @@ open System
 open FsCheck
 open FsCheck.FSharp
 open FsCheck.Xunit
-open Hybrid
+open Hybrid.Domain
 open Hybrid.Facade
 open Hybrid.Properties.Generators
 
@@ -107,7 +107,7 @@ let private entries (es: (string * string * (string * int) list) list) =
     es |> List.map (fun (ip, mode, ps) -> sprintf "%s|%s|%A" ip mode ps) |> String.concat ";"
 
 /// One rendering for both sides, so that any lost or mangled field shows.
-let private renderDomain (a: Hybrid.Action) =
+let private renderDomain (a: Hybrid.Domain.Action) =
     match a with
     | Action.RemoveVip(ip, p) -> sprintf "RemoveVip %s/%d" (Ip.format ip) p
     | Action.AddVip(ip, p, l) -> sprintf "AddVip %s/%d %d" (Ip.format ip) p l

@@ -9,7 +9,7 @@ open System
 open FsCheck
 open FsCheck.FSharp
 open FsCheck.Xunit
-open Hybrid
+open Hybrid.Domain
 open Hybrid.Properties.Generators
 
 type Scenario =

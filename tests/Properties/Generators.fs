@@ -5,7 +5,7 @@ module Hybrid.Properties.Generators
 open System
 open FsCheck
 open FsCheck.FSharp
-open Hybrid
+open Hybrid.Domain
 
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 // Checking helpers
@@ -62,10 +62,14 @@ let genAcceptedTiming: Gen<Timing> =
         [ 1, Gen.constant DefaultTiming
           3,
           gen {
+              // R must leave one retry period after a 1 s lifetime and the kernel's expiry slack; D must exceed
+              // R by the clock-drift margin (both read from the domain's constants).
+              let slack = int Timing.KernelExpirySlack
+              let rho = float Timing.ClockDriftPerMille
               let! p = Gen.choose (100, 600)
-              let! r = Gen.choose (p + 1300, p + 2800)
+              let! r = Gen.choose (p + 1000 + slack, p + 2500 + slack)
               let! extra = Gen.choose (20, 600)
-              let d = int64 (Math.Ceiling(float r * 1010.0 / 990.0)) + int64 extra
+              let d = int64 (Math.Ceiling(float r * (1000.0 + rho) / (1000.0 - rho))) + int64 extra
               return
                   match Timing.create d (int64 r) (int64 p) with
                   | Ok t -> t

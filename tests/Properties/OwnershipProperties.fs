@@ -7,7 +7,7 @@ open Xunit.Abstractions
 open FsCheck
 open FsCheck.FSharp
 open FsCheck.Xunit
-open Hybrid
+open Hybrid.Domain
 open Hybrid.Properties.Generators
 
 let private timing = DefaultTiming

@@ -5,7 +5,7 @@
 module Hybrid.Properties.PlanModel
 
 open FsCheck.FSharp
-open Hybrid
+open Hybrid.Domain
 
 exception ShellRefused of string
 

@@ -2,7 +2,7 @@
 module Hybrid.Properties.SeedExamples
 
 open Xunit
-open Hybrid
+open Hybrid.Domain
 open Hybrid.Properties.Generators
 
 let private D = Config.DefaultClassName

@@ -5,7 +5,7 @@ module Hybrid.Properties.SharingProperties
 open FsCheck
 open FsCheck.FSharp
 open FsCheck.Xunit
-open Hybrid
+open Hybrid.Domain
 open Hybrid.Properties.Generators
 
 let private shared (a: Ip list) (b: Ip list) = a |> List.filter (fun x -> List.contains x b)
