@@ -210,6 +210,9 @@ type Decide =
 
     static member FenceValid(settings: Settings, fence: Fence, now: int64) = Fence.valid settings.Config.Timing fence now
 
+    /// The fence of a node about to release its heartbeat (see Fence.released).
+    static member ReleasedFence(fence: Fence) = Fence.released fence
+
     static member HeartbeatAction(linkUp: bool, shuttingDown: bool) = Heartbeat.decide linkUp shuttingDown
 
     /// The annotation naming the node that announces a Service.
@@ -353,7 +356,10 @@ type Decide =
             |> Map.toSeq
             |> Seq.filter (fun (_, state) ->
                 match state with
-                | Member(ips, _) -> plan.Roles[plan.Desired.GroupOf[ips.Head]] = Holding
+                | Member(ips, _) ->
+                    let group = plan.Desired.GroupOf[ips.Head]
+                    plan.Roles[group] = Holding
+                    && plan.Desired.Groups |> List.exists (fun g -> g.Id = group && List.contains ips.Head g.Addresses)
                 | _ -> false)
             |> Seq.length }
 

@@ -74,6 +74,8 @@ internal sealed class HeartbeatRenewer(
     /// <summary>Empties the holder so that other nodes stop counting this one at once.</summary>
     public async Task ReleaseAsync(CancellationToken cancellationToken)
     {
+        // Before the write: once it lands others may take over at once, even if its answer never arrives.
+        node.Releasing();
         try
         {
             _last = await WriteAsync(null, cancellationToken);

@@ -143,6 +143,11 @@ type HeartbeatAction =
 module Fence =
     let initial = { Epoch = 0L; LastRenewalStartedAt = None }
 
+    /// The node is about to release its heartbeat (interface down, stopping). From the moment the release
+    /// lands, others may take its groups without waiting, so the right to announce ends now and every claim
+    /// is void: after the link returns, the node must renew and compare-and-swap again before announcing.
+    let released (fence: Fence) : Fence = { Epoch = fence.Epoch + 1L; LastRenewalStartedAt = None }
+
     /// Folds a successful heartbeat renewal (started at `startedAt`, acknowledged at `completedAt`). If the
     /// previous right to announce ran out before this acknowledgement, there was an instant without it: a new
     /// epoch begins and older claims no longer count.

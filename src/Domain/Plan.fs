@@ -269,9 +269,13 @@ module Plan =
                                 Message =
                                   "externalTrafficPolicy Local needs svc_election=true: the leader announces this service whether or not it runs a pod of it" } ]
                         else []
+                    let group = groupById[desired.GroupOf[ips.Head]]
                     let unserved =
-                        match roles[desired.GroupOf[ips.Head]] with
+                        match roles[group.Id] with
                         | Unserved reason -> [ unservedWarning service.Key reason ]
+                        // The single leader group holds only the addresses whose services have endpoints.
+                        | _ when not (List.contains ips.Head group.Addresses) ->
+                            [ unservedWarning service.Key (NoEligibleNode NoServingEndpoint) ]
                         | _ -> []
                     localWarning @ unserved
                 | AwaitingAddress _ -> [])
