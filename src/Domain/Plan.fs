@@ -121,6 +121,10 @@ module Plan =
         | InterfaceDown -> "the VIP interface is down"
         | ShuttingDown -> "the agent is stopping"
 
+    /// A Service is not warned about missing endpoints until this long after it last changed: a new
+    /// Service normally has none for a moment, until its pods' endpoints are published.
+    let EndpointGrace: Duration = 5000L
+
     /// Warning for a Service nobody can announce.
     let private unservedWarning (service: ServiceKey) (reason: NoCandidateReason) =
         let reasonText, message =
@@ -129,7 +133,7 @@ module Plan =
             | NoEligibleNode _ -> "NoEligibleNode", "not announced: no node runs a serving endpoint (externalTrafficPolicy Local)"
             | NoLiveEligibleNode [] -> "NoLiveNode", "not announced: no live node"
             | NoLiveEligibleNode nodes ->
-                "NoEligibleNode", sprintf "not announced: the nodes with a serving endpoint (%s) are not live" (String.concat ", " nodes)
+                "EligibleNodesNotLive", sprintf "not announced: the nodes with a serving endpoint (%s) are not live" (String.concat ", " nodes)
         { Service = service; Type = Warning; Reason = reasonText; Message = message }
 
     let compute (snapshot: Snapshot) : Plan =
@@ -270,11 +274,13 @@ module Plan =
                                   "externalTrafficPolicy Local needs svc_election=true: the leader announces this service whether or not it runs a pod of it" } ]
                         else []
                     let group = groupById[desired.GroupOf[ips.Head]]
+                    let settled = now - service.ChangedSeenAt >= EndpointGrace
                     let unserved =
                         match roles[group.Id] with
+                        | Unserved(NoEligibleNode _) when not settled -> []
                         | Unserved reason -> [ unservedWarning service.Key reason ]
                         // The single leader group holds only the addresses whose services have endpoints.
-                        | _ when not (List.contains ips.Head group.Addresses) ->
+                        | _ when not (List.contains ips.Head group.Addresses) && settled ->
                             [ unservedWarning service.Key (NoEligibleNode NoServingEndpoint) ]
                         | _ -> []
                     localWarning @ unserved
@@ -341,6 +347,8 @@ module Plan =
                       | Some rank -> since + int64 rank * timing.RetryPeriod
                       | None -> ()
                   | _ -> ()
+              for service in snapshot.Services do
+                  service.ChangedSeenAt + EndpointGrace
               for hb in snapshot.Heartbeats do
                   if Ownership.liveness view hb.Node = Live then hb.ChangedSeenAt + timing.LeaseDuration
               for lease in snapshot.Leases do

@@ -357,3 +357,19 @@ let ``a new holder announces at once, repeats at 250, 750 and 1500 ms, then ever
                   holds (defaultArg problem "") problem.IsNone ]
             |> Prop.classify (arpRate = 500L) "vip_arpRate 500"
             |> Prop.classify (timing = DefaultTiming) "default timing")
+
+[<Property>]
+let ``no missing-endpoint warning for a service that changed less than the grace period ago`` () =
+    forAll PlanModel.genAnySnapshot (fun s ->
+        let plan = Plan.compute s
+        let byKey = s.Services |> List.map (fun svc -> svc.Key, svc) |> Map.ofList
+        let endpointWarnings =
+            plan.ActiveWarnings
+            |> Set.filter (fun w -> w.Reason = "NoServingEndpoint" || w.Reason = "NoEligibleNode")
+            |> Set.toList
+        let fresh =
+            endpointWarnings
+            |> List.filter (fun w -> s.Now - byKey[w.Service].ChangedSeenAt < Plan.EndpointGrace)
+        holds (sprintf "warned within the grace: %A" fresh) fresh.IsEmpty
+        |> Prop.classify (not endpointWarnings.IsEmpty) "some endpoint warning"
+        |> Prop.classify (s.Services |> List.exists (fun svc -> s.Now - svc.ChangedSeenAt < Plan.EndpointGrace)) "a service within the grace")
