@@ -58,9 +58,10 @@ internal sealed class HeartbeatRenewer(
         {
             _last = await WriteAsync(settings.NodeName, timeout.Token);
             _released = false;
-            if (node.Renewed(started, MonotonicClock.NowMs))
-                logger.LogInformation("Heartbeat renewed; new fence epoch {Epoch}", node.Fence.Epoch);
-            signal.Notify("heartbeat renewed");
+            var newEpoch = node.Renewed(started, MonotonicClock.NowMs);
+            if (newEpoch) logger.LogInformation("Heartbeat renewed; new fence epoch {Epoch}", node.Fence.Epoch);
+            // Only a plan that waits for a renewal needs one now; otherwise the renewal changes nothing.
+            if (newEpoch || node.WaitsForRenewal) signal.Notify("heartbeat renewed");
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {

@@ -20,6 +20,9 @@ internal sealed class NodeState(Settings settings)
     public volatile bool LinkUp = true;
     public volatile bool ShuttingDown;
 
+    /// <summary>The last plan held something back until the next successful renewal (set by the loop).</summary>
+    public volatile bool WaitsForRenewal = true;
+
     /// <summary>Ends the right to announce before the heartbeat is released (see Fence.released).</summary>
     public void Releasing()
     {

@@ -65,6 +65,7 @@ internal sealed class ReconcileLoop(
         {
             var plan = Decide.Plan(Snapshot());
             _emitted = plan.ActiveWarnings;
+            node.WaitsForRenewal = plan.WaitsForRenewal;
             var (changed, retryAt) = await ExecuteAsync(plan, cancellationToken);
             if (!changed)
             {

@@ -175,6 +175,16 @@ module Heartbeat =
     let decide (linkUp: bool) (shuttingDown: bool) =
         if shuttingDown || not linkUp then ReleaseHeartbeat else Renew
 
+    /// Whether observing `next` can change a decision at `now`: a node appearing, a holder change (acquired,
+    /// released), or a node coming back after it had expired. A renewal of a node that was live only moves its
+    /// expiry, which the plan's wake-up time covers; with every node renewing every retry period, planning on
+    /// each renewal would cost nodes / P plans per second for nothing.
+    let changeMatters (timing: Timing) (previous: Heartbeat option) (next: Heartbeat) (now: Instant) =
+        match previous with
+        | None -> true
+        | Some p when p.Holder <> next.Holder -> true
+        | Some p -> now - p.ChangedSeenAt >= timing.LeaseDuration
+
 [<RequireQualifiedAccess>]
 module Ownership =
     /// Liveness of a node from this observer's heartbeat observations.
