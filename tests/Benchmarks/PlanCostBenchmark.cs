@@ -14,16 +14,20 @@ internal sealed class PlanCostBenchmark : IBenchmark
 
     public Task RunAsync(IReadOnlyList<string> args, CancellationToken cancellationToken)
     {
-        foreach (var election in new[] { false, true })
-        foreach (var count in new[] { 60, 1000, 5000 })
+        var at = args.ToList().IndexOf("--services");
+        var only = at >= 0 && at + 1 < args.Count ? int.Parse(args[at + 1]) : (int?)null;
+        var rounds = only is null ? 300 : 2000;
+        foreach (var election in only is null ? new[] { false, true } : [args.Contains("--election")])
+        foreach (var count in only is null ? new[] { 60, 1000, 5000 } : [only.Value])
         {
             var input = Snapshot(count, election);
-            for (var i = 0; i < 5; i++) Decide.Plan(input); // warm up
+            for (var i = 0; i < 100; i++) Decide.Plan(input); // warm up: past the JIT's tiering
             var times = new List<double>();
-            for (var i = 0; i < 30; i++)
+            for (var round = 0; round < rounds; round++)
             {
                 var start = Stopwatch.GetTimestamp();
                 var plan = Decide.Plan(input);
+                if (cancellationToken.IsCancellationRequested) break;
                 times.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
                 if (plan.Groups.Length == 0) throw new InvalidOperationException("no groups planned");
             }
