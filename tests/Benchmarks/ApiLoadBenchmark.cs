@@ -116,8 +116,17 @@ internal sealed class ApiLoadBenchmark : IBenchmark
         try
         {
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            var clients = Enumerable.Range(1, nodes)
-                .Select(_ => new Kubernetes(KubernetesClientConfiguration.BuildConfigFromConfigFile(kubeconfig))).ToList();
+            // One client per simulated node, as one kube-vip process per node has; its connections are capped,
+            // as a real HTTP/2 client would multiplex them, so 10,000 electors do not exhaust file descriptors.
+            var clients = Enumerable.Range(1, nodes).Select(_ =>
+            {
+                var config = KubernetesClientConfiguration.BuildConfigFromConfigFile(kubeconfig);
+                config.FirstMessageHandlerSetup = handler =>
+                {
+                    if (handler is System.Net.Http.SocketsHttpHandler sockets) sockets.MaxConnectionsPerServer = 64;
+                };
+                return new Kubernetes(config);
+            }).ToList();
             var electors = new List<LeaderElector>();
             var runs = new List<Task>();
             for (var s = 0; s < services; s++)
