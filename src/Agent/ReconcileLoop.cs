@@ -67,10 +67,14 @@ internal sealed class ReconcileLoop(
     {
         for (var round = 0; round < 4; round++)
         {
-            var plan = Decide.Plan(Snapshot());
+            var snapshot = Snapshot();
+            var plan = Decide.Plan(snapshot);
             _emitted = plan.ActiveWarnings;
             node.WaitsForRenewal = plan.WaitsForRenewal;
             var (changed, retryAt) = await ExecuteAsync(plan, cancellationToken);
+            // A renewal that landed while this plan was being made did not signal (the flag was not set yet):
+            // plan again at once instead of waiting a whole period for the next one.
+            if (plan.WaitsForRenewal && !ReferenceEquals(node.Fence, snapshot.Fence)) changed = true;
             if (!changed)
             {
                 return (plan.NextWakeAt, retryAt) switch
