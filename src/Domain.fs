@@ -152,6 +152,8 @@ type PlanOutput =
       /// -1 when nothing is scheduled.
       NextWakeAt: int64
       ActiveWarnings: EventOutput array
+      /// Plan again as soon as a heartbeat renewal succeeds (see Plan.WaitsForRenewal).
+      WaitsForRenewal: bool
       Groups: GroupOutput array
       /// Services this node announces right now.
       Announced: int }
@@ -163,9 +165,18 @@ type ExplanationOutput =
       Summary: string
       Details: string array }
 
+/// Conversions of input objects the shell passes again and again (the same Service object until it changes):
+/// converting 1,000 Services' annotation dictionaries on every plan was a large share of its cost. Keyed by
+/// reference, so the shell must not modify an input object after passing it to Decide.
+type internal ConversionCache() =
+    member val Services = Runtime.CompilerServices.ConditionalWeakTable<ServiceInput, Service>()
+    member val Slices = Runtime.CompilerServices.ConditionalWeakTable<SliceInput, EndpointSlice>()
+
 /// The whole domain as the C# shell sees it.
 [<AbstractClass; Sealed>]
 type Decide =
+    static member val private Converted = ConversionCache()
+
     static member private Settings(c: Config) : Settings =
         { NodeName = c.NodeName
           Election = c.Election
@@ -210,7 +221,19 @@ type Decide =
 
     static member FenceValid(settings: Settings, fence: Fence, now: int64) = Fence.valid settings.Config.Timing fence now
 
+    /// The fence of a node about to release its heartbeat (see Fence.released).
+    static member ReleasedFence(fence: Fence) = Fence.released fence
+
     static member HeartbeatAction(linkUp: bool, shuttingDown: bool) = Heartbeat.decide linkUp shuttingDown
+
+    /// Whether a heartbeat observation needs a plan (see Heartbeat.changeMatters); `previous` may be null.
+    static member HeartbeatChangeMatters(settings: Settings, previous: LeaseInput | null, next: LeaseInput, now: int64) =
+        let heartbeat (l: LeaseInput) = { Node = l.Name; Holder = Decide.OrNone l.Holder; Version = l.Version; ChangedSeenAt = l.ChangedSeenAt }
+        let previous =
+            match previous with
+            | null -> None
+            | p -> Some(heartbeat p)
+        Heartbeat.changeMatters settings.Config.Timing previous (heartbeat next) now
 
     /// The annotation naming the node that announces a Service.
     static member VipHostAnnotation = Annotations.VipHost
@@ -282,8 +305,8 @@ type Decide =
               Message = e.Message }
         { Config = input.Settings.Config
           Now = input.Now
-          Services = input.Services |> Seq.map service |> List.ofSeq
-          Slices = input.Slices |> Seq.map slice |> List.ofSeq
+          Services = input.Services |> Seq.map (fun s -> Decide.Converted.Services.GetValue(s, service)) |> List.ofSeq
+          Slices = input.Slices |> Seq.map (fun s -> Decide.Converted.Slices.GetValue(s, slice)) |> List.ofSeq
           Heartbeats =
             input.Heartbeats
             |> Seq.map (fun h -> { Node = h.Name; Holder = Decide.OrNone h.Holder; Version = h.Version; ChangedSeenAt = h.ChangedSeenAt })
@@ -337,6 +360,7 @@ type Decide =
         { Actions = plan.Actions |> List.map Decide.Action |> Array.ofList
           NextWakeAt = defaultArg plan.NextWakeAt -1L
           ActiveWarnings = plan.ActiveWarnings |> Seq.map Decide.Event |> Array.ofSeq
+          WaitsForRenewal = plan.WaitsForRenewal
           Groups =
             plan.Desired.Groups
             |> List.map (fun g ->
@@ -349,13 +373,17 @@ type Decide =
                     | None -> null })
             |> Array.ofList
           Announced =
-            plan.Desired.States
-            |> Map.toSeq
-            |> Seq.filter (fun (_, state) ->
+            let held =
+                plan.Desired.Groups
+                |> Seq.filter (fun g -> plan.Roles[g.Id] = Holding)
+                |> Seq.collect _.Addresses
+                |> Index.keys
+            plan.Desired.StateList
+            |> List.filter (fun (_, state) ->
                 match state with
-                | Member(ips, _) -> plan.Roles[plan.Desired.GroupOf[ips.Head]] = Holding
+                | Member(ips, _) -> held.Contains ips.Head
                 | _ -> false)
-            |> Seq.length }
+            |> List.length }
 
     /// Why each Service is (not) announced, from this node's point of view.
     static member Explain(input: SnapshotInput) : ExplanationOutput array =

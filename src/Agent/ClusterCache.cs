@@ -11,7 +11,7 @@ internal sealed record ObservedLease(LeaseInput Input, int Transitions);
 /// EndpointSlices, heartbeat Leases and group Leases. Fed by the watches and by the results of the agent's
 /// own writes (so a successful write is visible to the next plan without waiting for its watch event).
 /// </summary>
-internal sealed class ClusterCache(ReconcileSignal signal)
+internal sealed class ClusterCache(Settings settings, ReconcileSignal signal)
 {
     // Each converted object is fresh and private to its store, so stamping it in place is safe.
     public ObservedStore<ServiceInput> Services { get; } = new((s, at) => { s.ChangedSeenAt = at; return s; });
@@ -76,7 +76,9 @@ internal sealed class ClusterCache(ReconcileSignal signal)
         if (KubeObjects.IsHeartbeat(lease))
         {
             if (KubeObjects.HeartbeatNode(lease) is not { } node) return;
-            changed = Heartbeats.Upsert(node, version, KubeObjects.ToInput(lease, node));
+            var previous = Heartbeats.Get(node);
+            changed = Heartbeats.Upsert(node, version, KubeObjects.ToInput(lease, node))
+                && Decide.HeartbeatChangeMatters(settings, previous, Heartbeats.Get(node)!, MonotonicClock.NowMs);
         }
         else
         {

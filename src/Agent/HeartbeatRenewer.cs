@@ -58,9 +58,10 @@ internal sealed class HeartbeatRenewer(
         {
             _last = await WriteAsync(settings.NodeName, timeout.Token);
             _released = false;
-            if (node.Renewed(started, MonotonicClock.NowMs))
-                logger.LogInformation("Heartbeat renewed; new fence epoch {Epoch}", node.Fence.Epoch);
-            signal.Notify("heartbeat renewed");
+            var newEpoch = node.Renewed(started, MonotonicClock.NowMs);
+            if (newEpoch) logger.LogInformation("Heartbeat renewed; new fence epoch {Epoch}", node.Fence.Epoch);
+            // Only a plan that waits for a renewal needs one now; otherwise the renewal changes nothing.
+            if (newEpoch || node.WaitsForRenewal) signal.Notify("heartbeat renewed");
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
@@ -74,6 +75,8 @@ internal sealed class HeartbeatRenewer(
     /// <summary>Empties the holder so that other nodes stop counting this one at once.</summary>
     public async Task ReleaseAsync(CancellationToken cancellationToken)
     {
+        // Before the write: once it lands others may take over at once, even if its answer never arrives.
+        node.Releasing();
         try
         {
             _last = await WriteAsync(null, cancellationToken);

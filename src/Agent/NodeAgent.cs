@@ -59,7 +59,7 @@ internal sealed class NodeAgent(Settings settings, IKubernetes client, ILoggerFa
         CancellationToken stopping)
     {
         var signal = new ReconcileSignal();
-        var cache = new ClusterCache(signal);
+        var cache = new ClusterCache(settings, signal);
         var node = new NodeState(settings);
         var claims = new ClaimBook();
         var vips = new VipTable(addresses, loggers.CreateLogger<VipTable>());

@@ -20,6 +20,15 @@ internal sealed class NodeState(Settings settings)
     public volatile bool LinkUp = true;
     public volatile bool ShuttingDown;
 
+    /// <summary>The last plan held something back until the next successful renewal (set by the loop).</summary>
+    public volatile bool WaitsForRenewal = true;
+
+    /// <summary>Ends the right to announce before the heartbeat is released (see Fence.released).</summary>
+    public void Releasing()
+    {
+        lock (_lock) _fence = Decide.ReleasedFence(_fence);
+    }
+
     /// <summary>Records a successful heartbeat renewal; returns whether a new fence epoch began.</summary>
     public bool Renewed(long startedAt, long completedAt)
     {

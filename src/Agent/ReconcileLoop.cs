@@ -55,8 +55,9 @@ internal sealed class ReconcileLoop(
     }
 
     /// <summary>
-    /// Plans and executes until a plan writes no Lease (a successful claim enables the VIP in the next plan,
-    /// which follows at once). Returns the instant of the next required wake-up, or -1.
+    /// Plans and executes until a plan changes nothing local (a successful claim enables the VIP in the next
+    /// plan; an announcement schedules the next one), so that the wake-up time comes from a plan made after
+    /// the last change. Returns the instant of the next required wake-up, or -1.
     /// </summary>
     public async Task<long> ReconcileOnceAsync(CancellationToken cancellationToken)
     {
@@ -64,8 +65,9 @@ internal sealed class ReconcileLoop(
         {
             var plan = Decide.Plan(Snapshot());
             _emitted = plan.ActiveWarnings;
-            var (leaseChanged, retryAt) = await ExecuteAsync(plan, cancellationToken);
-            if (!leaseChanged)
+            node.WaitsForRenewal = plan.WaitsForRenewal;
+            var (changed, retryAt) = await ExecuteAsync(plan, cancellationToken);
+            if (!changed)
             {
                 return (plan.NextWakeAt, retryAt) switch
                 {
@@ -95,9 +97,10 @@ internal sealed class ReconcileLoop(
         EmittedWarnings = _emitted,
     };
 
-    private async Task<(bool LeaseChanged, long RetryAt)> ExecuteAsync(PlanOutput plan, CancellationToken cancellationToken)
+    /// <summary>Executes a plan; returns whether local state changed (VIPs, announcements, Leases).</summary>
+    private async Task<(bool Changed, long RetryAt)> ExecuteAsync(PlanOutput plan, CancellationToken cancellationToken)
     {
-        var leaseChanged = false;
+        var changed = plan.Actions.Any(a => a is PlanAction.AddVip or PlanAction.RemoveVip or PlanAction.RefreshVip or PlanAction.Announce);
         var retryAt = -1L;
         var refresh = new List<(IPAddress, int)>();
         var refreshLifetime = 0L;
@@ -134,17 +137,17 @@ internal sealed class ReconcileLoop(
                     case PlanAction.ClaimLease claim when Throttled(claim.Group, ref retryAt):
                         break;
                     case PlanAction.ClaimLease claim:
-                        leaseChanged |= Settle(claim.Group, await leases.ClaimAsync(claim, epoch, cancellationToken), ref retryAt);
+                        changed |= Settle(claim.Group, await leases.ClaimAsync(claim, epoch, cancellationToken), ref retryAt);
                         break;
                     case PlanAction.ReleaseLease release when Throttled(release.Group, ref retryAt):
                         break;
                     case PlanAction.ReleaseLease release:
-                        leaseChanged |= Settle(release.Group, await leases.ReleaseAsync(release.Group, release.Version, cancellationToken), ref retryAt);
+                        changed |= Settle(release.Group, await leases.ReleaseAsync(release.Group, release.Version, cancellationToken), ref retryAt);
                         break;
                     case PlanAction.DeleteLease delete when Throttled(delete.Group, ref retryAt):
                         break;
                     case PlanAction.DeleteLease delete:
-                        leaseChanged |= Settle(delete.Group, await leases.DeleteAsync(delete.Group, delete.Version, cancellationToken), ref retryAt);
+                        changed |= Settle(delete.Group, await leases.DeleteAsync(delete.Group, delete.Version, cancellationToken), ref retryAt);
                         break;
                     case PlanAction.WriteStatus write:
                         status.Enqueue(write);
@@ -164,7 +167,7 @@ internal sealed class ReconcileLoop(
             }
         }
         if (refresh.Count > 0) await RefreshAsync(refresh, refreshLifetime, cancellationToken);
-        return (leaseChanged, retryAt);
+        return (changed, retryAt);
     }
 
     private async Task RefreshAsync(List<(IPAddress, int)> batch, long lifetimeMs, CancellationToken cancellationToken)

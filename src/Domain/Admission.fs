@@ -8,11 +8,44 @@ open System
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 /// namespace/name of a Service.
+// Ordinal order by namespace then name, written out: Services key the maps of every plan.
+[<CustomEquality; CustomComparison>]
 type ServiceKey =
     { Namespace: string
       Name: string }
 
     override k.ToString() = k.Namespace + "/" + k.Name
+
+    static member private Order(a: ServiceKey, b: ServiceKey) =
+        match String.CompareOrdinal(a.Namespace, b.Namespace) with
+        | 0 -> String.CompareOrdinal(a.Name, b.Name)
+        | c -> c
+
+    override a.Equals(other: obj) =
+        match other with
+        | :? ServiceKey as b -> String.Equals(a.Namespace, b.Namespace) && String.Equals(a.Name, b.Name)
+        | _ -> false
+
+    override a.GetHashCode() = HashCode.Combine(a.Namespace, a.Name)
+
+    interface IEquatable<ServiceKey> with
+        member a.Equals(b: ServiceKey | null) =
+            match b with
+            | null -> false
+            | b -> String.Equals(a.Namespace, b.Namespace) && String.Equals(a.Name, b.Name)
+
+    interface IComparable<ServiceKey> with
+        member a.CompareTo(b: ServiceKey | null) =
+            match b with
+            | null -> 1
+            | b -> ServiceKey.Order(a, b)
+
+    // Anything that is not a ServiceKey sorts first (a total order, no exception).
+    interface IComparable with
+        member a.CompareTo(other: obj | null) =
+            match other with
+            | :? ServiceKey as b -> ServiceKey.Order(a, b)
+            | _ -> 1
 
 /// A port a Service exposes: protocol (upper case, as Kubernetes spells it) and number.
 type ServicePort = { Protocol: string; Port: int }

@@ -56,12 +56,15 @@ module Explain =
     /// One explanation per Service in the snapshot.
     let all (snapshot: Snapshot) (plan: Plan) : Explanation list =
         let groupById = plan.Desired.Groups |> List.map (fun g -> g.Id, g) |> Map.ofList
+        let states = plan.Desired.States
+        let groupOf = plan.Desired.GroupOf
+        let eligibilityOf = plan.Desired.ServiceEligibility
         let leases = snapshot.Leases |> List.map (fun l -> l.Name, l) |> Map.ofList
         snapshot.Services
         |> List.sortBy (fun s -> s.Key.Namespace, s.Key.Name)
         |> List.map (fun service ->
             let summary, details =
-                match plan.Desired.States[service.Key] with
+                match states[service.Key] with
                 | Skipped reason ->
                     let prefix =
                         match SkipReason.audience reason with
@@ -77,13 +80,13 @@ module Explain =
                     // With svc_election=false the leader's group leaves out addresses without a serving
                     // endpoint: holding the group does not announce those.
                     let standing ip =
-                        let gid = plan.Desired.GroupOf[ip]
+                        let gid = groupOf[ip]
                         if List.contains ip groupById[gid].Addresses then role plan.Roles[gid]
                         else role (Unserved(NoEligibleNode NoServingEndpoint))
                     let perAddress =
                         ips
                         |> List.map (fun ip ->
-                            let gid = plan.Desired.GroupOf[ip]
+                            let gid = groupOf[ip]
                             let g = groupById[gid]
                             let holder =
                                 leases.TryFind gid |> Option.bind _.Holder |> Option.defaultValue "nobody"
@@ -100,7 +103,7 @@ module Explain =
                         if pending.IsEmpty then []
                         else [ sprintf "DHCP lease pending for %s" (pending |> List.map (sprintf "%A") |> String.concat ", ") ]
                     let eligibilityText =
-                        match plan.Desired.ServiceEligibility.TryFind service.Key with
+                        match eligibilityOf.TryFind service.Key with
                         | Some e -> [ sprintf "this service alone: %s" (eligibility e) ]
                         | None -> []
                     summary, source service :: perAddress @ eligibilityText @ pendingText

@@ -30,12 +30,17 @@ type Group =
       ChangedSeenAt: Instant }
 
 /// Everything the cluster wants, independent of which node looks at it.
+/// Kept as lists (what a plan walks); the maps are built on demand, for lookups outside the hot path.
 type Desired =
-    { States: Map<ServiceKey, ServiceState>
+    { StateList: (ServiceKey * ServiceState) list
       Groups: Group list
-      GroupOf: Map<Ip, GroupId>
+      GroupOfList: (Ip * GroupId) list
       /// Per-service eligibility of the members (for explanations and warnings).
-      ServiceEligibility: Map<ServiceKey, Eligibility> }
+      EligibilityList: (ServiceKey * Eligibility) list }
+
+    member d.States: Map<ServiceKey, ServiceState> = Map.ofList d.StateList
+    member d.GroupOf: Map<Ip, GroupId> = Map.ofList d.GroupOfList
+    member d.ServiceEligibility: Map<ServiceKey, Eligibility> = Map.ofList d.EligibilityList
 
 [<RequireQualifiedAccess>]
 module LeaseNames =
@@ -69,52 +74,50 @@ module Desired =
 
     /// Admission, addresses, sharing, eligibility and grouping of every Service.
     let compute (config: Config) (services: Service list) (slices: EndpointSlice list) : Desired =
-        let byKey = services |> List.map (fun s -> s.Key, s) |> Map.ofList
         let early =
             services
             |> List.map (fun s ->
                 match Admission.interest config s with
-                | NotInterested reason -> s.Key, Choice1Of2(Skipped reason)
+                | NotInterested reason -> s, Choice1Of2(Skipped reason)
                 | Interested ->
                     match Addresses.requested s with
-                    | NoAddressYet -> s.Key, Choice1Of2(AwaitingAddress [])
-                    | Unusable(text, problem) -> s.Key, Choice1Of2(Skipped(InvalidAddress(text, problem)))
+                    | NoAddressYet -> s, Choice1Of2(AwaitingAddress [])
+                    | Unusable(text, problem) -> s, Choice1Of2(Skipped(InvalidAddress(text, problem)))
                     | Requested requests ->
                         let pending = requests |> List.choose (function Dhcp(f, None) -> Some f | _ -> None)
                         match Addresses.advertised requests with
-                        | [] -> s.Key, Choice1Of2(AwaitingAddress pending)
-                        | ips -> s.Key, Choice2Of2(ips, pending))
-        let candidates =
-            early |> List.choose (fun (k, c) -> match c with Choice2Of2(ips, _) -> Some(byKey[k], ips) | _ -> None)
-        let verdicts = Sharing.resolve candidates
-        let states =
+                        | [] -> s, Choice1Of2(AwaitingAddress pending)
+                        | ips -> s, Choice2Of2(ips, pending))
+        let candidates = early |> List.choose (fun (s, c) -> match c with Choice2Of2(ips, _) -> Some(s, ips) | _ -> None)
+        let verdicts = Sharing.verdicts candidates |> Index.ofSeq
+        let stateList =
             early
-            |> List.map (fun (k, c) ->
+            |> List.map (fun (s, c) ->
                 match c with
-                | Choice1Of2 state -> k, state
+                | Choice1Of2 state -> s, state
                 | Choice2Of2(ips, pending) ->
-                    match verdicts[k] with
-                    | Admitted -> k, Member(ips, pending)
-                    | Rejected reason -> k, Skipped reason)
-            |> Map.ofList
-        let slicesOf = slices |> List.groupBy _.Service |> Map.ofList
+                    match verdicts[s.Key] with
+                    | Admitted -> s, Member(ips, pending)
+                    | Rejected reason -> s, Skipped reason)
+        let slicesOf = slices |> Index.groupBy _.Service |> Index.ofSeq
         let members =
-            services
-            |> List.sortBy Sharing.order
-            |> List.choose (fun s ->
-                match states[s.Key] with
+            stateList
+            |> List.choose (fun (s, state) ->
+                match state with
                 | Member(ips, _) -> Some(s, ips)
                 | _ -> None)
-        let eligibility =
+            |> List.sortWith (fun (a, _) (b, _) -> Sharing.compareOrder a b)
+        let eligibilityList =
             members
-            |> List.map (fun (s, _) -> s.Key, Eligibility.ofService config.Election s (defaultArg (slicesOf.TryFind s.Key) []))
-            |> Map.ofList
+            |> List.map (fun (s, _) ->
+                s.Key, Eligibility.ofService config.Election s (Index.tryFind s.Key slicesOf |> Option.defaultValue []))
+        let eligibility = Index.ofSeq eligibilityList
         let perIp =
             members
             |> List.collect (fun (s, ips) -> ips |> List.map (fun ip -> ip, s))
-            |> List.groupBy fst
+            |> Index.groupBy fst
             |> List.map (fun (ip, pairs) -> ip, pairs |> List.map snd)
-            |> List.sortBy fst
+            |> List.sortWith (fun (a, _) (b, _) -> Ip.Order(a, b))
         let changedAt (ss: Service list) = ss |> List.map _.ChangedSeenAt |> List.fold max 0L
         let groups, groupOf =
             if config.Election then
@@ -126,7 +129,7 @@ module Desired =
                           Members = ss |> List.map _.Key
                           Eligibility = ss |> List.map (fun s -> eligibility[s.Key]) |> Eligibility.combine
                           ChangedSeenAt = changedAt ss })
-                groups, perIp |> List.map (fun (ip, _) -> ip, LeaseNames.group ip) |> Map.ofList
+                groups, perIp |> List.map (fun (ip, _) -> ip, LeaseNames.group ip)
             else
                 // One leader holds everything; an IP whose services have no serving endpoint stays unannounced.
                 let announced =
@@ -140,8 +143,8 @@ module Desired =
                     Members = all |> List.map _.Key
                     Eligibility = AnyNode SingleLeaderMode
                     ChangedSeenAt = changedAt all } ],
-                perIp |> List.map (fun (ip, _) -> ip, config.LeaseName) |> Map.ofList
-        { States = states
+                perIp |> List.map (fun (ip, _) -> ip, config.LeaseName)
+        { StateList = stateList |> List.map (fun (s, state) -> s.Key, state)
           Groups = groups
-          GroupOf = groupOf
-          ServiceEligibility = eligibility }
+          GroupOfList = groupOf
+          EligibilityList = eligibilityList }

@@ -24,9 +24,49 @@ type IpFamily =
     | IPv6
 
 /// An IP address in canonical numeric form; equality is address equality, not text equality.
+// Ordered IPv4 before IPv6, then numerically. Equality and order are written out because addresses key
+// the maps of every plan, and F#'s structural comparison of unions is several times slower.
+[<CustomEquality; CustomComparison>]
 type Ip =
     | V4 of uint32
     | V6 of hi: uint64 * lo: uint64
+
+    /// IPv4 before IPv6, then numeric order (also what `compare` gives, only faster).
+    static member Order(a: Ip, b: Ip) =
+        match a, b with
+        | V4 x, V4 y -> compare x y
+        | V4 _, V6 _ -> -1
+        | V6 _, V4 _ -> 1
+        | V6(h1, l1), V6(h2, l2) -> if h1 <> h2 then compare h1 h2 else compare l1 l2
+
+    override a.Equals(other: obj) =
+        match other with
+        | :? Ip as b -> Ip.Order(a, b) = 0
+        | _ -> false
+
+    override a.GetHashCode() =
+        match a with
+        | V4 v -> int v
+        | V6(h, l) -> (h ^^^ (l * 31UL)).GetHashCode()
+
+    interface IEquatable<Ip> with
+        member a.Equals(b: Ip | null) =
+            match b with
+            | null -> false
+            | b -> Ip.Order(a, b) = 0
+
+    interface IComparable<Ip> with
+        member a.CompareTo(b: Ip | null) =
+            match b with
+            | null -> 1
+            | b -> Ip.Order(a, b)
+
+    // Anything that is not an address sorts before every address (a total order, no exception).
+    interface IComparable with
+        member a.CompareTo(other: obj | null) =
+            match other with
+            | :? Ip as b -> Ip.Order(a, b)
+            | _ -> 1
 
 /// Why an address cannot be a load-balancer VIP.
 type UnusableAddress =
@@ -110,7 +150,8 @@ module Ip =
     /// Canonical text: dotted quad, or RFC 5952 (lower case, longest zero run as "::").
     let format ip =
         match ip with
-        | V4 v -> sprintf "%d.%d.%d.%d" (v >>> 24) ((v >>> 16) &&& 0xFFu) ((v >>> 8) &&& 0xFFu) (v &&& 0xFFu)
+        | V4 v ->
+            String.Join('.', string (v >>> 24), string ((v >>> 16) &&& 0xFFu), string ((v >>> 8) &&& 0xFFu), string (v &&& 0xFFu))
         | V6(hi, lo) ->
             let groups = groupsOf hi lo |> Array.ofList
             // Longest run of at least two zero groups; the first one wins a tie (RFC 5952 4.2.3).

@@ -143,6 +143,11 @@ type HeartbeatAction =
 module Fence =
     let initial = { Epoch = 0L; LastRenewalStartedAt = None }
 
+    /// The node is about to release its heartbeat (interface down, stopping). From the moment the release
+    /// lands, others may take its groups without waiting, so the right to announce ends now and every claim
+    /// is void: after the link returns, the node must renew and compare-and-swap again before announcing.
+    let released (fence: Fence) : Fence = { Epoch = fence.Epoch + 1L; LastRenewalStartedAt = None }
+
     /// Folds a successful heartbeat renewal (started at `startedAt`, acknowledged at `completedAt`). If the
     /// previous right to announce ran out before this acknowledgement, there was an instant without it: a new
     /// epoch begins and older claims no longer count.
@@ -169,6 +174,16 @@ module Heartbeat =
     /// A node whose VIP interface is down, or that is stopping, must not look live to the others.
     let decide (linkUp: bool) (shuttingDown: bool) =
         if shuttingDown || not linkUp then ReleaseHeartbeat else Renew
+
+    /// Whether observing `next` can change a decision at `now`: a node appearing, a holder change (acquired,
+    /// released), or a node coming back after it had expired. A renewal of a node that was live only moves its
+    /// expiry, which the plan's wake-up time covers; with every node renewing every retry period, planning on
+    /// each renewal would cost nodes / P plans per second for nothing.
+    let changeMatters (timing: Timing) (previous: Heartbeat option) (next: Heartbeat) (now: Instant) =
+        match previous with
+        | None -> true
+        | Some p when p.Holder <> next.Holder -> true
+        | Some p -> now - p.ChangedSeenAt >= timing.LeaseDuration
 
 [<RequireQualifiedAccess>]
 module Ownership =

@@ -93,6 +93,9 @@ type Plan =
       NextWakeAt: Instant option
       /// Warnings that apply now; the shell keeps them as EmittedWarnings after emitting the new ones.
       ActiveWarnings: Set<ServiceEvent>
+      /// Something is held back until the next successful heartbeat renewal (a VIP write outside the write
+      /// window, a fenced or unentitled group): the shell plans again as soon as one lands.
+      WaitsForRenewal: bool
       Desired: Desired
       Assignments: Map<GroupId, Assignment>
       Roles: Map<GroupId, Role> }
@@ -103,17 +106,21 @@ module Status =
     let entry (service: Service) (ip: Ip) =
         { Ip = Ip.format ip; IpMode = Some "VIP"; Ports = service.Ports }
 
-    /// Normalised view of what the Service currently says (IPs canonicalised when they parse). An unset
-    /// ipMode means "VIP" (the API server's default since 1.30; older ones drop the field on write).
-    let private normalise (entries: IngressEntry list) =
-        entries
-        |> List.map (fun e ->
-            { e with
-                Ip = Ip.tryParse e.Ip |> Option.map Ip.format |> Option.defaultValue e.Ip
-                IpMode = e.IpMode |> Option.orElse (Some "VIP") })
+    /// The same address, written canonically (desired) or as found (observed, maybe not canonical).
+    let private sameIp (observed: string) (desired: string) =
+        String.Equals(observed, desired) || (Ip.tryParse observed |> Option.map Ip.format) = Some desired
 
+    /// An unset ipMode means "VIP" (the API server's default since 1.30; older ones drop the field on write).
+    let private sameEntry (observed: IngressEntry) (desired: IngressEntry) =
+        sameIp observed.Ip desired.Ip
+        && (observed.IpMode |> Option.orElse (Some "VIP")) = desired.IpMode
+        && observed.Ports = desired.Ports
+
+    /// Whether the Service already says what Hybrid would write.
     let matches (service: Service) (ingress: IngressEntry list) (vipHost: string option) =
-        normalise service.Ingress = ingress && service.Annotations.TryFind Annotations.VipHost = vipHost
+        service.Annotations.TryFind Annotations.VipHost = vipHost
+        && List.length service.Ingress = List.length ingress
+        && List.forall2 sameEntry service.Ingress ingress
 
 [<RequireQualifiedAccess>]
 module Plan =
@@ -123,6 +130,10 @@ module Plan =
         | InterfaceDown -> "the VIP interface is down"
         | ShuttingDown -> "the agent is stopping"
 
+    /// A Service is not warned about missing endpoints until this long after it last changed: a new
+    /// Service normally has none for a moment, until its pods' endpoints are published.
+    let EndpointGrace: Duration = 5000L
+
     /// Warning for a Service nobody can announce.
     let private unservedWarning (service: ServiceKey) (reason: NoCandidateReason) =
         let reasonText, message =
@@ -131,7 +142,7 @@ module Plan =
             | NoEligibleNode _ -> "NoEligibleNode", "not announced: no node runs a serving endpoint (externalTrafficPolicy Local)"
             | NoLiveEligibleNode [] -> "NoLiveNode", "not announced: no live node"
             | NoLiveEligibleNode nodes ->
-                "NoEligibleNode", sprintf "not announced: the nodes with a serving endpoint (%s) are not live" (String.concat ", " nodes)
+                "EligibleNodesNotLive", sprintf "not announced: the nodes with a serving endpoint (%s) are not live" (String.concat ", " nodes)
         { Service = service; Type = Warning; Reason = reasonText; Message = message }
 
     let compute (snapshot: Snapshot) : Plan =
@@ -146,21 +157,26 @@ module Plan =
               Heartbeats = snapshot.Heartbeats |> List.map (fun h -> h.Node, h) |> Map.ofList
               Leases = snapshot.Leases |> List.map (fun l -> l.Name, l) |> Map.ofList }
         let assignments = Ownership.assign view desired.Groups
-        let roles =
-            desired.Groups |> List.map (fun g -> g.Id, Ownership.role view self assignments[g.Id] g) |> Map.ofList
-        let groupById = desired.Groups |> List.map (fun g -> g.Id, g) |> Map.ofList
-        let iAmJanitor key = Ownership.janitor view key = Some self.Node
+        let roleList = desired.Groups |> List.map (fun g -> g.Id, Ownership.role view self assignments[g.Id] g)
+        let roles = Index.ofSeq roleList
+        let groupById = desired.Groups |> List.map (fun g -> g.Id, g) |> Index.ofSeq
+        let stateOf = Index.ofSeq desired.StateList
+        let groupOf = Index.ofSeq desired.GroupOfList
+        // Janitor duty goes to the best-ranked live node; the live set is the same for every key.
+        let live = Ownership.liveNodes view
+        let iAmJanitor key = Rendezvous.preference key live |> List.tryHead = Some self.Node
 
         // ── VIPs ────────────────────────────────────────────────────────────────────────────────────
         let groupsWhere predicate =
             desired.Groups |> List.filter (fun g -> predicate roles[g.Id])
         let held = groupsWhere (function Holding -> true | _ -> false)
         let reclaiming = groupsWhere (function Reclaiming _ -> true | _ -> false)
-        let wanted = held |> List.collect (fun g -> g.Addresses |> List.map (fun ip -> ip, g)) |> Map.ofList
+        let wantedList = held |> List.collect (fun g -> g.Addresses |> List.map (fun ip -> ip, g)) |> List.sortWith (fun (a, _) (b, _) -> Ip.Order(a, b))
+        let wanted = Index.ofSeq wantedList
         // Until a reclaim settles, a VIP found on the interface is neither refreshed nor removed: the kernel
         // lifetime bounds it, and the compare-and-swap decides within a round trip.
-        let pending = reclaiming |> List.collect _.Addresses |> Set.ofList
-        let observed = snapshot.Vips |> List.map (fun v -> v.Ip, v) |> Map.ofList
+        let pending = reclaiming |> List.collect _.Addresses |> Index.keys
+        let observed = snapshot.Vips |> List.map (fun v -> v.Ip, v) |> Index.ofSeq
         let mayWrite = Fence.mayWriteAddress timing self.Fence now
         let lifetime = timing.AddressLifetime
         let removals =
@@ -168,11 +184,10 @@ module Plan =
             |> List.filter (fun v -> not (wanted.ContainsKey v.Ip) && not (pending.Contains v.Ip))
             |> List.map (fun v -> RemoveVip(v.Ip, v.Prefix))
         let additions, refreshes, announcements =
-            wanted
-            |> Map.toList
+            wantedList
             |> List.map (fun (ip, _) ->
                 let prefix = Desired.prefix config ip
-                match observed.TryFind ip with
+                match Index.tryFind ip observed with
                 | None ->
                     (if mayWrite then [ AddVip(ip, prefix, lifetime) ] else []),
                     [],
@@ -226,7 +241,7 @@ module Plan =
                 match holder with
                 | Some h -> g.Addresses |> List.map (fun ip -> ip, h)
                 | None -> [])
-            |> Map.ofList
+            |> Index.ofSeq
         let statusWrites =
             if config.DisableServiceUpdates then []
             else
@@ -237,9 +252,9 @@ module Plan =
                         if hasOurs && iAmJanitor (string service.Key) && not (Status.matches service [] None) then
                             Some(WriteStatus(service.Key, [], None))
                         else None
-                    match desired.States[service.Key] with
+                    match stateOf[service.Key] with
                     | Member(ips, _) ->
-                        let primary = desired.GroupOf[ips.Head]
+                        let primary = groupOf[ips.Head]
                         match roles[primary] with
                         | Holding ->
                             let ingress = ips |> List.filter announcedBy.ContainsKey |> List.map (Status.entry service)
@@ -253,10 +268,11 @@ module Plan =
                     | AwaitingAddress _ -> clear ())
 
         // ── Events ──────────────────────────────────────────────────────────────────────────────────
+        let announcedAddresses = desired.Groups |> List.collect _.Addresses |> Index.keys
         let warnings =
             snapshot.Services
             |> List.collect (fun service ->
-                match desired.States[service.Key] with
+                match stateOf[service.Key] with
                 | Skipped reason ->
                     match SkipReason.audience reason with
                     | Ours eventReason ->
@@ -271,9 +287,15 @@ module Plan =
                                 Message =
                                   "externalTrafficPolicy Local needs svc_election=true: the leader announces this service whether or not it runs a pod of it" } ]
                         else []
+                    let group = groupById[groupOf[ips.Head]]
+                    let settled = now - service.ChangedSeenAt >= EndpointGrace
                     let unserved =
-                        match roles[desired.GroupOf[ips.Head]] with
+                        match roles[group.Id] with
+                        | Unserved(NoEligibleNode _) when not settled -> []
                         | Unserved reason -> [ unservedWarning service.Key reason ]
+                        // The single leader group holds only the addresses whose services have endpoints.
+                        | _ when not (announcedAddresses.Contains ips.Head) && settled ->
+                            [ unservedWarning service.Key (NoEligibleNode NoServingEndpoint) ]
                         | _ -> []
                     localWarning @ unserved
                 | AwaitingAddress _ -> [])
@@ -283,7 +305,7 @@ module Plan =
         let membersUsing (g: Group) ip =
             g.Members
             |> List.filter (fun k ->
-                match desired.States.TryFind k with
+                match Index.tryFind k stateOf with
                 | Some(Member(ips, _)) -> List.contains ip ips
                 | _ -> false)
         let transitions =
@@ -302,7 +324,7 @@ module Plan =
               for action in removals do
                   match action with
                   | RemoveVip(ip, _) ->
-                      match desired.GroupOf.TryFind ip |> Option.bind groupById.TryFind with
+                      match desired.GroupOf.TryFind ip |> Option.bind (fun id -> Index.tryFind id groupById) with
                       | Some g ->
                           let why =
                               match roles[g.Id] with
@@ -339,6 +361,8 @@ module Plan =
                       | Some rank -> since + int64 rank * timing.RetryPeriod
                       | None -> ()
                   | _ -> ()
+              for service in snapshot.Services do
+                  service.ChangedSeenAt + EndpointGrace
               for hb in snapshot.Heartbeats do
                   if Ownership.liveness view hb.Node = Live then hb.ChangedSeenAt + timing.LeaseDuration
               for lease in snapshot.Leases do
@@ -346,11 +370,28 @@ module Plan =
                   | Some h when Ownership.liveness view h = NeverSeen -> lease.ChangedSeenAt + timing.LeaseDuration
                   | _ -> () ]
             |> List.filter (fun t -> t > now)
+        let waitsForRenewal =
+            let blockedWrite =
+                not mayWrite
+                && wantedList
+                   |> List.exists (fun (ip, _) ->
+                       match Index.tryFind ip observed with
+                       | None -> true
+                       | Some vip -> vip.ExpiresAt |> Option.forall (fun expires -> expires - now <= lifetime / 2L))
+            let unentitled =
+                roleList
+                |> List.exists (fun (_, role) ->
+                    match role with
+                    | Fenced
+                    | Waiting(NotEntitled _) -> true
+                    | _ -> false)
+            blockedWrite || unentitled
         { Actions =
             removals @ additions @ refreshes @ announcements @ leaseWrites @ staleLeases @ statusWrites @ transitions
             @ newWarnings
           NextWakeAt = if wakeups.IsEmpty then None else Some(List.min wakeups)
           ActiveWarnings = warnings
+          WaitsForRenewal = waitsForRenewal
           Desired = desired
           Assignments = assignments
-          Roles = roles }
+          Roles = Map.ofList roleList }

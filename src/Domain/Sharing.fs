@@ -17,6 +17,12 @@ module Sharing =
     /// Services are admitted in this order: oldest first, then by namespace/name. Earlier ones always win.
     let order (service: Service) = service.CreatedAt, service.Key.Namespace, service.Key.Name
 
+    /// The same order as a comparison (tuples compare through F#'s generic comparison, which is slow).
+    let compareOrder (a: Service) (b: Service) =
+        match compare a.CreatedAt b.CreatedAt with
+        | 0 -> compare a.Key b.Key
+        | c -> c
+
     /// Why `later` cannot join `earlier` on `ip`, if it cannot.
     let conflict (ip: Ip) (earlier: Service) (later: Service) : SkipReason option =
         let taken = set earlier.Ports
@@ -29,18 +35,23 @@ module Sharing =
     /// Resolves every Service that has addresses: admits in order, rejecting a Service that conflicts with
     /// one admitted before it on any of its addresses. Monotonic: a later Service never changes the fate of
     /// an earlier one; independent of input order.
-    let resolve (candidates: (Service * Ip list) list) : Map<ServiceKey, ShareVerdict> =
-        let step (onIp: Map<Ip, Service list>, verdicts: Map<ServiceKey, ShareVerdict>) (service: Service, ips: Ip list) =
-            let found =
-                ips
-                |> List.tryPick (fun ip ->
-                    defaultArg (onIp.TryFind ip) [] |> List.tryPick (fun earlier -> conflict ip earlier service))
-            match found with
-            | Some reason -> onIp, verdicts.Add(service.Key, Rejected reason)
-            | None ->
-                let onIp = ips |> List.fold (fun (m: Map<Ip, Service list>) ip -> m.Add(ip, defaultArg (m.TryFind ip) [] @ [ service ])) onIp
-                onIp, verdicts.Add(service.Key, Admitted)
+    let verdicts (candidates: (Service * Ip list) list) : (ServiceKey * ShareVerdict) list =
+        // Admitted services per IP, in admission order (a local table: see Index for why not a Map).
+        let onIp = System.Collections.Generic.Dictionary<Ip, Service list>()
+        let admittedOn ip =
+            match onIp.TryGetValue ip with
+            | true, admitted -> admitted
+            | _ -> []
         candidates
-        |> List.sortBy (fst >> order)
-        |> List.fold step (Map.empty, Map.empty)
-        |> snd
+        |> List.sortWith (fun (a, _) (b, _) -> compareOrder a b)
+        |> List.map (fun (service, ips) ->
+            let found = ips |> List.tryPick (fun ip -> admittedOn ip |> List.tryPick (fun earlier -> conflict ip earlier service))
+            match found with
+            | Some reason -> service.Key, Rejected reason
+            | None ->
+                for ip in ips do
+                    onIp[ip] <- admittedOn ip @ [ service ]
+                service.Key, Admitted)
+
+    /// The verdicts as a map.
+    let resolve (candidates: (Service * Ip list) list) : Map<ServiceKey, ShareVerdict> = verdicts candidates |> Map.ofList

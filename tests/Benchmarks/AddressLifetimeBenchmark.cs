@@ -158,12 +158,8 @@ internal sealed class AddressLifetimeBenchmark : IBenchmark
         return times;
     }
 
-    private static void Report(string what, List<double> values, string unit)
-    {
-        var sorted = values.Order().ToList();
-        double Rank(double p) => sorted[Math.Clamp((int)Math.Ceiling(p * sorted.Count) - 1, 0, sorted.Count - 1)];
-        Console.WriteLine($"{what}: n={sorted.Count} min {sorted[0]:0.0} p50 {Rank(0.50):0.0} p90 {Rank(0.90):0.0} p99 {Rank(0.99):0.0} max {sorted[^1]:0.0} {unit}");
-    }
+    private static void Report(string what, List<double> values, string unit) =>
+        Console.WriteLine($"{what}: {Percentiles.Of(values).Format(unit)}");
 
     private static void Check(IReadOnlyList<AddressFailure> failures)
     {

@@ -93,12 +93,7 @@ internal sealed class AnnounceBenchmark : IBenchmark
 
     private static double Ms(long ticks) => ticks * 1000.0 / Stopwatch.Frequency;
 
-    private static string Stats(List<double> ms)
-    {
-        var sorted = ms.Order().ToArray();
-        double P(double q) => sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(q * sorted.Length) - 1)];
-        return string.Create(CultureInfo.InvariantCulture, $"p50 {P(0.5) * 1000:0} µs, p99 {P(0.99) * 1000:0} µs, max {sorted[^1] * 1000:0} µs");
-    }
+    private static string Stats(List<double> ms) => Percentiles.Of(ms).Format("µs", "0", scale: 1000);
 
     private static async Task IpAsync(CancellationToken ct, params string[] args)
     {

@@ -106,10 +106,9 @@ internal sealed class EmulatorLeaseBenchmark : IBenchmark
         await Task.WhenAll(tasks);
         var elapsed = Stopwatch.GetElapsedTime(start).TotalSeconds;
         if (!print) return;
-        var all = latencies.SelectMany(l => l).Order().ToList();
-        double P(double q) => all.Count == 0 ? 0 : all[Math.Min(all.Count - 1, (int)(q * all.Count))];
+        var all = latencies.SelectMany(l => l).ToList();
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{name,-8} target={(rate is null ? "max" : rate + "/s"),-7} achieved={all.Count / elapsed,8:F0} req/s  requests={all.Count}  p50={P(0.50):F2} ms  p99={P(0.99):F2} ms  max={all.LastOrDefault():F2} ms  conflicts={conflicts} errors={errors}"));
+            $"{name,-8} target={(rate is null ? "max" : rate + "/s"),-7} achieved={all.Count / elapsed,8:F0} req/s  latency {Percentiles.Of(all).Format("ms", "0.00")}  conflicts={conflicts} errors={errors}"));
     }
 
     private static int Option(IReadOnlyList<string> args, string name, int fallback)

@@ -249,6 +249,21 @@ let ``a claim from an older fence epoch never yields Holding`` () =
         |> Prop.classify (role = Holding) "Holding")
 
 [<Property>]
+let ``releasing the heartbeat voids every claim: no Holding again without a renewal and a fresh claim`` () =
+    forAll genHolderCase (fun (view, self, g) ->
+        let released = { self with Fence = Fence.released self.Fence; LinkUp = true }
+        let renewedAt = Now + 10L
+        let renewed = { released with Fence = Fence.renewed timing released.Fence renewedAt (renewedAt + 5L) }
+        let later = { view with Now = renewedAt + 20L }
+        let role (v: OwnershipView) s = Ownership.role v s (Ownership.assign v [ g ]).[g.Id] g
+        let claimedBefore = self.Claims.ContainsKey g.Id
+        holds "released: never Holding" (role view released <> Holding)
+        .&. holds "renewed but not re-claimed: never Holding" (role later renewed <> Holding)
+        .&. holds "released fence is not valid" (not (Fence.valid timing released.Fence Now))
+        |> Prop.classify claimedBefore "had a claim before the release"
+        |> Prop.classify (role view self = Holding) "was Holding before the release")
+
+[<Property>]
 let ``a node named by the lease releases, fences, reclaims or holds exactly as its state says`` () =
     forAll genHolderCase (fun (view, self, g) ->
         let role = Ownership.role view self (Ownership.assign view [ g ]).[g.Id] g

@@ -357,3 +357,55 @@ let ``a new holder announces at once, repeats at 250, 750 and 1500 ms, then ever
                   holds (defaultArg problem "") problem.IsNone ]
             |> Prop.classify (arpRate = 500L) "vip_arpRate 500"
             |> Prop.classify (timing = DefaultTiming) "default timing")
+
+[<Property>]
+let ``no missing-endpoint warning for a service that changed less than the grace period ago`` () =
+    forAll PlanModel.genAnySnapshot (fun s ->
+        let plan = Plan.compute s
+        let byKey = s.Services |> List.map (fun svc -> svc.Key, svc) |> Map.ofList
+        let endpointWarnings =
+            plan.ActiveWarnings
+            |> Set.filter (fun w -> w.Reason = "NoServingEndpoint" || w.Reason = "NoEligibleNode")
+            |> Set.toList
+        let fresh =
+            endpointWarnings
+            |> List.filter (fun w -> s.Now - byKey[w.Service].ChangedSeenAt < Plan.EndpointGrace)
+        holds (sprintf "warned within the grace: %A" fresh) fresh.IsEmpty
+        |> Prop.classify (not endpointWarnings.IsEmpty) "some endpoint warning"
+        |> Prop.classify (s.Services |> List.exists (fun svc -> s.Now - svc.ChangedSeenAt < Plan.EndpointGrace)) "a service within the grace")
+
+[<Property>]
+let ``a heartbeat renewal that does not matter changes no action of any plan`` () =
+    forAll PlanModel.genAnySnapshot (fun s ->
+        let renewedAt = s.Now
+        let cases =
+            s.Heartbeats
+            |> List.map (fun hb ->
+                let renewed = { hb with Version = hb.Version + "r"; ChangedSeenAt = renewedAt }
+                let matters = Heartbeat.changeMatters s.Config.Timing (Some hb) renewed s.Now
+                hb, renewed, matters)
+        let quiet = cases |> List.filter (fun (_, _, matters) -> not matters)
+        let before = (Plan.compute s).Actions
+        let violations =
+            quiet
+            |> List.filter (fun (hb, renewed, _) ->
+                let after = { s with Heartbeats = s.Heartbeats |> List.map (fun h -> if h.Node = hb.Node then renewed else h) }
+                (Plan.compute after).Actions <> before)
+        holds (sprintf "renewals that did not matter changed the plan: %A" (violations |> List.map (fun (h, _, _) -> h.Node))) violations.IsEmpty
+        |> Prop.classify (not quiet.IsEmpty) "some renewal does not matter"
+        |> Prop.classify (cases |> List.exists (fun (_, _, m) -> m)) "some renewal matters")
+
+[<Property>]
+let ``a plan that holds back a VIP of a held group waits for the next renewal`` () =
+    forAll PlanModel.genAnySnapshot (fun s ->
+        let plan = Plan.compute s
+        let observed = s.Vips |> List.map _.Ip |> Set.ofList
+        let added = plan.Actions |> List.choose (function AddVip(ip, _, _) -> Some ip | _ -> None) |> Set.ofList
+        let heldBack =
+            plan.Desired.Groups
+            |> List.filter (fun g -> plan.Roles[g.Id] = Holding)
+            |> List.collect _.Addresses
+            |> List.filter (fun ip -> not (observed.Contains ip) && not (added.Contains ip))
+        (if heldBack.IsEmpty then holds "nothing held back" true
+         else holds (sprintf "held back %A but not waiting for a renewal" heldBack) plan.WaitsForRenewal)
+        |> Prop.classify (not heldBack.IsEmpty) "a VIP held back")

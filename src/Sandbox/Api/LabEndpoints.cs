@@ -176,6 +176,9 @@ internal sealed class LabEndpoints(RequestStats stats, FaultInjector faults, Obj
         }
     }
 
+    /// <summary>A number of seconds, whatever CLR type backs the node (in-process faults are built with ints).</summary>
     private static double? Seconds(JsonObject spec, string key) =>
-        spec.TryGetPropertyValue(key, out var v) && v is JsonValue jv && jv.TryGetValue<double>(out var d) ? d : null;
+        spec.TryGetPropertyValue(key, out var v) && v is JsonValue jv && jv.GetValueKind() == System.Text.Json.JsonValueKind.Number
+            ? double.Parse(jv.ToJsonString(), System.Globalization.CultureInfo.InvariantCulture)
+            : null;
 }

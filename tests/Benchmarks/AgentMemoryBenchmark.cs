@@ -1,0 +1,57 @@
+using k8s;
+using System.Globalization;
+
+namespace Hybrid.Benchmarks;
+
+/// <summary>
+/// Resident memory of the agent processes in a 3-node lab, idle and then with 1,000 LoadBalancer Services
+/// (in ARP mode the leader carries all 1,000 VIPs). Target ≤ 80 MiB per agent.
+/// </summary>
+internal sealed class AgentMemoryBenchmark : IBenchmark
+{
+    public string Name => "agent-memory";
+    public string Description => "agent RSS idle and with 1,000 LoadBalancer services (target ≤ 80 MiB) [--services N] [--election]";
+
+    public async Task RunAsync(IReadOnlyList<string> args, CancellationToken cancellationToken)
+    {
+        Console.WriteLine(BenchLab.Int(args, "--services", 1000, out var count));
+        var election = args.Contains("--election");
+        const int nodes = 3;
+        // A /20, so that 1,000 VIPs fit beside the nodes (198.18.4.0 onwards).
+        await using var lab = await BenchLab.StartAsync("hybmem", nodes,
+            new Dictionary<string, string> { ["svc_election"] = election ? "true" : "false" }, cancellationToken, "198.18.0.0/20");
+        await Task.Delay(TimeSpan.FromSeconds(5), cancellationToken); // settle (this is a measurement, not a test)
+        Report(lab, "idle");
+
+        for (var i = 0; i < count; i++)
+            await lab.CreateServiceAsync($"svc-{i}", $"198.18.{4 + i / 250}.{1 + i % 250}", cancellationToken);
+        await lab.WaitUntilAsync(async () =>
+            (await lab.Client.CoreV1.ListNamespacedServiceAsync("default", cancellationToken: cancellationToken)).Items
+            .Count(s => s.Status?.LoadBalancer?.Ingress?.Count > 0) == count,
+            TimeSpan.FromMinutes(5), $"all {count} services to report their address", cancellationToken);
+        Report(lab, $"{count} services announced");
+        var peak = new Dictionary<string, long>();
+        for (var second = 0; second < 20; second++)
+        {
+            foreach (var node in lab.Lab.Nodes)
+                peak[node.Name] = Math.Max(peak.GetValueOrDefault(node.Name), Rss(lab.Agents.Pid(node.Name)));
+            await Task.Delay(1000, cancellationToken);
+        }
+        Console.WriteLine("peak over 20 s of steady state: " + string.Join(", ", peak.Select(p => $"{p.Key} {Mib(p.Value)}")));
+    }
+
+    private static void Report(BenchLab lab, string when) =>
+        Console.WriteLine($"{when}: " + string.Join(", ", lab.Lab.Nodes.Select(n => $"{n.Name} {Mib(Rss(lab.Agents.Pid(n.Name)))}")));
+
+    private static string Mib(long bytes) => (bytes / 1048576.0).ToString("0.0", CultureInfo.InvariantCulture) + " MiB";
+
+    /// <summary>VmRSS of a process, from /proc.</summary>
+    private static long Rss(int? pid)
+    {
+        if (pid is null) return 0;
+        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
+        return 0;
+    }
+}
