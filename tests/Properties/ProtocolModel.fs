@@ -24,12 +24,14 @@
 /// - Heartbeat [HeartbeatRenewer]. A PeriodicTimer of period P started with the process (a missed tick fires at
 ///   once when the previous write returns). Each tick: Heartbeat.decide(linkUp, shuttingDown). Renew = one
 ///   merge patch of H(n) with timeout R (two round trips for a process's first write, which reads the Lease
-///   first), startedAt taken before sending; on success Fence.renewed(startedAt, completedAt) and a signal.
-///   ReleaseHeartbeat = write holder = None once.
+///   first), startedAt taken before sending; on success Fence.renewed(startedAt, completedAt), and a signal
+///   if that began a new epoch or the last plan waits for a renewal (Plan.WaitsForRenewal).
+///   ReleaseHeartbeat = Fence.released, then write holder = None (once).
 /// - Reconcile loop [ReconcileLoop, GroupLeaseWriter, VipTable, ClaimBook]. One loop per process: it waits for
-///   a signal (any delivery that changed the cache, heartbeat success, kernel address expiry, link change, own
-///   lease write results) or for min(plan.NextWakeAt, lease retry time) (5 s when neither), then plans with
-///   Plan.compute and executes the actions in order; up to 4 rounds while a round wrote a Lease. Local actions
+///   a signal (a delivery that changed the cache — a heartbeat renewal only when Heartbeat.changeMatters —,
+///   a heartbeat renewal as above, kernel address expiry, link change, own lease write results) or for
+///   min(plan.NextWakeAt, lease retry time) (5 s when neither), then plans with Plan.compute and executes the
+///   actions in order; up to 4 rounds while a round changed something (VIP, announcement, Lease). Local actions
 ///   (RemoveVip, AddVip, Announce) act at once; consecutive RefreshVips are batched and flushed before the next
 ///   non-refresh action (or at the end), exactly as the shell does. ClaimLease: optional confirm GET of the
 ///   previous holder's heartbeat (abort if its version moved, then the cache observes it), then create or
@@ -37,6 +39,9 @@
 ///   re-reads the Lease (another request). Release/Delete carry version preconditions. A transport failure
 ///   backs the group off (100 ms … 5 s, full jitter). Signals that arrive while the loop is busy make it plan
 ///   again as soon as it is done. WriteStatus and Emit are ignored (they decide nothing about ownership).
+/// - Checks. After every event: no VIP up on two nodes whose links are up (safety); every address write
+///   happens within the write window of the fence its plan was made with (the invariant safety rests on);
+///   after the chaos, every group with an eligible node held and announced (liveness).
 /// - Interface [netlink]. AddVip/RefreshVip write the address with the lifetime (create-or-replace, so a refresh
 ///   re-creates a vanished address); the kernel deletes it when the node's OWN clock reaches
 ///   write + lifetime + slack, slack drawn per write from [0, Timing.KernelExpirySlack] (half of the draws are
@@ -49,8 +54,10 @@
 ///   graceful stop [NodeAgent]: ShuttingDown, one ReconcileOnce cancelled after 1.14 s, heartbeat release with
 ///   the rest of a 1.9 s budget, then gone — but a stop that arrives while the loop awaits a lease write makes
 ///   the real agent throw out of RunAsync without withdrawing, so here it is a crash; partition/heal; link
-///   down/up (the interface's addresses stay but do not answer while down); slow watch; slow API; endpoint
-///   moves; Service create/delete/IP change/policy flip. At the end of the chaos phase every fault is lifted:
+///   down/up (the interface's addresses stay but do not answer while down); slow watch; slow API; faults that
+///   strike right after a lease request leaves (partition, crash; a partition right after a request that the
+///   plan follows with an address write; a stall of that request plus a link flap of a VIP holder); endpoint
+///   moves (also off the current holder); Service create/delete/IP change/policy flip. At the end of the chaos phase every fault is lifted:
 ///   crashed or stopped nodes restart, partitions heal (relist), links come up, latencies and watch delays
 ///   return to normal, and a watch still lagging behind (deliveries queued beyond 100 ms) relists.
 module Hybrid.Properties.ProtocolModel
@@ -82,7 +89,7 @@ type Target =
 /// A LoadBalancer Service of the scenario, with one EndpointSlice.
 type ServiceSpec =
     { Id: int
-      /// Index into 198.18.0.10, .11, .12.
+      /// Index into 198.18.0.10, .11, .12, .13.
       Ip: int
       Local: bool
       Port: int
@@ -102,9 +109,13 @@ type Fault =
     | PartitionMidWrite of Target * ms: int64
     /// Crash the node right after its next lease request leaves (the request still reaches the server).
     | CrashMidWrite of Target * downMs: int64
-    /// Partition the node right after it sends a lease request that its plan follows with an address write
-    /// (AddVip/RefreshVip decided before the request), for `ms`: the worst moment for a partition.
-    | PartitionBeforeAddressWrite of Target * ms: int64
+    /// Partition the next node that sends a lease request which its plan follows with an address write
+    /// (AddVip/RefreshVip decided before the request) right after sending it, for `ms`: the worst moment.
+    | PartitionBeforeAddressWrite of ms: int64
+    /// The next lease request sent by a node that has a VIP up takes `stallMs` longer on its way to the server
+    /// (that node's reconcile loop waits), and the node's link goes down right after sending it, for `downMs`
+    /// (its heartbeat loop, which runs on, releases the heartbeat meanwhile).
+    | StallAndLinkDownMidWrite of stallMs: int64 * downMs: int64
     | MoveEndpoints of service: int * nodes: int list
     /// Move the endpoints of the k-th Local service (made Local if none is) off the node that holds its
     /// group, onto the other nodes (`keep` of them at least one).
@@ -301,6 +312,8 @@ type Proc(id: int) =
     member val HbStart = 0L with get, set
     member val HbReleased = false with get, set
     member val HbKnown = false with get, set
+    /// NodeState.WaitsForRenewal: the last plan held something back until the next renewal (starts true).
+    member val WaitsForRenewal = true with get, set
 
 /// A machine: its clock, its interface, its network situation, and its current agent process.
 type NodeSt(index: int, offset: int64, drift: int64) =
@@ -319,6 +332,8 @@ type NodeSt(index: int, offset: int64, drift: int64) =
     member val Faults = Dictionary<string, int64>(StringComparer.Ordinal)
     /// Faults waiting for this node's next lease request.
     member val Armed = List<Fault>()
+    /// Extra delay for this node's next request on its way up (StallAndLinkDownMidWrite).
+    member val StallNext = 0L with get, set
     member n.Partitioned = n.Partitions > 0
 
 type Server() =
@@ -350,6 +365,9 @@ type WriteOutcome =
 type Outcome =
     { /// The first instant at which two nodes had one VIP up, with the details.
       Safety: string option
+      /// The first address written after the write deadline of the fence its plan was made with (the
+      /// invariant the safety argument rests on: the kernel deletes every address by renewal start + R).
+      FenceBreach: string option
       /// Liveness violation: a group with an eligible node not held and announced after the bound.
       Liveness: string option
       /// ms after ChaosEnd at which every group was held and announced for good (None: never).
@@ -412,6 +430,7 @@ let run (sc: Scenario) (trace: bool) : Outcome =
     let mutable writes = 0L
     let mutable safety: string option = None
     let mutable failure: string option = None
+    let mutable fenceBreach: string option = None
     let mutable interfacesChanged = true
     let lines = List<string>()
     let counts = Dictionary<string, int>(StringComparer.Ordinal)
@@ -483,7 +502,8 @@ let run (sc: Scenario) (trace: bool) : Outcome =
                 if valid () then k r
         let lostAfter () = schedule failAt 1 (fun () -> settle None)
         let first, down = legs i
-        let mutable up = first
+        let mutable up = first + nd.StallNext
+        nd.StallNext <- 0L
         for _ in 2..trips do
             let a, b = legs i
             up <- up + a + b
@@ -499,8 +519,30 @@ let run (sc: Scenario) (trace: bool) : Outcome =
     /// Faults armed to strike right after a node's next lease request leaves (see PartitionMidWrite).
     let onLeaseSend = ref (fun (_: int) -> ())
     /// A request of the reconcile loop (GroupLeaseWriter): lease writes and their reads.
-    let sendLease i (valid: unit -> bool) (apply: unit -> 'r) (k: 'r option -> unit) =
+    /// Faults waiting for whichever node first sends a lease request at the worst moment.
+    let armedForAny = List<Fault>()
+    let sendLease i (valid: unit -> bool) (addressWriteFollows: bool) (apply: unit -> 'r) (k: 'r option -> unit) =
+        let nd = nodes[i]
+        let strikes =
+            if inChaos () && armedForAny.Count > 0 then
+                let all =
+                    armedForAny
+                    |> List.ofSeq
+                    |> List.filter (function
+                        | StallAndLinkDownMidWrite _ -> nd.LinkUp && nd.Interface.Count > 0
+                        | PartitionBeforeAddressWrite _ -> addressWriteFollows
+                        | _ -> false)
+                for f in all do
+                    armedForAny.Remove f |> ignore
+                all
+            else []
+        for fault in strikes do
+            match fault with
+            | StallAndLinkDownMidWrite(stall, _) -> nd.StallNext <- max nd.StallNext stall
+            | _ -> ()
         send i valid None 1 apply k
+        for fault in strikes do
+            nd.Armed.Add fault
         onLeaseSend.Value i
 
     /// Whether `node` may announce group `g` according to the API server's current Services and slices.
@@ -565,9 +607,21 @@ let run (sc: Scenario) (trace: bool) : Outcome =
                 true
         | LeaseGone g -> p.Leases.Remove g
 
+    /// ClusterCache.Observe: a changed object signals the loop, except a heartbeat renewal that cannot change
+    /// a decision (Heartbeat.changeMatters).
+    and observeAndSignal i (p: Proc) (c: Change) =
+        match c with
+        | HeartbeatSet(node, _, _) ->
+            let previous =
+                match p.Heartbeats.TryGetValue node with
+                | true, (_, hb) -> Some hb
+                | _ -> None
+            if observe i p c && Heartbeat.changeMatters timing previous (snd p.Heartbeats[node]) (localNow i) then signal i p
+        | _ -> if observe i p c then signal i p
+
     and deliver i (p: Proc) (c: Change) =
         if p.Listing then p.Held.Add c
-        elif observe i p c then signal i p
+        else observeAndSignal i p c
 
     and broadcast (c: Change) =
         let s = streamOf c
@@ -694,7 +748,8 @@ let run (sc: Scenario) (trace: bool) : Outcome =
                       |> Option.map (fun a -> { AddedAt = a; Sent = kv.Value.Sent; LastSentAt = kv.Value.LastSentAt }) } ]
           EmittedWarnings = p.Emitted }
 
-    /// ReconcileLoop.ReconcileOnceAsync: up to 4 rounds while a round changed a Lease; `k` gets the next wake-up.
+    /// ReconcileLoop.ReconcileOnceAsync: up to 4 rounds while a round changed something (a VIP, an announcement,
+    /// a Lease); `k` gets the next wake-up.
     and reconcileOnce i (p: Proc) (k: int64 -> unit) =
         let gen = p.LoopGen
         let valid () = not p.Dead && p.LoopGen = gen
@@ -709,6 +764,7 @@ let run (sc: Scenario) (trace: bool) : Outcome =
             | None -> ()
             | Some plan ->
                 p.Emitted <- plan.ActiveWarnings
+                p.WaitsForRenewal <- plan.WaitsForRenewal
                 if plan.Roles |> Map.exists (fun _ role -> role = Fenced) then bump Seen.FenceLapse
                 let firstWrite =
                     plan.Actions |> List.tryFindIndex (function ClaimLease _ | ReleaseLease _ | DeleteLease _ -> true | _ -> false)
@@ -741,11 +797,21 @@ let run (sc: Scenario) (trace: bool) : Outcome =
     /// ReconcileLoop.ExecuteAsync.
     and execute i (p: Proc) (valid: unit -> bool) (actions: Action list) (k: bool * int64 -> unit) =
         let epoch = p.Fence.Epoch
+        // The fence the plan was made with: every address write it decided must happen within its window.
+        let planFence = p.Fence
+        let withinWindow (ip: Ip) =
+            if not (Fence.mayWriteAddress timing planFence (localNow i)) && fenceBreach.IsNone then
+                fenceBreach <-
+                    Some(
+                        sprintf "at real %d ms %s writes %s at local %d, after the write deadline %A of the fence its plan was made with (%A)"
+                            now (nodeName i) (Ip.format ip) (localNow i)
+                            (planFence.LastRenewalStartedAt |> Option.map (Timing.writeDeadline timing)) planFence)
         let batch = List<Ip * int>()
         let batchLifetime = ref 0L
         let flush () =
             if batch.Count > 0 then
                 for (ip, prefix) in batch do
+                    withinWindow ip
                     refreshVip i p ip prefix batchLifetime.Value
                 batch.Clear()
         let rec go (actions: Action list) (changed: bool) (retryAt: int64) =
@@ -769,6 +835,7 @@ let run (sc: Scenario) (trace: bool) : Outcome =
                     trn i (fun () -> sprintf "removed %s" (Ip.format ip))
                     go rest changed retryAt
                 | AddVip(ip, prefix, lifetime) ->
+                    withinWindow ip
                     writeAddress i ip lifetime
                     let at = localNow i
                     p.Vips[ip] <- { Prefix = prefix; ExpiresAt = Some(at + lifetime); AddedAt = Some at; Sent = 0; LastSentAt = at }
@@ -793,7 +860,8 @@ let run (sc: Scenario) (trace: bool) : Outcome =
                 | DeleteLease(g, version) -> delete i p valid g version (settled g)
                 | WriteStatus _
                 | Emit _ -> go rest changed retryAt
-        go actions false -1L
+        let localChange = actions |> List.exists (function AddVip _ | RemoveVip _ | RefreshVip _ | Announce _ -> true | _ -> false)
+        go actions localChange -1L
 
     and refreshVip i (p: Proc) (ip: Ip) (prefix: int) (lifetime: int64) =
         writeAddress i ip lifetime
@@ -872,7 +940,7 @@ let run (sc: Scenario) (trace: bool) : Outcome =
 
     /// GroupLeaseWriter.RefreshAsync: re-read a group Lease after a lost race.
     and reread i (p: Proc) valid (g: string) (k: unit -> unit) =
-        sendLease i valid
+        sendLease i valid p.AddressWriteFollows
             (fun () ->
                 match server.Leases.TryGetValue g with
                 | true, (h, v) -> Some(h, v)
@@ -887,7 +955,7 @@ let run (sc: Scenario) (trace: bool) : Outcome =
     and claim i (p: Proc) valid g expected previous confirm epoch (k: WriteOutcome -> unit) =
         let self = nodeName i
         let cas () =
-            sendLease i valid
+            sendLease i valid p.AddressWriteFollows
                 (fun () ->
                     match expected, server.Leases.TryGetValue g with
                     | None, (true, _) -> Conflict
@@ -916,7 +984,7 @@ let run (sc: Scenario) (trace: bool) : Outcome =
         match confirm with
         | None -> cas ()
         | Some(node, version) ->
-            sendLease i valid
+            sendLease i valid p.AddressWriteFollows
                 (fun () ->
                     match server.Heartbeats.TryGetValue node with
                     | true, (h, v) -> Some(h, v)
@@ -929,11 +997,11 @@ let run (sc: Scenario) (trace: bool) : Outcome =
                     | Some(Some(h, v)) ->
                         bump Seen.HeartbeatMoved
                         trn i (fun () -> sprintf "not taking %s: H(%s) moved to v%s" g node v)
-                        if observe i p (HeartbeatSet(node, v, h)) then signal i p
+                        observeAndSignal i p (HeartbeatSet(node, v, h))
                         k Lost)
 
     and release i (p: Proc) valid g version (k: WriteOutcome -> unit) =
-        sendLease i valid
+        sendLease i valid p.AddressWriteFollows
             (fun () ->
                 match server.Leases.TryGetValue g with
                 | false, _ -> Missing
@@ -951,7 +1019,7 @@ let run (sc: Scenario) (trace: bool) : Outcome =
                 | None -> k Failed)
 
     and delete i (p: Proc) valid g version (k: WriteOutcome -> unit) =
-        sendLease i valid
+        sendLease i valid p.AddressWriteFollows
             (fun () ->
                 match server.Leases.TryGetValue g with
                 | false, _ -> Missing
@@ -972,6 +1040,8 @@ let run (sc: Scenario) (trace: bool) : Outcome =
 
     // ── HeartbeatRenewer ─────────────────────────────────────────────────────────────────────────────
     and heartbeatWrite i (p: Proc) (holder: string option) (timeout: int64 option) (k: bool -> unit) =
+        // HeartbeatRenewer.ReleaseAsync: NodeState.Releasing() ends the fence before the release is sent.
+        if holder.IsNone then p.Fence <- Fence.released p.Fence
         let trips = if p.HbKnown then 1 else 2
         send i (fun () -> not p.Dead) timeout trips
             (fun () ->
@@ -1004,10 +1074,11 @@ let run (sc: Scenario) (trace: bool) : Outcome =
                         p.HbReleased <- false
                         let before = p.Fence
                         p.Fence <- Fence.renewed timing p.Fence started (localNow i)
-                        if p.Fence.Epoch <> before.Epoch then
+                        let newEpoch = p.Fence.Epoch <> before.Epoch
+                        if newEpoch then
                             if p.Claims.Count > 0 then bump Seen.FenceLapse
                             trn i (fun () -> sprintf "new fence epoch %d (renewal started %d)" p.Fence.Epoch started)
-                        signal i p
+                        if newEpoch || p.WaitsForRenewal then signal i p
                     else trn i (fun () -> sprintf "heartbeat renewal started %d failed" started)
                     finish ())
             | ReleaseHeartbeat when not p.HbReleased ->
@@ -1182,8 +1253,9 @@ let run (sc: Scenario) (trace: bool) : Outcome =
         tr (fun () -> sprintf "FAULT %A" fault)
         match fault with
         | PartitionMidWrite(target, _)
-        | CrashMidWrite(target, _)
-        | PartitionBeforeAddressWrite(target, _) -> nodes[resolve target].Armed.Add fault
+        | CrashMidWrite(target, _) -> nodes[resolve target].Armed.Add fault
+        | PartitionBeforeAddressWrite _
+        | StallAndLinkDownMidWrite _ -> armedForAny.Add fault
         | CrashFor(target, down) ->
             let i = resolve target
             match nodes[i].Proc with
@@ -1272,28 +1344,22 @@ let run (sc: Scenario) (trace: bool) : Outcome =
         fun i ->
             let nd = nodes[i]
             if nd.Armed.Count > 0 && inChaos () then
-                let addressFollows =
-                    match nd.Proc with
-                    | Some p -> p.AddressWriteFollows
-                    | None -> false
-                let strikes =
-                    nd.Armed
-                    |> List.ofSeq
-                    |> List.filter (function PartitionBeforeAddressWrite _ -> addressFollows | _ -> true)
-                for fault in strikes do
-                    nd.Armed.Remove fault |> ignore
+                let strikes = List.ofSeq nd.Armed
+                nd.Armed.Clear()
                 for fault in strikes do
                     trn i (fun () -> sprintf "lease request sent: %A strikes" fault)
                     bump Seen.MidWrite
                     match fault with
                     | PartitionMidWrite(_, ms)
-                    | PartitionBeforeAddressWrite(_, ms) -> schedule now 1 (fun () -> inject (PartitionFor(NodeAt i, ms)))
+                    | PartitionBeforeAddressWrite ms -> schedule now 1 (fun () -> inject (PartitionFor(NodeAt i, ms)))
                     | CrashMidWrite(_, down) -> schedule now 1 (fun () -> inject (CrashFor(NodeAt i, down)))
+                    | StallAndLinkDownMidWrite(_, down) -> schedule now 1 (fun () -> inject (LinkDownFor(NodeAt i, down)))
                     | _ -> ()
 
     /// End of chaos: every node up, connected, link up, normal latencies, a process running.
     let restore () =
         tr (fun () -> "END OF CHAOS")
+        armedForAny.Clear()
         for i in 0 .. n - 1 do
             let nd = nodes[i]
             nd.Armed.Clear()
@@ -1413,6 +1479,7 @@ let run (sc: Scenario) (trace: bool) : Outcome =
             Some(sprintf "still not converged at real %d ms (chaos ended at %d, bound %d ms): %s" lastUnconverged chaosEnd bound unconvergedWhy)
         | None -> None
     { Safety = (match failure with Some f -> Some f | None -> safety)
+      FenceBreach = fenceBreach
       Liveness = liveness
       ConvergedAfter = (if lastUnconverged >= endAt then None else convergedAfter)
       Bound = bound
