@@ -932,7 +932,9 @@ let run (sc: Scenario) (trace: bool) : Outcome =
                   Seen.LinkDown, Seen.TakeoverAfterLinkDown ]
                 |> List.choose (fun (kind, label) -> recent nd kind |> Option.map (fun t -> t, label))
             match causes with
-            | [] -> bump Seen.TakeoverOther
+            | [] ->
+                bump Seen.TakeoverOther
+                trn i (fun () -> sprintf "takes %s from %s without a recent fault on it" g prev)
             | cs -> bump (cs |> List.maxBy fst |> snd)
         | _ ->
             if nodes[0].Faults.ContainsKey Seen.ServiceChange && now - nodes[0].Faults[Seen.ServiceChange] <= window then
