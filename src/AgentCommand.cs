@@ -40,7 +40,15 @@ internal static class AgentCommand
     {
         var kubeconfig = Option(args, "--kubeconfig") ?? Environment.GetEnvironmentVariable("KUBECONFIG");
         var json = args.Contains("--log-json");
-        var level = args.Contains("--verbose") ? LogLevel.Debug : LogLevel.Information;
+        var level = args.Contains("--verbose") ? LogLevel.Debug : settings.LogLevel switch
+        {
+            >= 6 => LogLevel.Trace,
+            5 => LogLevel.Debug,
+            4 => LogLevel.Information,
+            3 => LogLevel.Warning,
+            2 => LogLevel.Error,
+            _ => LogLevel.Critical,
+        };
         using var loggers = LoggerFactory.Create(builder =>
         {
             builder.SetMinimumLevel(level);

@@ -33,6 +33,8 @@ type Settings =
       Upnp: bool
       DisableServiceUpdates: bool
       PrometheusServer: string
+      /// vip_loglevel: 0 panic … 4 info … 5 debug, 6 trace.
+      LogLevel: int
       Config: Config }
 
 /// Result of parsing the environment.
@@ -193,6 +195,7 @@ type Decide =
           Upnp = c.Upnp
           DisableServiceUpdates = c.DisableServiceUpdates
           PrometheusServer = c.PrometheusServer
+          LogLevel = c.LogLevel
           Config = c }
 
     /// Parses kube-vip's environment variables (pass the whole environment); all errors at once.

@@ -18,6 +18,8 @@ internal static class Runtime
               run the in-memory Kubernetes API emulator (for the lab and tests)
           hybrid sandbox [--nodes 3] [--name hybrid] [--subnet 198.18.0.0/24] [--kubeconfig FILE] [--env KEY=VALUE]...
               build a network-namespace lab with an emulated API server and one agent per node (needs root)
+          hybrid who-has IPV4 [--name hybrid]
+              ask a running sandbox's LAN who answers ARP for an address (exit 0 when exactly one node does)
           hybrid --help
         """;
 
@@ -44,6 +46,8 @@ internal static class Runtime
                 return await ApiCommand.RunAsync(rest, stopping.Token);
             case "sandbox":
                 return await SandboxCommand.RunAsync(rest, stopping.Token);
+            case "who-has":
+                return await WhoHasCommand.RunAsync(rest, stopping.Token);
             default:
                 Console.Error.WriteLine($"hybrid: unknown command '{args[0]}'\n\n{Usage}");
                 return 2;

@@ -35,9 +35,10 @@ internal sealed class ReconcileLoop(
         while (!cancellationToken.IsCancellationRequested)
         {
             var wait = nextWake < 0 ? Idle : TimeSpan.FromMilliseconds(Math.Max(0, nextWake - MonotonicClock.NowMs));
+            IReadOnlyList<string> why;
             try
             {
-                await signal.WaitAsync(wait, cancellationToken);
+                why = await signal.WaitAsync(wait, cancellationToken);
             }
             catch (OperationCanceledException)
             {
@@ -50,7 +51,10 @@ internal sealed class ReconcileLoop(
                 logger.LogInformation("Caches synced: {Services} services, {Slices} endpoint slices, {Heartbeats} heartbeats, {Leases} group leases; reconciling",
                     cache.Services.Count, cache.Slices.Count, cache.Heartbeats.Count, cache.GroupLeases.Count);
             }
+            var started = MonotonicClock.NowMs;
             nextWake = await ReconcileOnceAsync(cancellationToken);
+            logger.LogDebug("Reconciled on {Why} in {Elapsed} ms; next wake in {Next} ms", string.Join(",", why.Distinct()),
+                MonotonicClock.NowMs - started, nextWake < 0 ? -1 : nextWake - MonotonicClock.NowMs);
         }
     }
 
@@ -63,10 +67,14 @@ internal sealed class ReconcileLoop(
     {
         for (var round = 0; round < 4; round++)
         {
-            var plan = Decide.Plan(Snapshot());
+            var snapshot = Snapshot();
+            var plan = Decide.Plan(snapshot);
             _emitted = plan.ActiveWarnings;
             node.WaitsForRenewal = plan.WaitsForRenewal;
             var (changed, retryAt) = await ExecuteAsync(plan, cancellationToken);
+            // A renewal that landed while this plan was being made did not signal (the flag was not set yet):
+            // plan again at once instead of waiting a whole period for the next one.
+            if (plan.WaitsForRenewal && !ReferenceEquals(node.Fence, snapshot.Fence)) changed = true;
             if (!changed)
             {
                 return (plan.NextWakeAt, retryAt) switch

@@ -40,9 +40,9 @@ module Timing =
 
     /// Hybrid's defaults, chosen so that node-failure failover stays under 2 s (takeover happens between
     /// D - P and D after the holder's last heartbeat) while the safety inequality holds.
-    let DefaultLeaseDuration: Duration = 1850L
-    let DefaultRenewDeadline: Duration = 1800L
-    let DefaultRetryPeriod: Duration = 200L
+    let DefaultLeaseDuration: Duration = 1800L
+    let DefaultRenewDeadline: Duration = 1750L
+    let DefaultRetryPeriod: Duration = 150L
 
     /// The VIP's kernel lifetime T: whole seconds (the kernel's unit), the longest that still leaves a write
     /// window W = R - T - slack of at least one heartbeat period, so that in steady state every moment lies
@@ -98,7 +98,9 @@ type Config =
       Timing: Timing
       Upnp: bool
       DisableServiceUpdates: bool
-      PrometheusServer: string }
+      PrometheusServer: string
+      /// vip_loglevel, kube-vip's logrus levels: 0 panic … 4 info (default) … 5 debug, 6 trace.
+      LogLevel: int }
 
 [<RequireQualifiedAccess>]
 module Config =
@@ -110,7 +112,7 @@ module Config =
         [ "vip_nodename"; "svc_enable"; "svc_election"; "svc_leasename"; "cp_namespace"; "svc_namespace"
           "lb_class_only"; "lb_class_name"; "lb_class_legacy_handling"; "vip_interface"; "vip_servicesinterface"
           "vip_subnet"; "vip_arp"; "vip_arpRate"; "vip_leaseduration"; "vip_renewdeadline"; "vip_retryperiod"
-          "enable_upnp"; "enableUPNP"; "disable_service_updates"; "prometheus_server" ]
+          "enable_upnp"; "enableUPNP"; "disable_service_updates"; "prometheus_server"; "vip_loglevel" ]
 
     /// A value read from the environment plus the errors found reading it.
     type private Read<'a> = { Value: 'a; Errors: ConfigError list }
@@ -289,12 +291,19 @@ module Config =
             | _ -> readBool env "enableUPNP" false
         let disableUpdates = readBool env "disable_service_updates" false
         let prometheus = readListen env
+        let logLevel =
+            match lookup env "vip_loglevel" with
+            | None | Some "" -> ok 4
+            | Some v ->
+                match parseInt32 v with
+                | Some level when level >= 0 && level <= 6 -> ok level
+                | _ -> bad 4 "vip_loglevel" v "not a log level from 0 (panic) to 6 (trace); 4 is info, 5 debug"
         let errors =
             List.concat
                 [ nodeName.Errors; svcEnable.Errors; election.Errors; leaseName.Errors; leaseNamespace.Errors
                   svcNamespace.Errors; classOnly.Errors; className.Errors; legacy.Errors; iface.Errors
                   servicesIface.Errors; subnet.Errors; arp.Errors; arpRate.Errors; d.Errors; r.Errors; p.Errors
-                  timing.Errors; upnp.Errors; disableUpdates.Errors; prometheus.Errors ]
+                  timing.Errors; upnp.Errors; disableUpdates.Errors; prometheus.Errors; logLevel.Errors ]
         match errors, timing.Value with
         | [], Some t ->
             Ok
@@ -315,7 +324,8 @@ module Config =
                   Timing = t
                   Upnp = upnp.Value
                   DisableServiceUpdates = disableUpdates.Value
-                  PrometheusServer = prometheus.Value }
+                  PrometheusServer = prometheus.Value
+                  LogLevel = logLevel.Value }
         | errors, _ -> Error errors
 
     /// The interface VIPs go on: vip_servicesinterface, else vip_interface; None = the default route's.
@@ -345,4 +355,5 @@ module Config =
           "(address lifetime)", seconds c.Timing.AddressLifetime, "kernel lifetime of VIPs, refreshed while held"
           "enable_upnp", string c.Upnp |> _.ToLowerInvariant(), "UPnP port forwarding"
           "disable_service_updates", string c.DisableServiceUpdates |> _.ToLowerInvariant(), "do not write status or vipHost"
-          "prometheus_server", c.PrometheusServer, "metrics and health listen address" ]
+          "prometheus_server", c.PrometheusServer, "metrics and health listen address"
+          "vip_loglevel", string c.LogLevel, "4 info, 5 debug, 6 trace" ]

@@ -10,7 +10,7 @@ namespace Hybrid.Benchmarks;
 internal sealed class AgentMemoryBenchmark : IBenchmark
 {
     public string Name => "agent-memory";
-    public string Description => "agent RSS idle and with 1,000 LoadBalancer services (target ≤ 80 MiB) [--services N] [--election]";
+    public string Description => "agent RSS idle and with 1,000 LoadBalancer services (target ≤ 80 MiB) [--services N] [--election] [--env KEY=VALUE]...";
 
     public async Task RunAsync(IReadOnlyList<string> args, CancellationToken cancellationToken)
     {
@@ -18,8 +18,12 @@ internal sealed class AgentMemoryBenchmark : IBenchmark
         var election = args.Contains("--election");
         const int nodes = 3;
         // A /20, so that 1,000 VIPs fit beside the nodes (198.18.4.0 onwards).
-        await using var lab = await BenchLab.StartAsync("hybmem", nodes,
-            new Dictionary<string, string> { ["svc_election"] = election ? "true" : "false" }, cancellationToken, "198.18.0.0/20");
+        var environment = new Dictionary<string, string> { ["svc_election"] = election ? "true" : "false" };
+        for (var i = 0; i + 1 < args.Count; i++)
+            if (args[i] == "--env" && args[i + 1].IndexOf('=') > 0)
+                environment[args[i + 1][..args[i + 1].IndexOf('=')]] = args[i + 1][(args[i + 1].IndexOf('=') + 1)..];
+        Console.WriteLine("agent environment: " + string.Join(" ", environment.Select(e => $"{e.Key}={e.Value}")));
+        await using var lab = await BenchLab.StartAsync("hybmem", nodes, environment, cancellationToken, "198.18.0.0/20");
         await Task.Delay(TimeSpan.FromSeconds(5), cancellationToken); // settle (this is a measurement, not a test)
         Report(lab, "idle");
 

@@ -44,6 +44,7 @@ internal abstract class MoveBenchmark : IBenchmark
             await using var capture = await lab.CaptureAsync(cancellationToken);
 
             var start = Stopwatch.GetTimestamp();
+            var startWall = DateTime.UtcNow;
             await TakeAwayAsync(lab, victim, cancellationToken);
             var firsts = new List<double>();
             foreach (var ip in moved)
@@ -54,8 +55,15 @@ internal abstract class MoveBenchmark : IBenchmark
                 firsts.Add(BenchLab.Ms(start, garp.MonotonicTicks));
             }
             samples.AddRange(firsts);
+            if (args.Contains("--verbose"))
+                foreach (var node in lab.Lab.Nodes.Where(n => n.Name != victim))
+                    foreach (var line in lab.Log(node.Name).Split('\n').Where(l => l.Contains("Claimed") || l.Contains("Added")).TakeLast(2))
+                        Console.WriteLine($"    {node.Name}: {line.Trim()}  (taken away at {startWall:HH:mm:ss.fff})");
             Console.WriteLine($"  run {run + 1}: {victim} held {moved.Count} group(s); first gratuitous ARP from the new holder after {Percentiles.Of(firsts).Format("ms", "0")}");
             await lab.RestoreAsync(victim, nodes, cancellationToken);
+            // Let the restarted agent finish starting up (a .NET process compiles for a second or two on start)
+            // so that each run begins from a steady state rather than with one core busy.
+            await Task.Delay(TimeSpan.FromSeconds(3), cancellationToken);
         }
         Console.WriteLine($"{Name} ({(election ? "svc_election=true, 30 groups" : "svc_election=false")}): {Percentiles.Of(samples).Format("ms", "0")}");
     }

@@ -30,7 +30,8 @@ let private expectedDefaults: Config =
           AddressLifetime = 1000L }
       Upnp = false
       DisableServiceUpdates = false
-      PrometheusServer = ":2112" }
+      PrometheusServer = ":2112"
+      LogLevel = 4 }
 
 /// Variables of the environment that Hybrid does not read (a Pod has plenty of them).
 let private genUnrelated =

@@ -33,6 +33,7 @@ let private settingsOf (c: Config) : Settings =
       Upnp = c.Upnp
       DisableServiceUpdates = c.DisableServiceUpdates
       PrometheusServer = c.PrometheusServer
+      LogLevel = c.LogLevel
       Config = c }
 
 let private ports (ps: ServicePort list) : PortInput array =

@@ -25,6 +25,12 @@ public sealed class SeedExampleTests(ITestOutputHelper output)
 
         var responders = await lab.ArpRespondersAsync(Vip);
         Assert.Equal([host1], responders);
+        // The same question through the CLI a user of the sandbox would ask.
+        var whoHas = await ProcessRunner.Default.RunAsync(new ProcessRequest(
+            ["dotnet", typeof(HybridLab).Assembly.Location, "who-has", Vip, "--name", lab.Lab.Topology.Name]) { AllowFailure = true },
+            CancellationToken.None);
+        Assert.Equal(0, whoHas.ExitCode);
+        Assert.Contains($"({host1})", whoHas.StandardOutput);
 
         var garp = await capture.WaitForAsync(
             p => p.IsGratuitous && p.SenderIp.ToString() == Vip && p.SenderMac.Equals(lab.MacOf(host1)),
