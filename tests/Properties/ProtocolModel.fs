@@ -754,6 +754,7 @@ let run (sc: Scenario) (trace: bool) : Outcome =
         let gen = p.LoopGen
         let valid () = not p.Dead && p.LoopGen = gen
         let rec round r =
+            let fenceAtPlan = p.Fence
             let plan =
                 try
                     Some(Plan.compute (snapshot i p))
@@ -787,6 +788,8 @@ let run (sc: Scenario) (trace: bool) : Outcome =
                         |> String.concat ", "
                         |> sprintf "plan: %s")
                 execute i p valid plan.Actions (fun (changed, retryAt) ->
+                    // A renewal that landed meanwhile, while this plan waits for one: plan again at once.
+                    let changed = changed || (plan.WaitsForRenewal && not (obj.ReferenceEquals(p.Fence, fenceAtPlan)))
                     if not changed then
                         let w = defaultArg plan.NextWakeAt -1L
                         k (if w < 0L then retryAt elif retryAt < 0L then w else min w retryAt)
