@@ -230,7 +230,15 @@ module Ownership =
                             | None -> leaseSeen, None
                             | Some h ->
                                 match liveness view h with
-                                | Released at -> max leaseSeen at, None
+                                // A released heartbeat does not prove that its node withdrew: the heartbeat loop
+                                // releases on its own (interface down) while the reconcile loop may be stuck in a
+                                // Lease write with the VIP still on the interface (Fence.released stops new writes
+                                // but removes nothing, and the VIP answers again when the link returns); and a
+                                // release seen late may belong to an earlier process of a node that has reclaimed
+                                // the group since. Only an empty Lease is handed over at once; a Lease naming a
+                                // released node is taken like an expired one: D after the release was seen (the
+                                // holder's VIP lifetime has run out by then), after re-reading H(h).
+                                | Released at -> max leaseSeen (at + view.Timing.LeaseDuration), Some(h, view.Heartbeats[h].Version)
                                 | Expired since -> max leaseSeen since, Some(h, view.Heartbeats[h].Version)
                                 | NeverSeen -> leaseSeen + view.Timing.LeaseDuration, Some(h, "")
                                 | Live -> leaseSeen, None

@@ -54,7 +54,9 @@ type ServiceEvent =
       Message: string }
 
 /// Something this node must do. The shell executes actions in list order; effects that depend on the
-/// outcome of a lease write (adding the VIP after a claim) come in the next plan.
+/// outcome of a lease write (adding the VIP after a claim) come in the next plan. Address writes come before
+/// every Lease write: they are decided for this instant (the fence's write deadline), and a Lease write may
+/// keep the shell waiting on the API server for seconds.
 type Action =
     | RemoveVip of ip: Ip * prefix: int
     | AddVip of ip: Ip * prefix: int * lifetime: Duration
@@ -385,7 +387,7 @@ module Plan =
                     | _ -> false)
             blockedWrite || unentitled
         { Actions =
-            removals @ leaseWrites @ staleLeases @ additions @ refreshes @ announcements @ statusWrites @ transitions
+            removals @ additions @ refreshes @ announcements @ leaseWrites @ staleLeases @ statusWrites @ transitions
             @ newWarnings
           NextWakeAt = if wakeups.IsEmpty then None else Some(List.min wakeups)
           ActiveWarnings = warnings
