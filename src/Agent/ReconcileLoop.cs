@@ -113,6 +113,9 @@ internal sealed class ReconcileLoop(
         var refresh = new List<(IPAddress, int)>();
         var refreshLifetime = 0L;
         var epoch = node.Fence.Epoch;
+        // Lease writes touch one group each and never depend on one another: they run concurrently, so a node
+        // handing over (or taking) many groups pays one API round trip, not one per group.
+        var leaseWrites = new List<(string Group, Task<GroupLeaseWriter.Outcome> Write)>();
 
         foreach (var action in plan.Actions)
         {
@@ -145,17 +148,17 @@ internal sealed class ReconcileLoop(
                     case PlanAction.ClaimLease claim when Throttled(claim.Group, ref retryAt):
                         break;
                     case PlanAction.ClaimLease claim:
-                        changed |= Settle(claim.Group, await leases.ClaimAsync(claim, epoch, cancellationToken), ref retryAt);
+                        leaseWrites.Add((claim.Group, Guard(action, leases.ClaimAsync(claim, epoch, cancellationToken))));
                         break;
                     case PlanAction.ReleaseLease release when Throttled(release.Group, ref retryAt):
                         break;
                     case PlanAction.ReleaseLease release:
-                        changed |= Settle(release.Group, await leases.ReleaseAsync(release.Group, release.Version, cancellationToken), ref retryAt);
+                        leaseWrites.Add((release.Group, Guard(action, leases.ReleaseAsync(release.Group, release.Version, cancellationToken))));
                         break;
                     case PlanAction.DeleteLease delete when Throttled(delete.Group, ref retryAt):
                         break;
                     case PlanAction.DeleteLease delete:
-                        changed |= Settle(delete.Group, await leases.DeleteAsync(delete.Group, delete.Version, cancellationToken), ref retryAt);
+                        leaseWrites.Add((delete.Group, Guard(action, leases.DeleteAsync(delete.Group, delete.Version, cancellationToken))));
                         break;
                     case PlanAction.WriteStatus write:
                         status.Enqueue(write);
@@ -175,7 +178,23 @@ internal sealed class ReconcileLoop(
             }
         }
         if (refresh.Count > 0) await RefreshAsync(refresh, refreshLifetime, cancellationToken);
+        foreach (var (group, write) in leaseWrites)
+            changed |= Settle(group, await write, ref retryAt);
         return (changed, retryAt);
+    }
+
+    /// <summary>A Lease write that throws is logged and counts as failed (retried with backoff by a later plan).</summary>
+    private async Task<GroupLeaseWriter.Outcome> Guard(PlanAction action, Task<GroupLeaseWriter.Outcome> write)
+    {
+        try
+        {
+            return await write;
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            logger.LogError("Action {Action} failed: {Error}", action, e.Message);
+            return GroupLeaseWriter.Outcome.Failed;
+        }
     }
 
     private async Task RefreshAsync(List<(IPAddress, int)> batch, long lifetimeMs, CancellationToken cancellationToken)
