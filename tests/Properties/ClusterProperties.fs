@@ -78,7 +78,8 @@ let private simulate (maxRounds: int) (c: Cluster) =
     round 0 c 0
 
 /// A cluster from a generated snapshot: the nodes whose heartbeat is live run an agent (fresh fence, claims
-/// for some of the leases naming them, no VIPs yet); the others are down. Every takeover is due.
+/// for some of the leases naming them, no VIPs yet); the others are down (or released) long enough that
+/// every takeover is due.
 let private genCluster =
     gen {
         let! s = genSnapshot
@@ -97,7 +98,13 @@ let private genCluster =
                       Emitted = Set.empty }))
         let old = s.Now - timing.LeaseDuration - 4L * timing.RetryPeriod
         return
-            { Shared = { s with Leases = s.Leases |> List.map (fun l -> { l with ChangedSeenAt = min l.ChangedSeenAt old }) }
+            { Shared =
+                { s with
+                    Leases = s.Leases |> List.map (fun l -> { l with ChangedSeenAt = min l.ChangedSeenAt old })
+                    // A Lease naming a released node is taken D after the release was seen: date releases back too.
+                    Heartbeats =
+                        s.Heartbeats
+                        |> List.map (fun h -> if List.contains h.Node running then h else { h with ChangedSeenAt = min h.ChangedSeenAt old }) }
               Agents = Map.ofList agents }
     }
 
