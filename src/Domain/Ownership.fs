@@ -202,8 +202,13 @@ module Ownership =
     let private capacity groups nodes = max 1 ((groups * 11 + nodes * 10 - 1) / (nodes * 10))
 
     /// Who should hold each group. Depends only on shared observations (never on which node computes it):
-    /// live eligible holders keep their groups; each orphaned group goes to its best-ranked live eligible node
-    /// that is below the load bound (groups taken in name order), so new groups spread evenly.
+    /// live eligible holders keep their groups; each orphaned group goes to its node in the canonical spread.
+    ///
+    /// The canonical spread deals every servable group, in name order, to its best-ranked live eligible node
+    /// below the load bound, ignoring who holds what. It depends on the Services, endpoints and live nodes
+    /// only, never on Leases: when many groups appear at once, every node claims for the same node although
+    /// each sees the others' claims at a different moment (loads counted from Leases made nodes disagree,
+    /// race each other and pile groups onto the fastest node).
     let assign (view: OwnershipView) (groups: Group list) : Map<GroupId, Assignment> =
         let live = liveNodes view
         let isLive n = List.contains n live
@@ -244,23 +249,24 @@ module Ownership =
                                 | Live -> leaseSeen, None
                         Orphaned(candidates, since, holder, confirm)
                 g, assignment)
-        let loads =
-            first
-            |> List.choose (fun (_, a) -> match a with HeldBy h -> Some h | _ -> None)
-            |> List.countBy id
-            |> Map.ofList
-        let servable = first |> List.filter (fun (_, a) -> match a with NoCandidate _ -> false | _ -> true) |> List.length
-        let cap = if live.IsEmpty then 1 else capacity servable live.Length
-        let folder (loads: Map<string, int>, result: Map<GroupId, Assignment>) (g: Group, a: Assignment) =
+        // Dealt only when some group is orphaned: in the steady state every group is held and this costs nothing.
+        let spread =
+            lazy
+                (let candidatesOf (g: Group) = live |> List.filter (fun n -> Eligibility.allows n g.Eligibility)
+                 let servable = groups |> List.filter (fun g -> not (candidatesOf g).IsEmpty)
+                 let cap = if live.IsEmpty then 1 else capacity servable.Length live.Length
+                 let deal (loads: Map<string, int>, spread: Map<GroupId, string list>) (g: Group) =
+                     let ranked = Rendezvous.preference g.Id (candidatesOf g)
+                     let load n = defaultArg (loads.TryFind n) 0
+                     let chosen = ranked |> List.tryFind (fun n -> load n < cap) |> Option.defaultValue ranked.Head
+                     loads.Add(chosen, load chosen + 1), spread.Add(g.Id, chosen :: (ranked |> List.filter ((<>) chosen)))
+                 servable |> List.sortBy _.Id |> List.fold deal (Map.empty, Map.empty) |> snd)
+        first
+        |> List.map (fun (g, a) ->
             match a with
-            | Orphaned(candidates, since, previous, confirm) ->
-                let ranked = Rendezvous.preference g.Id candidates
-                let load n = defaultArg (loads.TryFind n) 0
-                let chosen = ranked |> List.tryFind (fun n -> load n < cap) |> Option.defaultValue ranked.Head
-                let successors = chosen :: (ranked |> List.filter ((<>) chosen))
-                loads.Add(chosen, load chosen + 1), result.Add(g.Id, Orphaned(successors, since, previous, confirm))
-            | other -> loads, result.Add(g.Id, other)
-        first |> List.sortBy (fun (g, _) -> g.Id) |> List.fold folder (loads, Map.empty) |> snd
+            | Orphaned(_, since, previous, confirm) -> g.Id, Orphaned(spread.Value[g.Id], since, previous, confirm)
+            | other -> g.Id, other)
+        |> Map.ofList
 
     /// This node's role for a group, from the shared assignment and its own state.
     let role (view: OwnershipView) (self: SelfState) (assignment: Assignment) (group: Group) : Role =

@@ -79,6 +79,34 @@ let ``an orphaned group goes to live eligible nodes only, and no candidate means
         |> Prop.classify (fleet.Fates |> Map.exists (fun _ f -> f <> Alive)) "some node not live")
 
 [<Property>]
+let ``an orphaned group goes to the same nodes whatever the other groups' Leases say`` () =
+    // Nodes see each other's claims at different moments; the node a new group goes to must not depend on them,
+    // or nodes disagree during a burst of new groups and race for the same ones.
+    let genCase =
+        gen {
+            let! fleet = genFleet
+            let! kept = someOf 1 fleet.Groups.Length fleet.Groups
+            let keptIds = kept |> List.map _.Id |> Set.ofList
+            let! others =
+                fleet.Groups
+                |> List.filter (fun g -> not (keptIds.Contains g.Id))
+                |> Gen.collectToList (fun g -> genLease fleet.Nodes g.Id |> Gen.map (fun l -> g.Id, l))
+            let leases = others |> List.fold (fun (m: Map<_, _>) (id, l) -> match l with Some l -> m.Add(id, l) | None -> m.Remove id) fleet.View.Leases
+            return fleet, keptIds, { fleet.View with Leases = leases }
+        }
+    forAll genCase (fun (fleet, kept, changed) ->
+        let before = Ownership.assign fleet.View fleet.Groups
+        let after = Ownership.assign changed fleet.Groups
+        let compared =
+            [ for id in kept do
+                  match before[id], after[id] with
+                  | Orphaned(s1, _, _, _), Orphaned(s2, _, _, _) -> yield id, s1, s2
+                  | _ -> () ]
+        allOf [ for (id, s1, s2) in compared do holds (sprintf "%s: %A before, %A after" id s1 s2) (s1 = s2) ]
+        |> Prop.classify (not compared.IsEmpty) "some kept group orphaned"
+        |> Prop.classify (changed.Leases <> fleet.View.Leases) "other Leases changed")
+
+[<Property>]
 let ``a live eligible holder keeps its group when nodes join or other groups change`` () =
     let genCase =
         gen {
