@@ -120,6 +120,43 @@ internal sealed class AgentLab : IAsyncDisposable
 
     public Task<IReadOnlyList<string>> HoldersAsync(string ip) => Lab.HoldersAsync(IPAddress.Parse(ip), CancellationToken.None);
 
+    /// <summary>For each address, the nodes that carry it on eth0 (one address dump per node, not per address).</summary>
+    public async Task<IReadOnlyDictionary<string, IReadOnlyList<string>>> PlacementAsync(IEnumerable<string> ips)
+    {
+        var onNode = new Dictionary<string, IReadOnlyList<string>>();
+        foreach (var node in Lab.Nodes)
+            onNode[node.Name] = await Lab.Network.AddressesAsync(node.Namespace, node.Interface, CancellationToken.None);
+        return ips.ToDictionary(ip => ip, ip => (IReadOnlyList<string>)onNode
+            .Where(kv => kv.Value.Any(a => a.StartsWith(ip + "/", StringComparison.Ordinal)))
+            .Select(kv => kv.Key).Order().ToList());
+    }
+
+    /// <summary>Waits until every address is on exactly one node satisfying <paramref name="allowed"/>; returns address → node.</summary>
+    public Task<Dictionary<string, string>> WaitForSingleHoldersAsync(IReadOnlyCollection<string> ips, Func<string, string, bool>? allowed = null,
+        TimeSpan? timeout = null) =>
+        Eventually.WaitAsync(async () =>
+        {
+            var placement = await PlacementAsync(ips);
+            return placement.Values.All(nodes => nodes.Count == 1) && placement.All(kv => allowed?.Invoke(kv.Key, kv.Value[0]) ?? true)
+                ? placement.ToDictionary(kv => kv.Key, kv => kv.Value[0])
+                : null;
+        }, timeout ?? TimeSpan.FromSeconds(20), $"each of {ips.Count} VIPs to be on exactly one (allowed) node");
+
+    /// <summary>Waits until every named Service reports its address and a vipHost; returns name → vipHost.</summary>
+    public Task<Dictionary<string, string>> WaitForIngressesAsync(IReadOnlyDictionary<string, string> ipOfService, TimeSpan? timeout = null) =>
+        Eventually.WaitAsync(async () =>
+        {
+            var services = (await Client.CoreV1.ListNamespacedServiceAsync("default")).Items.ToDictionary(s => s.Metadata.Name);
+            var hosts = new Dictionary<string, string>();
+            foreach (var (name, ip) in ipOfService)
+            {
+                if (!services.TryGetValue(name, out var svc) || svc.Status?.LoadBalancer?.Ingress?.Any(i => i.Ip == ip) != true) return null;
+                if (svc.Metadata.Annotations?.TryGetValue("kube-vip.io/vipHost", out var host) != true) return null;
+                hosts[name] = host!;
+            }
+            return hosts;
+        }, timeout ?? TimeSpan.FromSeconds(30), $"{ipOfService.Count} services to report their address with a vipHost");
+
     /// <summary>Waits until exactly this set of nodes carries the VIP.</summary>
     public Task WaitForHoldersAsync(string ip, IReadOnlyCollection<string> nodes, TimeSpan? timeout = null) =>
         Eventually.WaitAsync(async () => (await HoldersAsync(ip)).Order().SequenceEqual(nodes.Order()),

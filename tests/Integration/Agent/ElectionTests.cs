@@ -1,0 +1,247 @@
+using System.Diagnostics;
+using k8s;
+using Hybrid.Sandbox.Lab;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Hybrid.Integration.Agent;
+
+/// <summary>
+/// svc_election=true: one holder per VIP group, spread over the nodes; Local services follow their pods; a
+/// node's failure, stop, crash or partition moves exactly its own groups, each to one answering node.
+/// </summary>
+[Collection(LabCollection.Name)]
+public sealed class ElectionTests(ITestOutputHelper output)
+{
+    private static readonly IReadOnlyDictionary<string, string> Election = new Dictionary<string, string> { ["svc_election"] = "true" };
+
+    /// <summary>svc-00..svc-29 on 198.18.0.200..229, selecting the seed's test-deploy pods.</summary>
+    private static readonly IReadOnlyDictionary<string, string> Thirty =
+        Enumerable.Range(0, 30).ToDictionary(i => $"svc-{i:00}", i => $"198.18.0.{200 + i}");
+
+    private static async Task<Dictionary<string, string>> CreateThirtyAsync(AgentLab lab)
+    {
+        await lab.ApplyAsync(Manifests.Deployment("test-deploy", "test", replicas: 3));
+        await lab.ApplyAsync(string.Join("---\n", Thirty.Select(kv => Manifests.Service(kv.Key, kv.Value))));
+        var hosts = await lab.WaitForIngressesAsync(Thirty);
+        var placement = await lab.WaitForSingleHoldersAsync(Thirty.Values.ToList());
+        // What the Service reports is where the VIP is.
+        Assert.All(Thirty, kv => Assert.Equal(placement[kv.Value], hosts[kv.Key]));
+        return placement;
+    }
+
+    private static string Spread(IReadOnlyDictionary<string, string> placement, AgentLab lab) =>
+        string.Join(", ", lab.Lab.Nodes.Select(n => $"{n.Name}={placement.Values.Count(v => v == n.Name)}"));
+
+    [Fact]
+    public async Task Thirty_services_spread_over_three_nodes_each_answered_by_one_MAC_and_sharers_sit_together()
+    {
+        await using var lab = await AgentLab.StartAsync(output, Election);
+        var placement = await CreateThirtyAsync(lab);
+        lab.Report($"30 groups: {Spread(placement, lab)}");
+
+        foreach (var node in lab.Lab.Nodes)
+        {
+            var held = placement.Values.Count(v => v == node.Name);
+            Assert.InRange(held, 6, 14);
+        }
+        foreach (var (ip, holder) in placement)
+            Assert.Equal([holder], await lab.ArpRespondersAsync(ip, TimeSpan.FromMilliseconds(200)));
+
+        // One Lease per group, naming the node that has the VIP.
+        var leases = (await lab.Client.CoordinationV1.ListNamespacedLeaseAsync("kube-system",
+            labelSelector: "hybrid.kube-vip.io/lease-kind=group")).Items;
+        Assert.Equal(30, leases.Count);
+        Assert.Equal(placement.Values.Order(), leases.Select(l => l.Spec.HolderIdentity).Order());
+
+        // Services sharing an IP are one group: both report the same host, which alone has the VIP.
+        const string shared = "198.18.0.240";
+        (await lab.Kubectl.RunAsync("expose", "deployment", "test-deploy", "--port=80", "--target-port=80",
+            "--type=LoadBalancer", "--name", "http1", $"--load-balancer-ip={shared}")).EnsureSuccess();
+        (await lab.Kubectl.RunAsync("expose", "deployment", "test-deploy", "--port=81", "--target-port=80",
+            "--type=LoadBalancer", "--name", "http2", $"--load-balancer-ip={shared}")).EnsureSuccess();
+        var hosts = await lab.WaitForIngressesAsync(new Dictionary<string, string> { ["http1"] = shared, ["http2"] = shared });
+        Assert.Equal(hosts["http1"], hosts["http2"]);
+        await lab.WaitForHoldersAsync(shared, [hosts["http1"]]);
+        Assert.Equal([hosts["http1"]], await lab.ArpRespondersAsync(shared));
+        // Adding a group moved none of the others.
+        Assert.Equal(placement, await lab.WaitForSingleHoldersAsync(Thirty.Values.ToList()));
+    }
+
+    /// <summary>The seed's nginx-service manifest, verbatim.</summary>
+    private const string NginxService = """
+        apiVersion: v1
+        kind: Service
+        metadata:
+          name: nginx-service
+        spec:
+          selector:
+            app: nginx
+          ports:
+            - port: 80
+              targetPort: 80
+          externalTrafficPolicy: Local
+          type: LoadBalancer
+        """;
+
+    private static async Task<Dictionary<string, string>> NginxPodsAsync(AgentLab lab) =>
+        (await lab.Client.CoreV1.ListNamespacedPodAsync("default", labelSelector: "app=nginx")).Items
+        .Where(p => p.Metadata.DeletionTimestamp is null)
+        .ToDictionary(p => p.Metadata.Name, p => p.Spec.NodeName);
+
+    [Fact]
+    public async Task The_seeds_Local_nginx_service_is_held_only_where_a_serving_nginx_pod_runs_and_follows_it()
+    {
+        const string vip = "198.18.0.230";
+        await using var lab = await AgentLab.StartAsync(output, Election);
+        await lab.ApplyAsync(Manifests.Deployment("nginx-deployment", "nginx", replicas: 2));
+        await lab.ApplyAsync(NginxService);
+        // The manifest has no address: kube-vip's cloud provider would annotate one; the test does it.
+        (await lab.Kubectl.RunAsync("annotate", "service", "nginx-service", $"kube-vip.io/loadbalancerIPs={vip}")).EnsureSuccess();
+
+        var pods = await Eventually.WaitAsync(async () => await NginxPodsAsync(lab) is { Count: 2 } p ? p : null,
+            TimeSpan.FromSeconds(10), "two nginx pods");
+        var holder = await lab.WaitForIngressAsync("nginx-service", vip);
+        Assert.Contains(holder, pods.Values);
+        await lab.WaitForHoldersAsync(vip, [holder]);
+        Assert.Equal([holder], await lab.ArpRespondersAsync(vip));
+
+        // Make the holder the busiest node, so that the replacement of its pod is scheduled elsewhere.
+        for (var i = 1; i <= 2; i++)
+            await lab.ApplyAsync($"apiVersion: v1\nkind: Pod\nmetadata: {{name: filler-{i}, labels: {{app: filler}}}}\n" +
+                                 $"spec: {{nodeName: {holder}, containers: [{{name: c, image: busybox}}]}}\n");
+        await using (var timeline = await AddressTimeline.StartAsync(lab.Lab))
+        {
+            var deletedAt = Stopwatch.GetTimestamp();
+            (await lab.Kubectl.RunAsync("delete", "pod", pods.First(p => p.Value == holder).Key)).EnsureSuccess();
+            var podNodes = await Eventually.WaitAsync(async () =>
+                    await NginxPodsAsync(lab) is { Count: 2 } p && !p.ContainsValue(holder) ? p.Values.ToHashSet() : null,
+                TimeSpan.FromSeconds(10), $"the nginx pod to be replaced on a node other than {holder}");
+            var successor = await Eventually.WaitAsync(async () => (await lab.HoldersAsync(vip)) is [var only] && only != holder ? only : null,
+                TimeSpan.FromSeconds(10), $"{vip} to move off {holder}");
+            lab.Report($"Local: pod on {holder} deleted, {vip} on {successor} after " +
+                       $"{Stopwatch.GetElapsedTime(deletedAt, timeline.Changes(vip).First(c => c.Added && c.Node == successor).Ticks).TotalMilliseconds:F0} ms");
+            Assert.Contains(successor, podNodes);
+            Assert.Equal(TimeSpan.Zero, timeline.LongestOverlap(vip, [holder]));
+            Assert.Equal([successor], await lab.ArpRespondersAsync(vip));
+            Assert.Equal(successor, await lab.WaitForIngressAsync("nginx-service", vip));
+            holder = successor;
+        }
+
+        // The holder's pod stops serving (not Ready): the VIP goes to the other node that runs one.
+        pods = await NginxPodsAsync(lab);
+        var other = pods.Values.Single(n => n != holder);
+        (await lab.Kubectl.RunAsync("annotate", "pod", pods.First(p => p.Value == holder).Key, "sandbox.hybrid/ready=false")).EnsureSuccess();
+        await lab.WaitForHoldersAsync(vip, [other]);
+        Assert.Equal([other], await lab.ArpRespondersAsync(vip));
+
+        // No pod serves at all: nobody announces, and the Service says why.
+        (await lab.Kubectl.RunAsync("annotate", "pod", pods.First(p => p.Value == other).Key, "sandbox.hybrid/ready=false")).EnsureSuccess();
+        await lab.WaitForHoldersAsync(vip, []);
+        var warning = await lab.WaitForEventAsync("nginx-service", "NoEligibleNode");
+        Assert.Equal("Warning", warning.Type);
+        Assert.Contains("externalTrafficPolicy Local", warning.Note);
+        Assert.Empty((await lab.ServiceAsync("nginx-service")).Status?.LoadBalancer?.Ingress ?? []);
+        Assert.Empty(await lab.ArpRespondersAsync(vip));
+    }
+
+    /// <summary>Milliseconds from <paramref name="since"/> to each VIP's first gratuitous ARP from a node other than the old holder, sorted.</summary>
+    private static async Task<List<double>> FirstAnnouncementsAsync(AgentLab lab, ArpCapture capture, IEnumerable<string> ips, long since, string oldHolder)
+    {
+        var latencies = new List<double>();
+        foreach (var ip in ips)
+        {
+            var garp = await capture.WaitForAsync(p => p.IsGratuitous && p.SenderIp.ToString() == ip && p.MonotonicTicks > since
+                && !p.SenderMac.Equals(lab.MacOf(oldHolder)), TimeSpan.FromSeconds(5), CancellationToken.None);
+            latencies.Add(Stopwatch.GetElapsedTime(since, garp.MonotonicTicks).TotalMilliseconds);
+        }
+        return latencies.Order().ToList();
+    }
+
+    [Fact]
+    public async Task Node_failure_then_a_graceful_stop_move_only_that_nodes_groups_each_to_one_answering_node()
+    {
+        await using var lab = await AgentLab.StartAsync(output, Election);
+        var before = await CreateThirtyAsync(lab);
+        await using var capture = await lab.CaptureAsync();
+        await using var timeline = await AddressTimeline.StartAsync(lab.Lab);
+
+        // Node failure: the agent dies and the node drops off the LAN.
+        var failed = before.Values.GroupBy(v => v).MaxBy(g => g.Count())!.Key;
+        var failedAt = Stopwatch.GetTimestamp();
+        await lab.Agents.KillAsync(failed, restart: false);
+        await lab.Lab.Network.SetLinkAsync(failed, up: false, CancellationToken.None);
+        var after = await lab.WaitForSingleHoldersAsync(before.Keys, (_, node) => node != failed);
+        var moved = before.Where(kv => kv.Value == failed).Select(kv => kv.Key).ToList();
+        var latencies = await FirstAnnouncementsAsync(lab, capture, moved, failedAt, failed);
+        lab.Report($"node failure of {failed}: {moved.Count} groups moved, first gratuitous ARP after " +
+                   $"{latencies[0]:F0}–{latencies[^1]:F0} ms; now {Spread(after, lab)}");
+
+        Assert.All(before.Where(kv => kv.Value != failed), kv => Assert.Equal(kv.Value, after[kv.Key]));
+        foreach (var ip in moved)
+            Assert.Equal([after[ip]], await lab.ArpRespondersAsync(ip, TimeSpan.FromMilliseconds(200)));
+        var takeover = await lab.WaitForEventAsync(Thirty.First(kv => kv.Value == moved[0]).Key, "TookOver");
+        Assert.Contains(failed, takeover.Note);
+
+        // Graceful stop of a survivor: its groups go to the last node, with no instant of two holders.
+        var stopped = after.Values.First();
+        var last = lab.Lab.Nodes.Select(n => n.Name).Single(n => n != failed && n != stopped);
+        var handed = after.Where(kv => kv.Value == stopped).Select(kv => kv.Key).ToList();
+        var stoppedAt = Stopwatch.GetTimestamp();
+        await lab.Agents.StopAsync(stopped, graceful: true, CancellationToken.None);
+        Assert.Equal(0, lab.Agents.LastExitCode(stopped));
+        var final = await lab.WaitForSingleHoldersAsync(before.Keys, (_, node) => node == last);
+        var handovers = await FirstAnnouncementsAsync(lab, capture, handed, stoppedAt, stopped);
+        lab.Report($"graceful stop of {stopped}: {handed.Count} groups handed to {last}, first gratuitous ARP after " +
+                   $"{handovers[0]:F0}–{handovers[^1]:F0} ms");
+        Assert.All(handed, ip => Assert.Equal(TimeSpan.Zero, timeline.LongestOverlap(ip, [stopped])));
+        Assert.All(final.Values, node => Assert.Equal(last, node));
+        foreach (var ip in handed)
+            Assert.Equal([last], await lab.ArpRespondersAsync(ip, TimeSpan.FromMilliseconds(200)));
+    }
+
+    [Fact]
+    public async Task A_crash_and_a_partition_withdraw_each_group_before_another_node_adds_it()
+    {
+        await using var lab = await AgentLab.StartAsync(output, Election);
+        var before = await CreateThirtyAsync(lab);
+        await using var timeline = await AddressTimeline.StartAsync(lab.Lab);
+
+        // Crash (kill -9, eth0 stays up): the kernel drops each VIP when its lifetime runs out; only then is it re-added.
+        var crashed = lab.Lab.Nodes[0].Name;
+        var crashedGroups = before.Where(kv => kv.Value == crashed).Select(kv => kv.Key).ToList();
+        await lab.Agents.KillAsync(crashed, restart: false);
+        var afterCrash = await lab.WaitForSingleHoldersAsync(before.Keys, (_, node) => node != crashed);
+        foreach (var ip in crashedGroups)
+        {
+            var changes = timeline.Changes(ip);
+            var gone = changes.First(c => c.Node == crashed && !c.Added);
+            var added = changes.First(c => c.Node == afterCrash[ip] && c.Added);
+            Assert.True(gone.Ticks < added.Ticks, $"{ip} was added on {afterCrash[ip]} before it left the crashed {crashed}");
+            Assert.Equal(TimeSpan.Zero, timeline.LongestOverlap(ip, [crashed]));
+        }
+        Assert.All(before.Where(kv => kv.Value != crashed), kv => Assert.Equal(kv.Value, afterCrash[kv.Key]));
+
+        // Partition: a holder loses the API but stays on the LAN; it withdraws before anyone takes over.
+        var cut = lab.Lab.Nodes[1].Name;
+        var cutGroups = afterCrash.Where(kv => kv.Value == cut).Select(kv => kv.Key).ToList();
+        var cutAt = Stopwatch.GetTimestamp();
+        lab.Lab.Partition(cut);
+        var afterCut = await lab.WaitForSingleHoldersAsync(before.Keys, (_, node) => node != cut && node != crashed);
+        var withdrawals = new List<double>();
+        foreach (var ip in cutGroups)
+        {
+            var changes = timeline.Changes(ip).Where(c => c.Ticks > cutAt).ToList();
+            var withdrawn = changes.First(c => c.Node == cut && !c.Added);
+            var added = changes.First(c => c.Node == afterCut[ip] && c.Added);
+            withdrawals.Add(Stopwatch.GetElapsedTime(cutAt, withdrawn.Ticks).TotalMilliseconds);
+            Assert.True(withdrawn.Ticks < added.Ticks, $"{ip} was added on {afterCut[ip]} before the partitioned {cut} withdrew it");
+            Assert.Equal(TimeSpan.Zero, timeline.LongestOverlap(ip, [cut]));
+        }
+        lab.Report($"crash of {crashed}: {crashedGroups.Count} groups moved; partition of {cut}: {cutGroups.Count} groups withdrawn after " +
+                   $"{withdrawals.DefaultIfEmpty().Min():F0}–{withdrawals.DefaultIfEmpty().Max():F0} ms");
+        Assert.NotEmpty(cutGroups);
+        foreach (var ip in cutGroups)
+            Assert.Equal([afterCut[ip]], await lab.ArpRespondersAsync(ip, TimeSpan.FromMilliseconds(200)));
+    }
+}
