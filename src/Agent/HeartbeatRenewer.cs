@@ -31,7 +31,7 @@ internal sealed class HeartbeatRenewer(
         {
             var action = Decide.HeartbeatAction(node.LinkUp, node.ShuttingDown);
             if (action.IsRenew) await RenewAsync(cancellationToken);
-            else if (!_released) await ReleaseAsync(cancellationToken);
+            else if (action.IsReleaseHeartbeat && !_released) await ReleaseAsync(cancellationToken);
         }
         while (await WaitAsync(timer, cancellationToken));
     }

@@ -84,12 +84,17 @@ internal sealed class NodeAgent(Settings settings, IKubernetes client, ILoggerFa
         if (link is not null) background.Add(Task.Run(() => link.RunAsync(run.Token)));
         background.AddRange(Watches(cache).Select(w => Task.Run(() => w(run.Token))));
 
-        await loop.RunAsync(stopping);
+        var stopRequestedAt = -1L;
+        await using (stopping.Register(() => Volatile.Write(ref stopRequestedAt, MonotonicClock.NowMs)))
+            await loop.RunAsync(stopping);
 
-        // Graceful stop: the plan for a stopping node withdraws every VIP first, then releases its Leases.
-        var budget = MonotonicClock.NowMs + (long)StopBudget.TotalMilliseconds;
+        // Graceful stop: the plan for a stopping node withdraws every VIP first, then empties its group Leases;
+        // the heartbeat goes last (the heartbeat loop leaves it alone meanwhile). The budget counts from the
+        // signal, which may have waited for the plan in progress.
+        var requested = Volatile.Read(ref stopRequestedAt);
+        var budget = (requested < 0 ? MonotonicClock.NowMs : requested) + (long)StopBudget.TotalMilliseconds;
         node.ShuttingDown = true;
-        using (var withdraw = new CancellationTokenSource(StopBudget * 0.6))
+        using (var withdraw = new CancellationTokenSource(TimeSpan.FromMilliseconds(Math.Max(100, budget - MonotonicClock.NowMs - 700))))
         {
             try
             {

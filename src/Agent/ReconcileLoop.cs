@@ -25,12 +25,17 @@ internal sealed class ReconcileLoop(
     ILogger<ReconcileLoop> logger)
 {
     private static readonly TimeSpan Idle = TimeSpan.FromSeconds(5);
+    private static readonly TimeSpan StopGrace = TimeSpan.FromMilliseconds(300);
     private EventOutput[] _emitted = [];
     private bool _synced;
     private readonly Dictionary<string, (Backoff Backoff, long RetryAt)> _leaseBackoff = new(StringComparer.Ordinal);
 
     public async Task RunAsync(CancellationToken cancellationToken)
     {
+        // A stop lets the plan in progress finish for a moment (a claim that lands unseen would name this node
+        // in a Lease the stop sequence does not empty), then cancels it; either way the stop sequence follows.
+        using var work = new CancellationTokenSource();
+        await using var stopping = cancellationToken.Register(() => work.CancelAfter(StopGrace));
         var nextWake = -1L;
         while (!cancellationToken.IsCancellationRequested)
         {
@@ -52,7 +57,14 @@ internal sealed class ReconcileLoop(
                     cache.Services.Count, cache.Slices.Count, cache.Heartbeats.Count, cache.GroupLeases.Count);
             }
             var started = MonotonicClock.NowMs;
-            nextWake = await ReconcileOnceAsync(cancellationToken);
+            try
+            {
+                nextWake = await ReconcileOnceAsync(work.Token);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                return;
+            }
             logger.LogDebug("Reconciled on {Why} in {Elapsed} ms; next wake in {Next} ms", string.Join(",", why.Distinct()),
                 MonotonicClock.NowMs - started, nextWake < 0 ? -1 : nextWake - MonotonicClock.NowMs);
         }
@@ -116,6 +128,7 @@ internal sealed class ReconcileLoop(
         // Lease writes touch one group each and never depend on one another: they run concurrently, so a node
         // handing over (or taking) many groups pays one API round trip, not one per group.
         var leaseWrites = new List<(string Group, Task<GroupLeaseWriter.Outcome> Write)>();
+        var confirmations = new GroupLeaseWriter.Confirmations();
 
         foreach (var action in plan.Actions)
         {
@@ -148,7 +161,7 @@ internal sealed class ReconcileLoop(
                     case PlanAction.ClaimLease claim when Throttled(claim.Group, ref retryAt):
                         break;
                     case PlanAction.ClaimLease claim:
-                        leaseWrites.Add((claim.Group, Guard(action, leases.ClaimAsync(claim, epoch, cancellationToken))));
+                        leaseWrites.Add((claim.Group, Guard(action, leases.ClaimAsync(claim, epoch, confirmations, cancellationToken))));
                         break;
                     case PlanAction.ReleaseLease release when Throttled(release.Group, ref retryAt):
                         break;

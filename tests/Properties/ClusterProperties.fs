@@ -41,11 +41,13 @@ let private execute (c: Cluster) (node: string) (plan: Plan) : Cluster * int =
             s
     let s = plan.Actions |> List.fold run (viewOf c node)
     let s = { s with EmittedWarnings = plan.ActiveWarnings }
-    // A stopping agent releases its heartbeat after its plan (Heartbeat.decide).
+    // The heartbeat loop releases when the link is down; a stopping agent's stop sequence releases it after
+    // its plan (Heartbeat.decide).
     let heartbeats =
         match Heartbeat.decide s.Self.LinkUp s.Self.ShuttingDown with
         | Renew -> s.Heartbeats
-        | ReleaseHeartbeat ->
+        | ReleaseHeartbeat
+        | LeaveToStop ->
             s.Heartbeats |> List.map (fun h -> if h.Node = node && h.Holder.IsSome then { h with Holder = None; Version = h.Version + "-released"; ChangedSeenAt = s.Now } else h)
     { Shared = { c.Shared with Services = s.Services; Leases = s.Leases; Heartbeats = heartbeats }
       Agents = c.Agents.Add(node, { Self = s.Self; Vips = s.Vips; Emitted = s.EmittedWarnings }) },
@@ -96,7 +98,7 @@ let private genCluster =
                     { Self = { Node = n; Fence = FreshFence; Claims = claims |> List.choose id |> Map.ofList; LinkUp = true; ShuttingDown = false }
                       Vips = []
                       Emitted = Set.empty }))
-        let old = s.Now - timing.LeaseDuration - 4L * timing.RetryPeriod
+        let old = s.Now - 5L * timing.LeaseDuration
         return
             { Shared =
                 { s with

@@ -26,7 +26,8 @@
 ///   merge patch of H(n) with timeout R (two round trips for a process's first write, which reads the Lease
 ///   first), startedAt taken before sending; on success Fence.renewed(startedAt, completedAt), and a signal
 ///   if that began a new epoch or the last plan waits for a renewal (Plan.WaitsForRenewal).
-///   ReleaseHeartbeat = Fence.released, then write holder = None (once).
+///   ReleaseHeartbeat = Fence.released, then write holder = None (once). LeaveToStop (stopping) = nothing: the
+///   stop sequence releases it.
 /// - Reconcile loop [ReconcileLoop, GroupLeaseWriter, VipTable, ClaimBook]. One loop per process: it waits for
 ///   a signal (a delivery that changed the cache — a heartbeat renewal only when Heartbeat.changeMatters —,
 ///   a heartbeat renewal as above, kernel address expiry, link change, own lease write results) or for
@@ -51,9 +52,9 @@
 /// - Faults. Crash (process gone, interface keeps its addresses until the kernel deletes them); restart (fresh
 ///   process: Fence.initial, no claims, VipTable adopts the addresses on the interface with their remaining
 ///   lifetime rounded down to seconds and unknown announce state, empty caches until the first list);
-///   graceful stop [NodeAgent]: ShuttingDown, one ReconcileOnce cancelled after 1.14 s, heartbeat release with
-///   the rest of a 1.9 s budget, then gone — but a stop that arrives while the loop awaits a lease write makes
-///   the real agent throw out of RunAsync without withdrawing, so here it is a crash; partition/heal; link
+///   graceful stop [NodeAgent]: a plan in flight may finish for 300 ms (then it is cancelled), ShuttingDown, one
+///   ReconcileOnce cancelled 1.2 s after the signal, heartbeat release with the rest of a 1.9 s budget, then
+///   gone; partition/heal; link
 ///   down/up (the interface's addresses stay but do not answer while down); slow watch; slow API; faults that
 ///   strike right after a lease request leaves (partition, crash; a partition right after a request that the
 ///   plan follows with an address write; a stall of that request plus a link flap of a VIP holder); endpoint
@@ -208,13 +209,14 @@ let sliceOf (nodes: int) (spec: ServiceSpec) : EndpointSlice =
 ///   max(RequestTimeout, R)  a request sent while partitioned (or a slow one) may hang this long after the heal
 ///                           (heartbeats: R), blocking that node's reconcile loop or heartbeat loop;
 /// + 5 s                     a lease write that failed then backs its group off for up to 5 s [Backoff];
-/// + 4·P                     one heartbeat round to restore every fence, then up to 3·P of successor ranks;
+/// + P + 3·D                 one heartbeat round to restore every fence, then up to three successor ranks
+///                           (Ownership.claimDue: D per rank);
 /// + 1 s                     a few round trips, watch deliveries and one write window.
 /// No term for D: after the chaos every node renews its heartbeat within the first two terms, so nobody
 /// waits for a lease to expire; groups move only by release, reclaim or claim of an empty Lease.
 let livenessBound (s: Scenario) =
-    let _, r, p = timingMs s.Timing
-    max s.RequestTimeout r + 5000L + 4L * p + 1000L
+    let d, r, p = timingMs s.Timing
+    max s.RequestTimeout r + 5000L + p + 3L * d + 1000L
 
 /// How long after the liveness bound the simulation keeps checking that the state stays converged.
 let stableWindow (s: Scenario) =
@@ -300,6 +302,8 @@ type Proc(id: int) =
     // ReconcileLoop
     member val LoopBusy = false with get, set
     member val LoopGen = 0 with get, set
+    /// A stop waiting for the plan in flight [ReconcileLoop.RunAsync's stop grace].
+    member val AfterLoop: (unit -> unit) option = None with get, set
     member val SignalPending = false with get, set
     member val WakeToken = 0 with get, set
     member val NextWake = -1L with get, set
@@ -392,7 +396,7 @@ module Seen =
     let LostRace = "lost a compare-and-swap race"
     let HeartbeatMoved = "takeover aborted: heartbeat moved"
     let FenceLapse = "fence lapse"
-    let StopAsCrash = "stop during a lease write (exits like a crash)"
+    let StopMidPlan = "stop while a plan is in flight (it may finish for 300 ms)"
     let MidWrite = "partition or crash during a lease write"
     let WriteThenAddress = "plan writes a Lease before adding or refreshing a VIP"
     let GracefulStop = "graceful stop"
@@ -722,8 +726,13 @@ let run (sc: Scenario) (trace: bool) : Outcome =
             p.LoopBusy <- true
             reconcileOnce i p (fun next ->
                 p.LoopBusy <- false
-                p.NextWake <- next
-                arm i p)
+                match p.AfterLoop with
+                | Some stopNow ->
+                    p.AfterLoop <- None
+                    stopNow ()
+                | None ->
+                    p.NextWake <- next
+                    arm i p)
 
     and snapshot i (p: Proc) : Snapshot =
         { Config = configs[i]
@@ -929,7 +938,7 @@ let run (sc: Scenario) (trace: bool) : Outcome =
             let nd = nodes |> Array.find (fun x -> x.Name = prev)
             let causes =
                 [ Seen.Crash, Seen.TakeoverAfterCrash
-                  Seen.StopAsCrash, Seen.TakeoverAfterCrash
+                  Seen.StopMidPlan, Seen.TakeoverAfterStop
                   Seen.GracefulStop, Seen.TakeoverAfterStop
                   Seen.Partition, Seen.TakeoverAfterPartition
                   Seen.LinkDown, Seen.TakeoverAfterLinkDown ]
@@ -1094,6 +1103,8 @@ let run (sc: Scenario) (trace: bool) : Outcome =
                         signal i p
                     finish ())
             | ReleaseHeartbeat -> finish ()
+            // The stop sequence (below) releases the heartbeat after its plan.
+            | LeaveToStop -> finish ()
 
     // ── Processes ────────────────────────────────────────────────────────────────────────────────────
     let kill i =
@@ -1121,35 +1132,52 @@ let run (sc: Scenario) (trace: bool) : Outcome =
         relist i p
         arm i p
 
-    /// NodeAgent's graceful stop.
+    /// NodeAgent's graceful stop, from the moment ReconcileLoop.RunAsync has returned.
+    let gracefulStop i (p: Proc) (requestedAt: int64) =
+        if not p.Dead then
+            p.ShuttingDown <- true
+            // The budget counts from the signal; the withdrawing plan gets all of it but 700 ms.
+            let budget = requestedAt + 1900L
+            let released = ref false
+            let releaseAndExit () =
+                if not released.Value && not p.Dead then
+                    released.Value <- true
+                    p.LoopGen <- p.LoopGen + 1
+                    let remaining = max 100L (budget - localNow i)
+                    heartbeatWrite i p None (Some remaining) (fun _ ->
+                        trn i (fun () -> "stopped")
+                        kill i)
+                    // The release's own timeout ends the process even when the write never returns.
+                    schedule (realOf i (localNow i + remaining)) 1 (fun () -> if not p.Dead then kill i)
+            schedule (realOf i (localNow i + max 100L (budget - localNow i - 700L))) 1 releaseAndExit
+            reconcileOnce i p (fun _ -> releaseAndExit ())
+
+    /// SIGTERM [NodeAgent, ReconcileLoop.RunAsync]: a plan in progress may finish for 300 ms (then it is
+    /// cancelled: requests already sent may still apply), then the graceful stop.
     let stop i =
         match nodes[i].Proc with
         | Some p when not p.Dead && not p.Stopping ->
+            let requestedAt = localNow i
+            p.Stopping <- true
             if p.LoopBusy then
-                bump Seen.StopAsCrash
-                nodes[i].Faults[Seen.StopAsCrash] <- now
-                trn i (fun () -> "stop while a lease write is in flight: the agent exits without withdrawing")
-                kill i
+                bump Seen.StopMidPlan
+                nodes[i].Faults[Seen.StopMidPlan] <- now
+                trn i (fun () -> "graceful stop while a plan is in flight: it may finish for 300 ms")
+                p.AfterLoop <- Some(fun () -> gracefulStop i p requestedAt)
+                schedule (realOf i (requestedAt + 300L)) 1 (fun () ->
+                    match p.AfterLoop with
+                    | Some next when not p.Dead ->
+                        trn i (fun () -> "the plan in flight is cancelled")
+                        p.AfterLoop <- None
+                        p.LoopGen <- p.LoopGen + 1
+                        p.LoopBusy <- false
+                        next ()
+                    | _ -> ())
             else
                 bump Seen.GracefulStop
                 nodes[i].Faults[Seen.GracefulStop] <- now
                 trn i (fun () -> "graceful stop")
-                p.Stopping <- true
-                p.ShuttingDown <- true
-                let budget = localNow i + 1900L
-                let released = ref false
-                let releaseAndExit () =
-                    if not released.Value && not p.Dead then
-                        released.Value <- true
-                        p.LoopGen <- p.LoopGen + 1
-                        let remaining = max 100L (budget - localNow i)
-                        heartbeatWrite i p None (Some remaining) (fun _ ->
-                            trn i (fun () -> "stopped")
-                            kill i)
-                        // The release's own timeout ends the process even when the write never returns.
-                        schedule (realOf i (localNow i + remaining)) 1 (fun () -> if not p.Dead then kill i)
-                schedule (realOf i (localNow i + 1140L)) 1 releaseAndExit
-                reconcileOnce i p (fun _ -> releaseAndExit ())
+                gracefulStop i p requestedAt
         | _ -> ()
 
     let linkDown i =

@@ -196,7 +196,7 @@ let private categories =
       Seen.HeartbeatMoved
       Seen.FenceLapse
       Seen.MidWrite
-      Seen.StopAsCrash ]
+      Seen.StopMidPlan ]
 
 /// Prop.classify per category (FsCheck prints every combination that occurred) and Prop.collect of one value.
 let private covered (o: Outcome) (collected: string) (prop: Property) : Property =
