@@ -27,7 +27,9 @@ type Group =
       Members: ServiceKey list
       Eligibility: Eligibility
       /// When this node last saw a member change (used to date a group that has no Lease yet).
-      ChangedSeenAt: Instant }
+      ChangedSeenAt: Instant
+      /// The creationTimestamp of its oldest member (seconds; the API server's, so every node sees the same).
+      CreatedAt: int64 }
 
 /// Everything the cluster wants, independent of which node looks at it.
 /// Kept as lists (what a plan walks); the maps are built on demand, for lookups outside the hot path.
@@ -128,7 +130,8 @@ module Desired =
                           Addresses = [ ip ]
                           Members = ss |> List.map _.Key
                           Eligibility = ss |> List.map (fun s -> eligibility[s.Key]) |> Eligibility.combine
-                          ChangedSeenAt = changedAt ss })
+                          ChangedSeenAt = changedAt ss
+                          CreatedAt = ss |> List.map _.CreatedAt |> List.min })
                 groups, perIp |> List.map (fun (ip, _) -> ip, LeaseNames.group ip)
             else
                 // One leader holds everything; an IP whose services have no serving endpoint stays unannounced.
@@ -142,7 +145,8 @@ module Desired =
                     Addresses = announced
                     Members = all |> List.map _.Key
                     Eligibility = AnyNode SingleLeaderMode
-                    ChangedSeenAt = changedAt all } ],
+                    ChangedSeenAt = changedAt all
+                    CreatedAt = all |> List.map _.CreatedAt |> List.fold min Int64.MaxValue } ],
                 perIp |> List.map (fun (ip, _) -> ip, config.LeaseName)
         { StateList = stateList |> List.map (fun (s, state) -> s.Key, state)
           Groups = groups

@@ -138,6 +138,10 @@ type Role =
 type HeartbeatAction =
     | Renew
     | ReleaseHeartbeat
+    /// The agent is stopping: the stop sequence releases the heartbeat itself, after it has emptied its group
+    /// Leases. Released earlier, others would see a released heartbeat while a Lease still names the node,
+    /// which they may take only D later.
+    | LeaveToStop
 
 [<RequireQualifiedAccess>]
 module Fence =
@@ -171,9 +175,12 @@ module Fence =
 
 [<RequireQualifiedAccess>]
 module Heartbeat =
-    /// A node whose VIP interface is down, or that is stopping, must not look live to the others.
+    /// A node whose VIP interface is down must not look live to the others; a stopping node is released by
+    /// its stop sequence once its group Leases are empty.
     let decide (linkUp: bool) (shuttingDown: bool) =
-        if shuttingDown || not linkUp then ReleaseHeartbeat else Renew
+        if not linkUp then ReleaseHeartbeat
+        elif shuttingDown then LeaveToStop
+        else Renew
 
     /// Whether observing `next` can change a decision at `now`: a node appearing, a holder change (acquired,
     /// released), or a node coming back after it had expired. A renewal of a node that was live only moves its
@@ -198,17 +205,20 @@ module Ownership =
     let liveNodes (view: OwnershipView) =
         view.Heartbeats |> Map.toList |> List.map fst |> List.filter (fun n -> liveness view n = Live)
 
-    /// Load bound of consistent hashing with bounded loads: no node takes a new group beyond 1.1× the mean.
+    /// Load bound of consistent hashing with bounded loads: the k-th group dealt goes to no node that already
+    /// has 1.1 × k / nodes of them.
     let private capacity groups nodes = max 1 ((groups * 11 + nodes * 10 - 1) / (nodes * 10))
 
     /// Who should hold each group. Depends only on shared observations (never on which node computes it):
     /// live eligible holders keep their groups; each orphaned group goes to its node in the canonical spread.
     ///
-    /// The canonical spread deals every servable group, in name order, to its best-ranked live eligible node
-    /// below the load bound, ignoring who holds what. It depends on the Services, endpoints and live nodes
-    /// only, never on Leases: when many groups appear at once, every node claims for the same node although
-    /// each sees the others' claims at a different moment (loads counted from Leases made nodes disagree,
-    /// race each other and pile groups onto the fastest node).
+    /// The canonical spread deals every servable group, oldest first (creationTimestamp, then name), to its
+    /// best-ranked live eligible node below the load bound of its position, ignoring who holds what. It
+    /// depends on the Services, endpoints and live nodes only, never on Leases: when many groups appear at
+    /// once, every node claims for the same node although each sees the others' claims at a different moment
+    /// (loads counted from Leases made nodes disagree, race each other and pile groups onto the fastest
+    /// node). Because the bound grows with the position, not with the total, a newer group never changes
+    /// where the older ones go: nodes that have seen more or fewer of a burst of new Services still agree.
     let assign (view: OwnershipView) (groups: Group list) : Map<GroupId, Assignment> =
         let live = liveNodes view
         let isLive n = List.contains n live
@@ -253,20 +263,31 @@ module Ownership =
         let spread =
             lazy
                 (let candidatesOf (g: Group) = live |> List.filter (fun n -> Eligibility.allows n g.Eligibility)
-                 let servable = groups |> List.filter (fun g -> not (candidatesOf g).IsEmpty)
-                 let cap = if live.IsEmpty then 1 else capacity servable.Length live.Length
-                 let deal (loads: Map<string, int>, spread: Map<GroupId, string list>) (g: Group) =
+                 let deal (loads: Map<string, int>, spread: Map<GroupId, string list>, dealt: int) (g: Group) =
                      let ranked = Rendezvous.preference g.Id (candidatesOf g)
+                     let cap = capacity (dealt + 1) live.Length
                      let load n = defaultArg (loads.TryFind n) 0
                      let chosen = ranked |> List.tryFind (fun n -> load n < cap) |> Option.defaultValue ranked.Head
-                     loads.Add(chosen, load chosen + 1), spread.Add(g.Id, chosen :: (ranked |> List.filter ((<>) chosen)))
-                 servable |> List.sortBy _.Id |> List.fold deal (Map.empty, Map.empty) |> snd)
+                     loads.Add(chosen, load chosen + 1), spread.Add(g.Id, chosen :: (ranked |> List.filter ((<>) chosen))), dealt + 1
+                 let _, spread, _ =
+                     groups
+                     |> List.filter (fun g -> not (candidatesOf g).IsEmpty)
+                     |> List.sortBy (fun g -> g.CreatedAt, g.Id)
+                     |> List.fold deal (Map.empty, Map.empty, 0)
+                 spread)
         first
         |> List.map (fun (g, a) ->
             match a with
             | Orphaned(_, since, previous, confirm) -> g.Id, Orphaned(spread.Value[g.Id], since, previous, confirm)
             | other -> g.Id, other)
         |> Map.ofList
+
+    /// When the successor of this rank claims an orphaned group first seen orphaned at `since`. The first
+    /// successor claims at once. The next one steps in only a lease duration per rank later: the better-ranked
+    /// node is live (it renewed within D), so it claims as soon as its loop gets there, and stepping in
+    /// earlier only races it (a node busy for a moment, e.g. with a burst of new Services, would lose its
+    /// share); a node that stays live but never claims has a wedged loop, which this still works around.
+    let claimDue (timing: Timing) (since: Instant) (rank: int) = since + int64 rank * timing.LeaseDuration
 
     /// This node's role for a group, from the shared assignment and its own state.
     let role (view: OwnershipView) (self: SelfState) (assignment: Assignment) (group: Group) : Role =
@@ -293,7 +314,7 @@ module Ownership =
                 | Some _ when not self.LinkUp -> Waiting(NotEntitled "the VIP interface is down")
                 | Some _ when not fenceValid -> Waiting(NotEntitled "no recent heartbeat renewal")
                 | Some rank ->
-                    let due = since + int64 rank * view.Timing.RetryPeriod
+                    let due = claimDue view.Timing since rank
                     if view.Now >= due then Claiming(lease |> Option.map _.Version, previous, confirm)
                     elif rank = 0 then Waiting(TakeoverDueAt due)
                     else Waiting(BetterRankedNode(successors.Head, rank))

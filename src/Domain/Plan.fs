@@ -358,7 +358,7 @@ module Plan =
                   match assignment with
                   | Orphaned(successors, since, _, _) ->
                       match List.tryFindIndex ((=) self.Node) successors with
-                      | Some rank -> since + int64 rank * timing.RetryPeriod
+                      | Some rank -> Ownership.claimDue timing since rank
                       | None -> ()
                   | _ -> ()
               for service in snapshot.Services do

@@ -339,7 +339,8 @@ let group (address: Ip) (eligibility: Eligibility) (changedSeenAt: Instant) : Gr
       Addresses = [ address ]
       Members = []
       Eligibility = eligibility
-      ChangedSeenAt = changedSeenAt }
+      ChangedSeenAt = changedSeenAt
+      CreatedAt = 0L }
 
 /// A group Lease naming nobody, a node of the fleet (whatever its fate), or a node nobody has seen.
 let genLease (nodes: string list) (id: GroupId) : Gen<GroupLease option> =
@@ -373,7 +374,8 @@ let genFleetWith (genFateOf: Gen<Fate>) (maxGroups: int) : Gen<Fleet> =
         let! groups =
             addresses
             |> Gen.collectToList (fun a ->
-                Gen.map2 (fun e age -> group a e (Now - int64 age)) (genEligibility nodes) (Gen.choose (0, 3000)))
+                Gen.map3 (fun e age created -> { group a e (Now - int64 age) with CreatedAt = int64 created })
+                    (genEligibility nodes) (Gen.choose (0, 3000)) (Gen.choose (0, 5)))
         let! leases = groups |> Gen.collectToList (fun g -> genLease nodes g.Id)
         return
             { Nodes = nodes

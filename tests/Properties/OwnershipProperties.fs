@@ -107,6 +107,33 @@ let ``an orphaned group goes to the same nodes whatever the other groups' Leases
         |> Prop.classify (changed.Leases <> fleet.View.Leases) "other Leases changed")
 
 [<Property>]
+let ``a newer group never changes where the older orphaned groups go`` () =
+    // During a burst of new Services every node has seen a different prefix of them; each must still name the
+    // same node for every group it has seen.
+    let genCase =
+        gen {
+            let! fleet = genFleet
+            let! extra = someOf 1 3 [ for i in 20..30 do v4 10 0 1 i ]
+            let newest = fleet.Groups |> List.map _.CreatedAt |> List.fold max 0L
+            let! added =
+                extra
+                |> Gen.collectToList (fun a ->
+                    Gen.map2 (fun e later -> { group a e Now with CreatedAt = newest + int64 later }) (genEligibility fleet.Nodes) (Gen.choose (1, 3)))
+            return fleet, added
+        }
+    forAll genCase (fun (fleet, added) ->
+        let before = Ownership.assign fleet.View fleet.Groups
+        let after = Ownership.assign fleet.View (fleet.Groups @ added)
+        let compared =
+            [ for g in fleet.Groups do
+                  match before[g.Id], after[g.Id] with
+                  | Orphaned(s1, _, _, _), Orphaned(s2, _, _, _) -> yield g.Id, s1, s2
+                  | _ -> () ]
+        allOf [ for (id, s1, s2) in compared do holds (sprintf "%s: %A before, %A after" id s1 s2) (s1 = s2) ]
+        |> Prop.classify (not compared.IsEmpty) "some older group orphaned"
+        |> Prop.classify (compared.Length > 2) "several older groups orphaned")
+
+[<Property>]
 let ``a live eligible holder keeps its group when nodes join or other groups change`` () =
     let genCase =
         gen {
@@ -361,9 +388,11 @@ let ``no takeover before the silent holder's heartbeat is a lease duration old``
         |> Prop.classify (not takeovers.IsEmpty) "some takeover")
 
 [<Property>]
-let ``the heartbeat is released exactly when the link is down or the agent stops`` () =
+let ``the heartbeat loop releases exactly when the link is down and leaves a stopping agent's to its stop sequence`` () =
     forAll (Gen.two (bool 1 1)) (fun (linkUp, stopping) ->
-        holds "heartbeat" (Heartbeat.decide linkUp stopping = (if linkUp && not stopping then Renew else ReleaseHeartbeat)))
+        let expected = if not linkUp then ReleaseHeartbeat elif stopping then LeaveToStop else Renew
+        holds "heartbeat" (Heartbeat.decide linkUp stopping = expected)
+        |> Prop.classify stopping "stopping")
 
 // ── Lease names ─────────────────────────────────────────────────────────────────────────────────────
 
