@@ -56,6 +56,11 @@ internal abstract class MoveBenchmark : IBenchmark
             }
             samples.AddRange(firsts);
             if (args.Contains("--verbose"))
+            {
+                foreach (var line in lab.Log(victim).Split('\n').Where(l => l.Contains("Releas") || l.Contains("Withdrew") || l.Contains("fail") || l.Contains("Stop")).TakeLast(12))
+                    Console.WriteLine($"    {victim} (taken away): {line.Trim()}");
+            }
+            if (args.Contains("--verbose"))
                 foreach (var node in lab.Lab.Nodes.Where(n => n.Name != victim))
                     foreach (var line in lab.Log(node.Name).Split('\n').Where(l => l.Contains("Claimed") || l.Contains("Added")).TakeLast(2))
                         Console.WriteLine($"    {node.Name}: {line.Trim()}  (taken away at {startWall:HH:mm:ss.fff})");

@@ -66,6 +66,24 @@ public sealed class ElectionTests(ITestOutputHelper output)
         Assert.Equal([hosts["http1"]], await lab.ArpRespondersAsync(shared));
         // Adding a group moved none of the others.
         Assert.Equal(placement, await lab.WaitForSingleHoldersAsync(Thirty.Values.ToList()));
+
+        // A deleted Service's group goes, Lease included (kube-vip #590); a changed address moves the Service
+        // to the new group and the old one goes (kube-vip #1051).
+        (await lab.Kubectl.RunAsync("delete", "service", "svc-00")).EnsureSuccess();
+        (await lab.Kubectl.RunAsync("annotate", "service", "svc-01", "kube-vip.io/loadbalancerIPs=198.18.0.231")).EnsureSuccess();
+        await lab.WaitForHoldersAsync("198.18.0.200", []);
+        await lab.WaitForHoldersAsync("198.18.0.201", []);
+        var moved = await lab.WaitForIngressAsync("svc-01", "198.18.0.231");
+        await lab.WaitForHoldersAsync("198.18.0.231", [moved]);
+        Assert.Equal([moved], await lab.ArpRespondersAsync("198.18.0.231"));
+        await Eventually.WaitAsync(async () =>
+        {
+            var names = (await lab.Client.CoordinationV1.ListNamespacedLeaseAsync("kube-system",
+                labelSelector: "hybrid.kube-vip.io/lease-kind=group")).Items.Select(l => l.Metadata.Name).ToHashSet();
+            return !names.Contains("hybrid-vip-198.18.0.200") && !names.Contains("hybrid-vip-198.18.0.201")
+                   && names.Contains("hybrid-vip-198.18.0.231") && names.Count == 30;
+        }, TimeSpan.FromSeconds(15), "the Leases of the deleted and the re-addressed Service's groups to be deleted");
+        Assert.Equal(["198.18.0.231"], (await lab.ServiceAsync("svc-01")).Status.LoadBalancer.Ingress.Select(i => i.Ip));
     }
 
     /// <summary>The seed's nginx-service manifest, verbatim.</summary>
