@@ -303,14 +303,14 @@ internal sealed class AddressTimeline : IAsyncDisposable
     /// <summary>
     /// Replays the timeline: the longest time during which two or more nodes had the address at once
     /// (refreshes are "added" again and change nothing). Nodes that had it before the timeline started
-    /// are given as `initial`.
+    /// are given as `initial` (or, with `from`, the nodes that had it at that instant: earlier changes are skipped).
     /// </summary>
-    public TimeSpan LongestOverlap(string ip, IEnumerable<string> initial)
+    public TimeSpan LongestOverlap(string ip, IEnumerable<string> initial, long from = 0)
     {
         var holding = new HashSet<string>(initial);
         var longest = TimeSpan.Zero;
         long? since = holding.Count > 1 ? Stopwatch.GetTimestamp() : null;
-        foreach (var c in Changes(ip).OrderBy(c => c.Ticks))
+        foreach (var c in Changes(ip).Where(c => c.Ticks >= from).OrderBy(c => c.Ticks))
         {
             if (c.Added) holding.Add(c.Node);
             else holding.Remove(c.Node);
@@ -323,6 +323,19 @@ internal sealed class AddressTimeline : IAsyncDisposable
         }
         return longest;
     }
+
+    /// <summary>
+    /// The first change of the address matching <paramref name="match"/>, waiting for it: an address dump
+    /// can show a change a moment before this timeline's netlink reader has recorded it.
+    /// </summary>
+    public Task<Change> FirstAsync(string ip, Func<Change, bool> match, string what) =>
+        Eventually.WaitAsync(() => Task.FromResult(Changes(ip).OrderBy(c => c.Ticks).FirstOrDefault(match)),
+            TimeSpan.FromSeconds(5), $"the timeline to record {what} of {ip}");
+
+    /// <summary>The address's changes, one per line, relative to <paramref name="origin"/> (for failure messages).</summary>
+    public string Describe(string ip, long origin) =>
+        string.Join("; ", Changes(ip).OrderBy(c => c.Ticks).Select(c =>
+            $"{Stopwatch.GetElapsedTime(origin, c.Ticks).TotalMilliseconds:F0} ms {c.Node} {(c.Added ? "added" : "removed")}"));
 
     public async ValueTask DisposeAsync()
     {

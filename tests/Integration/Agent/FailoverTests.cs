@@ -81,9 +81,8 @@ public sealed class FailoverTests(ITestOutputHelper output)
             (await lab.HoldersAsync(Vip)).FirstOrDefault(n => n != holder), TimeSpan.FromSeconds(10), "another node to take the VIP");
         await lab.WaitForHoldersAsync(Vip, [successor]);
 
-        var changes = timeline.Changes(Vip);
-        var gone = changes.First(c => c.Node == holder && !c.Added);
-        var added = changes.First(c => c.Node == successor && c.Added);
+        var gone = await timeline.FirstAsync(Vip, c => c.Node == holder && !c.Added, $"the removal on {holder}");
+        var added = await timeline.FirstAsync(Vip, c => c.Node == successor && c.Added, $"the addition on {successor}");
         lab.Report($"crash: {Vip} left {holder} {Stopwatch.GetElapsedTime(killedAt, gone.Ticks).TotalMilliseconds:F0} ms after kill -9 " +
                    $"(kernel lifetime), {successor} added it {Stopwatch.GetElapsedTime(killedAt, added.Ticks).TotalMilliseconds:F0} ms after");
         Assert.True(gone.Ticks < added.Ticks, "the dead agent's VIP must be gone before another node adds it");

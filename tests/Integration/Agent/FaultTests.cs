@@ -76,9 +76,8 @@ public sealed class FaultTests(ITestOutputHelper output)
         await probing.CancelAsync();
         var answers = await probes;
 
-        var changes = timeline.Changes(Vip);
-        var withdrawn = changes.First(c => c.Node == holder && !c.Added);
-        var added = changes.First(c => c.Node == successor && c.Added);
+        var withdrawn = await timeline.FirstAsync(Vip, c => c.Node == holder && !c.Added, $"the withdrawal on {holder}");
+        var added = await timeline.FirstAsync(Vip, c => c.Node == successor && c.Added, $"the addition on {successor}");
         var withdrawMs = Stopwatch.GetElapsedTime(cutAt, withdrawn.Ticks).TotalMilliseconds;
         var takeoverMs = Stopwatch.GetElapsedTime(cutAt, added.Ticks).TotalMilliseconds;
         lab.Report($"partition: {holder} withdrew {Vip} {withdrawMs:F0} ms after losing the API, {successor} added it at {takeoverMs:F0} ms; " +
