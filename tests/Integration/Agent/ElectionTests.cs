@@ -86,22 +86,6 @@ public sealed class ElectionTests(ITestOutputHelper output)
         Assert.Equal(["198.18.0.231"], (await lab.ServiceAsync("svc-01")).Status.LoadBalancer.Ingress.Select(i => i.Ip));
     }
 
-    /// <summary>The seed's nginx-service manifest, verbatim.</summary>
-    private const string NginxService = """
-        apiVersion: v1
-        kind: Service
-        metadata:
-          name: nginx-service
-        spec:
-          selector:
-            app: nginx
-          ports:
-            - port: 80
-              targetPort: 80
-          externalTrafficPolicy: Local
-          type: LoadBalancer
-        """;
-
     private static async Task<Dictionary<string, string>> NginxPodsAsync(AgentLab lab) =>
         (await lab.Client.CoreV1.ListNamespacedPodAsync("default", labelSelector: "app=nginx")).Items
         .Where(p => p.Metadata.DeletionTimestamp is null)
@@ -113,7 +97,7 @@ public sealed class ElectionTests(ITestOutputHelper output)
         const string vip = "198.18.0.230";
         await using var lab = await AgentLab.StartAsync(output, Election);
         await lab.ApplyAsync(Manifests.Deployment("nginx-deployment", "nginx", replicas: 2));
-        await lab.ApplyAsync(NginxService);
+        await lab.ApplyAsync(SeedManifests.NginxService);
         // The manifest has no address: kube-vip's cloud provider would annotate one; the test does it.
         (await lab.Kubectl.RunAsync("annotate", "service", "nginx-service", $"kube-vip.io/loadbalancerIPs={vip}")).EnsureSuccess();
 

@@ -64,21 +64,6 @@ public sealed class KubectlSeedTests
                   value: "1"
         """;
 
-    private const string NginxService = """
-        apiVersion: v1
-        kind: Service
-        metadata:
-          name: nginx-service
-        spec:
-          selector:
-            app: nginx
-          ports:
-            - port: 80
-              targetPort: 80
-          externalTrafficPolicy: Local
-          type: LoadBalancer
-        """;
-
     private const string DhcpService = """
         apiVersion: v1
         kind: Service
@@ -149,7 +134,7 @@ public sealed class KubectlSeedTests
         Assert.Equal("true", svc.Metadata.Annotations["kube-vip.io/forwardUPNP"]);
         Assert.Equal(port.NodePort, svc.Spec.Ports[0].NodePort);
 
-        (await h.KubectlAsync("apply", "-f", h.WriteFile("nginx-service.yaml", NginxService))).EnsureSuccess();
+        (await h.KubectlAsync("apply", "-f", h.WriteFile("nginx-service.yaml", SeedManifests.NginxService))).EnsureSuccess();
         var local = await h.Client.CoreV1.ReadNamespacedServiceAsync("nginx-service", "default");
         Assert.Equal("Local", local.Spec.ExternalTrafficPolicy);
         Assert.InRange(local.Spec.HealthCheckNodePort ?? 0, 30000, 32767);
@@ -218,7 +203,7 @@ public sealed class KubectlSeedTests
         Assert.Equal(2, (await h.Client.AppsV1.ReadNamespacedDeploymentAsync("test-deploy", "default")).Metadata.Generation);
 
         // kubectl create -f works with validation on, and a second create reports AlreadyExists.
-        (await h.KubectlAsync("create", "-f", h.WriteFile("svc.yaml", NginxService))).EnsureSuccess();
+        (await h.KubectlAsync("create", "-f", h.WriteFile("svc.yaml", SeedManifests.NginxService))).EnsureSuccess();
         var again = await h.KubectlAsync("create", "-f", Path.Combine(h.Directory, "svc.yaml"));
         Assert.NotEqual(0, again.ExitCode);
         Assert.Contains("AlreadyExists", again.Stderr);
@@ -228,7 +213,7 @@ public sealed class KubectlSeedTests
     public async Task Describe_shows_events_written_through_events_k8s_io_and_get_events_lists_them()
     {
         await using var h = await EmulatorHarness.StartAsync();
-        (await h.KubectlAsync("apply", "-f", h.WriteFile("svc.yaml", NginxService))).EnsureSuccess();
+        (await h.KubectlAsync("apply", "-f", h.WriteFile("svc.yaml", SeedManifests.NginxService))).EnsureSuccess();
         var svc = await h.Client.CoreV1.ReadNamespacedServiceAsync("nginx-service", "default");
         await h.Client.EventsV1.CreateNamespacedEventAsync(new Eventsv1Event
         {
