@@ -282,12 +282,23 @@ module Ownership =
             | other -> g.Id, other)
         |> Map.ofList
 
-    /// When the successor of this rank claims an orphaned group first seen orphaned at `since`. The first
-    /// successor claims at once. The next one steps in only a lease duration per rank later: the better-ranked
-    /// node is live (it renewed within D), so it claims as soon as its loop gets there, and stepping in
-    /// earlier only races it (a node busy for a moment, e.g. with a burst of new Services, would lose its
-    /// share); a node that stays live but never claims has a wedged loop, which this still works around.
-    let claimDue (timing: Timing) (since: Instant) (rank: int) = since + int64 rank * timing.LeaseDuration
+    /// How long a successor waits per better-ranked one before claiming a group nobody holds.
+    ///
+    /// The first successor claims at once. For a group never claimed, or whose holder is gone, the next one
+    /// steps in only a lease duration per rank later: the better-ranked node is live (it renewed within D),
+    /// so it claims as soon as its loop gets there, and stepping in earlier only races it (a node busy for a
+    /// moment, e.g. with a burst of new Services, would lose its share); a node that stays live but never
+    /// claims has a wedged loop, which this still works around. A Lease its holder emptied (a graceful stop)
+    /// is different: the stopping holder may itself still rank first until its heartbeat release is seen,
+    /// so the next one steps in after one retry period.
+    let claimStagger (timing: Timing) (lease: GroupLease option) =
+        match lease with
+        | Some l when l.Holder.IsNone -> timing.RetryPeriod
+        | _ -> timing.LeaseDuration
+
+    /// When the successor of this rank claims an orphaned group first seen orphaned at `since`.
+    let claimDue (timing: Timing) (lease: GroupLease option) (since: Instant) (rank: int) =
+        since + int64 rank * claimStagger timing lease
 
     /// This node's role for a group, from the shared assignment and its own state.
     let role (view: OwnershipView) (self: SelfState) (assignment: Assignment) (group: Group) : Role =
@@ -314,7 +325,7 @@ module Ownership =
                 | Some _ when not self.LinkUp -> Waiting(NotEntitled "the VIP interface is down")
                 | Some _ when not fenceValid -> Waiting(NotEntitled "no recent heartbeat renewal")
                 | Some rank ->
-                    let due = claimDue view.Timing since rank
+                    let due = claimDue view.Timing lease since rank
                     if view.Now >= due then Claiming(lease |> Option.map _.Version, previous, confirm)
                     elif rank = 0 then Waiting(TakeoverDueAt due)
                     else Waiting(BetterRankedNode(successors.Head, rank))

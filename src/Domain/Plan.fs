@@ -354,11 +354,11 @@ module Plan =
                   match role with
                   | Waiting(TakeoverDueAt due) -> due
                   | _ -> ()
-              for KeyValue(_, assignment) in assignments do
+              for KeyValue(id, assignment) in assignments do
                   match assignment with
                   | Orphaned(successors, since, _, _) ->
                       match List.tryFindIndex ((=) self.Node) successors with
-                      | Some rank -> Ownership.claimDue timing since rank
+                      | Some rank -> Ownership.claimDue timing (view.Leases.TryFind id) since rank
                       | None -> ()
                   | _ -> ()
               for service in snapshot.Services do

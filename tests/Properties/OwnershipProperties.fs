@@ -134,6 +134,30 @@ let ``a newer group never changes where the older orphaned groups go`` () =
         |> Prop.classify (compared.Length > 2) "several older groups orphaned")
 
 [<Property>]
+let ``a successor of rank r claims r retry periods after an emptied Lease and r lease durations otherwise`` () =
+    forAll genFleet (fun fleet ->
+        let assignments = Ownership.assign fleet.View fleet.Groups
+        let cases =
+            [ for g in fleet.Groups do
+                  match assignments[g.Id] with
+                  | Orphaned(successors, since, _, _) ->
+                      let lease = fleet.View.Leases.TryFind g.Id
+                      let per = match lease with Some l when l.Holder.IsNone -> timing.RetryPeriod | _ -> timing.LeaseDuration
+                      for rank, node in List.indexed successors do
+                          yield g, node, rank, since + int64 rank * per, lease
+                  | _ -> () ]
+        let roleAt (g: Group) node now =
+            let self = { Node = node; Fence = { Epoch = 1L; LastRenewalStartedAt = Some now }; Claims = Map.empty; LinkUp = true; ShuttingDown = false }
+            Ownership.role { fleet.View with Now = now } self assignments[g.Id] g
+        let claiming = function Claiming _ -> true | _ -> false
+        allOf
+            [ for (g, node, rank, due, _) in cases do
+                  holds (sprintf "%s rank %d claims before %d" g.Id rank due) (not (claiming (roleAt g node (due - 1L))))
+                  holds (sprintf "%s rank %d does not claim at %d" g.Id rank due) (claiming (roleAt g node due)) ]
+        |> Prop.classify (cases |> List.exists (fun (_, _, r, _, l) -> r > 0 && (l |> Option.exists (fun l -> l.Holder.IsNone)))) "lower rank, emptied Lease"
+        |> Prop.classify (cases |> List.exists (fun (_, _, r, _, l) -> r > 0 && not (l |> Option.exists (fun l -> l.Holder.IsNone)))) "lower rank, unclaimed or gone holder")
+
+[<Property>]
 let ``a live eligible holder keeps its group when nodes join or other groups change`` () =
     let genCase =
         gen {
