@@ -73,6 +73,9 @@ internal sealed class HeartbeatRenewer(
     }
 
     /// <summary>Empties the holder so that other nodes stop counting this one at once.</summary>
+    /// <summary>The last write this renewer made released the heartbeat.</summary>
+    public bool Released => Volatile.Read(ref _released);
+
     public async Task ReleaseAsync(CancellationToken cancellationToken)
     {
         // Before the write: once it lands others may take over at once, even if its answer never arrives.

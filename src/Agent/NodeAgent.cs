@@ -88,13 +88,17 @@ internal sealed class NodeAgent(Settings settings, IKubernetes client, ILoggerFa
         await using (stopping.Register(() => Volatile.Write(ref stopRequestedAt, MonotonicClock.NowMs)))
             await loop.RunAsync(stopping);
 
-        // Graceful stop: the plan for a stopping node withdraws every VIP first, then empties its group Leases;
-        // the heartbeat goes last (the heartbeat loop leaves it alone meanwhile). The budget counts from the
-        // signal, which may have waited for the plan in progress.
+        // Graceful stop. The heartbeat goes first: others stop counting this node as a candidate, so each group
+        // Lease it empties next is taken at once by the next node (the Lease watch delivers the heartbeat before
+        // the Leases). A Lease still naming a node whose heartbeat is released is taken only D later, so this
+        // costs nothing in safety. Then the plan withdraws every VIP and empties the group Leases. The heartbeat
+        // loop leaves the heartbeat alone meanwhile. The budget counts from the signal, which may have waited
+        // for the plan in progress.
         var requested = Volatile.Read(ref stopRequestedAt);
         var budget = (requested < 0 ? MonotonicClock.NowMs : requested) + (long)StopBudget.TotalMilliseconds;
         node.ShuttingDown = true;
-        using (var withdraw = new CancellationTokenSource(TimeSpan.FromMilliseconds(Math.Max(100, budget - MonotonicClock.NowMs - 700))))
+        await ReleaseHeartbeatAsync(heartbeat, Math.Min(300, budget - MonotonicClock.NowMs - 900));
+        using (var withdraw = new CancellationTokenSource(TimeSpan.FromMilliseconds(Math.Max(100, budget - MonotonicClock.NowMs - 500))))
         {
             try
             {
@@ -105,14 +109,26 @@ internal sealed class NodeAgent(Settings settings, IKubernetes client, ILoggerFa
                 _logger.LogWarning("Withdrawing on stop did not finish: {Error}", e.Message);
             }
         }
-        using (var release = new CancellationTokenSource(TimeSpan.FromMilliseconds(Math.Max(100, budget - MonotonicClock.NowMs))))
-            await heartbeat.ReleaseAsync(release.Token);
+        if (!heartbeat.Released) await ReleaseHeartbeatAsync(heartbeat, budget - MonotonicClock.NowMs - 100);
         await run.CancelAsync();
         using (var flush = new CancellationTokenSource(TimeSpan.FromMilliseconds(Math.Max(50, budget - MonotonicClock.NowMs))))
             await events.FlushAsync(flush.Token);
         await Task.WhenAny(Task.WhenAll(background), Task.Delay(200));
         _logger.LogInformation("Stopped: VIPs withdrawn, Leases released");
         return 0;
+    }
+
+    private async Task ReleaseHeartbeatAsync(HeartbeatRenewer heartbeat, long timeoutMs)
+    {
+        using var release = new CancellationTokenSource(TimeSpan.FromMilliseconds(Math.Max(100, timeoutMs)));
+        try
+        {
+            await heartbeat.ReleaseAsync(release.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            _logger.LogWarning("Releasing the heartbeat timed out after {Timeout} ms", Math.Max(100, timeoutMs));
+        }
     }
 
     private IEnumerable<Func<CancellationToken, Task>> Watches(ClusterCache cache)

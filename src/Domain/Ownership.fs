@@ -138,9 +138,9 @@ type Role =
 type HeartbeatAction =
     | Renew
     | ReleaseHeartbeat
-    /// The agent is stopping: the stop sequence releases the heartbeat itself, after it has emptied its group
-    /// Leases. Released earlier, others would see a released heartbeat while a Lease still names the node,
-    /// which they may take only D later.
+    /// The agent is stopping: its stop sequence releases the heartbeat itself, before it withdraws and empties
+    /// its group Leases (so that others no longer rank it when they see an emptied Lease), and the loop must
+    /// not renew it again in between.
     | LeaveToStop
 
 [<RequireQualifiedAccess>]
@@ -175,8 +175,8 @@ module Fence =
 
 [<RequireQualifiedAccess>]
 module Heartbeat =
-    /// A node whose VIP interface is down must not look live to the others; a stopping node is released by
-    /// its stop sequence once its group Leases are empty.
+    /// A node whose VIP interface is down must not look live to the others; a stopping node's heartbeat is
+    /// released by its stop sequence.
     let decide (linkUp: bool) (shuttingDown: bool) =
         if not linkUp then ReleaseHeartbeat
         elif shuttingDown then LeaveToStop

@@ -52,9 +52,9 @@
 /// - Faults. Crash (process gone, interface keeps its addresses until the kernel deletes them); restart (fresh
 ///   process: Fence.initial, no claims, VipTable adopts the addresses on the interface with their remaining
 ///   lifetime rounded down to seconds and unknown announce state, empty caches until the first list);
-///   graceful stop [NodeAgent]: a plan in flight may finish for 300 ms (then it is cancelled), ShuttingDown, one
-///   ReconcileOnce cancelled 1.2 s after the signal, heartbeat release with the rest of a 1.9 s budget, then
-///   gone; partition/heal; link
+///   graceful stop [NodeAgent]: a plan in flight may finish for 300 ms (then it is cancelled), ShuttingDown,
+///   heartbeat release (300 ms), one ReconcileOnce cancelled 1.4 s after the signal, a second heartbeat
+///   release if the first did not land, then gone; partition/heal; link
 ///   down/up (the interface's addresses stay but do not answer while down); slow watch; slow API; faults that
 ///   strike right after a lease request leaves (partition, crash; a partition right after a request that the
 ///   plan follows with an address write; a stall of that request plus a link flap of a VIP holder); endpoint
@@ -1132,25 +1132,41 @@ let run (sc: Scenario) (trace: bool) : Outcome =
         relist i p
         arm i p
 
-    /// NodeAgent's graceful stop, from the moment ReconcileLoop.RunAsync has returned.
+    /// NodeAgent's graceful stop, from the moment ReconcileLoop.RunAsync has returned: heartbeat release first
+    /// (timeout 300 ms), then one ReconcileOnce (cancelled 1.4 s after the signal), then, if the first release
+    /// did not land, a second one with the rest of the 1.9 s budget.
     let gracefulStop i (p: Proc) (requestedAt: int64) =
         if not p.Dead then
             p.ShuttingDown <- true
-            // The budget counts from the signal; the withdrawing plan gets all of it but 700 ms.
             let budget = requestedAt + 1900L
-            let released = ref false
-            let releaseAndExit () =
-                if not released.Value && not p.Dead then
-                    released.Value <- true
+            let finished = ref false
+            let finish () =
+                if not finished.Value && not p.Dead then
+                    finished.Value <- true
                     p.LoopGen <- p.LoopGen + 1
-                    let remaining = max 100L (budget - localNow i)
-                    heartbeatWrite i p None (Some remaining) (fun _ ->
+                    if p.HbReleased then
                         trn i (fun () -> "stopped")
-                        kill i)
-                    // The release's own timeout ends the process even when the write never returns.
-                    schedule (realOf i (localNow i + remaining)) 1 (fun () -> if not p.Dead then kill i)
-            schedule (realOf i (localNow i + max 100L (budget - localNow i - 700L))) 1 releaseAndExit
-            reconcileOnce i p (fun _ -> releaseAndExit ())
+                        kill i
+                    else
+                        let remaining = max 100L (budget - localNow i - 100L)
+                        heartbeatWrite i p None (Some remaining) (fun _ ->
+                            trn i (fun () -> "stopped")
+                            kill i)
+                        // The release's own timeout ends the process even when the write never returns.
+                        schedule (realOf i (localNow i + remaining)) 1 (fun () -> if not p.Dead then kill i)
+            let started = ref false
+            let withdraw () =
+                if not started.Value && not p.Dead then
+                    started.Value <- true
+                    schedule (realOf i (localNow i + max 100L (budget - localNow i - 500L))) 1 finish
+                    reconcileOnce i p (fun _ -> finish ())
+            let first = max 100L (min 300L (budget - localNow i - 900L))
+            heartbeatWrite i p None (Some first) (fun ok ->
+                if ok && not p.Dead then
+                    p.HbReleased <- true
+                    trn i (fun () -> "heartbeat released (stop)")
+                withdraw ())
+            schedule (realOf i (localNow i + first)) 1 withdraw
 
     /// SIGTERM [NodeAgent, ReconcileLoop.RunAsync]: a plan in progress may finish for 300 ms (then it is
     /// cancelled: requests already sent may still apply), then the graceful stop.
