@@ -100,8 +100,17 @@ internal sealed class WorkloadSimulator : IAsyncDisposable
         foreach (var p in pods)
             if (p.Node.Obj("spec").Str("nodeName") is { Length: > 0 } n) load[n] = load.GetValueOrDefault(n) + 1;
 
-        foreach (var d in _resources.List(ResourceCatalog.Deployments, null, Selector.Everything).Items)
+        var deployments = _resources.List(ResourceCatalog.Deployments, null, Selector.Everything).Items;
+        foreach (var d in deployments)
             ReconcileDeployment(d, pods, nodes, readyNodes, load);
+
+        // The garbage collector: a pass that read a Deployment just before it was deleted may have created
+        // Pods for it after its dependents were deleted; Pods whose owning Deployment is gone go too.
+        var live = _resources.List(ResourceCatalog.Deployments, null, Selector.Everything).Items.Select(d => d.Node.Uid()).ToHashSet();
+        foreach (var p in _resources.List(ResourceCatalog.Pods, null, Selector.Everything).Items)
+            if (p.Node.Obj("metadata").Arr("ownerReferences")?.OfType<JsonObject>()
+                    .Any(r => r.Str("kind") == "Deployment" && !live.Contains(r.Str("uid") ?? "")) == true)
+                TryDelete(ResourceCatalog.Pods, p);
 
         pods = _resources.List(ResourceCatalog.Pods, null, Selector.Everything).Items.ToList();
         foreach (var p in pods) ReconcilePodReadiness(p, nodes);

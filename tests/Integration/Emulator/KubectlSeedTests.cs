@@ -265,12 +265,16 @@ public sealed class KubectlSeedTests
 
         var deleted = (await h.KubectlAsync("delete", "deployment", "test-deploy")).EnsureSuccess();
         Assert.Contains("deployment.apps \"test-deploy\" deleted", deleted.Stdout);
-        Assert.Empty((await h.Client.CoreV1.ListNamespacedPodAsync("default")).Items);
+        // Background propagation (kubectl's default): the garbage collector removes the Pods after the reply.
+        await Eventually.WaitAsync(async () => (await h.Client.CoreV1.ListNamespacedPodAsync("default")).Items.Count == 0,
+            TimeSpan.FromSeconds(10), "the deployment's pods to be deleted");
         var foreground = (await h.KubectlAsync("apply", "-f", Path.Combine(h.Directory, "deploy.yaml"))).EnsureSuccess();
         Assert.Contains("created", foreground.Stdout);
         await Eventually.WaitAsync(async () => (await h.Client.CoreV1.ListNamespacedPodAsync("default")).Items.Count == 2, TimeSpan.FromSeconds(10), "two pods again");
         (await h.KubectlAsync("delete", "deployment", "test-deploy", "--cascade=foreground")).EnsureSuccess();
-        Assert.Empty((await h.Client.CoreV1.ListNamespacedPodAsync("default")).Items);
+        // Background propagation (kubectl's default): the garbage collector removes the Pods after the reply.
+        await Eventually.WaitAsync(async () => (await h.Client.CoreV1.ListNamespacedPodAsync("default")).Items.Count == 0,
+            TimeSpan.FromSeconds(10), "the deployment's pods to be deleted");
         Assert.Empty((await h.Client.AppsV1.ListNamespacedDeploymentAsync("default")).Items);
     }
 }
