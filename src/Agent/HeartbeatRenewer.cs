@@ -72,10 +72,10 @@ internal sealed class HeartbeatRenewer(
         }
     }
 
-    /// <summary>Empties the holder so that other nodes stop counting this one at once.</summary>
     /// <summary>The last write this renewer made released the heartbeat.</summary>
     public bool Released => Volatile.Read(ref _released);
 
+    /// <summary>Empties the holder so that other nodes stop counting this one at once.</summary>
     public async Task ReleaseAsync(CancellationToken cancellationToken)
     {
         // Before the write: once it lands others may take over at once, even if its answer never arrives.

@@ -222,11 +222,12 @@ module Ownership =
     let assign (view: OwnershipView) (groups: Group list) : Map<GroupId, Assignment> =
         let live = liveNodes view
         let isLive n = List.contains n live
+        let candidatesOf (g: Group) = live |> List.filter (fun n -> Eligibility.allows n g.Eligibility)
         let first =
             groups
             |> List.map (fun g ->
                 let lease = view.Leases.TryFind g.Id
-                let candidates = live |> List.filter (fun n -> Eligibility.allows n g.Eligibility)
+                let candidates = candidatesOf g
                 let assignment =
                     match lease |> Option.bind _.Holder with
                     | Some h when isLive h && Eligibility.allows h g.Eligibility -> HeldBy h
@@ -262,17 +263,17 @@ module Ownership =
         // Dealt only when some group is orphaned: in the steady state every group is held and this costs nothing.
         let spread =
             lazy
-                (let candidatesOf (g: Group) = live |> List.filter (fun n -> Eligibility.allows n g.Eligibility)
-                 let deal (loads: Map<string, int>, spread: Map<GroupId, string list>, dealt: int) (g: Group) =
-                     let ranked = Rendezvous.preference g.Id (candidatesOf g)
+                (let deal (loads: Map<string, int>, spread: Map<GroupId, string list>, dealt: int) (g: Group, candidates) =
+                     let ranked = Rendezvous.preference g.Id candidates
                      let cap = capacity (dealt + 1) live.Length
                      let load n = defaultArg (loads.TryFind n) 0
                      let chosen = ranked |> List.tryFind (fun n -> load n < cap) |> Option.defaultValue ranked.Head
                      loads.Add(chosen, load chosen + 1), spread.Add(g.Id, chosen :: (ranked |> List.filter ((<>) chosen))), dealt + 1
                  let _, spread, _ =
                      groups
-                     |> List.filter (fun g -> not (candidatesOf g).IsEmpty)
-                     |> List.sortBy (fun g -> g.CreatedAt, g.Id)
+                     |> List.map (fun g -> g, candidatesOf g)
+                     |> List.filter (fun (_, candidates) -> not candidates.IsEmpty)
+                     |> List.sortBy (fun (g, _) -> g.CreatedAt, g.Id)
                      |> List.fold deal (Map.empty, Map.empty, 0)
                  spread)
         first
@@ -288,9 +289,9 @@ module Ownership =
     /// steps in only a lease duration per rank later: the better-ranked node is live (it renewed within D),
     /// so it claims as soon as its loop gets there, and stepping in earlier only races it (a node busy for a
     /// moment, e.g. with a burst of new Services, would lose its share); a node that stays live but never
-    /// claims has a wedged loop, which this still works around. A Lease its holder emptied (a graceful stop)
-    /// is different: the stopping holder may itself still rank first until its heartbeat release is seen,
-    /// so the next one steps in after one retry period.
+    /// claims has a wedged loop, which this still works around. A Lease its holder emptied (a stop, lost
+    /// eligibility, a dead link) is a hand-over under way: the former holder may still rank first for a
+    /// moment (until its heartbeat release, if any, is seen), so the next one steps in after one retry period.
     let claimStagger (timing: Timing) (lease: GroupLease option) =
         match lease with
         | Some l when l.Holder.IsNone -> timing.RetryPeriod

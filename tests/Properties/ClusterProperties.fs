@@ -41,8 +41,8 @@ let private execute (c: Cluster) (node: string) (plan: Plan) : Cluster * int =
             s
     let s = plan.Actions |> List.fold run (viewOf c node)
     let s = { s with EmittedWarnings = plan.ActiveWarnings }
-    // The heartbeat loop releases when the link is down; a stopping agent's stop sequence releases it after
-    // its plan (Heartbeat.decide).
+    // The heartbeat loop releases when the link is down; a stopping agent's stop sequence releases it (the
+    // shell does so before its plan; the others see both only in the next round either way).
     let heartbeats =
         match Heartbeat.decide s.Self.LinkUp s.Self.ShuttingDown with
         | Renew -> s.Heartbeats
