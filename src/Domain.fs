@@ -1,20 +1,22 @@
 // Hybrid's decision core, as the C# shell sees it. Every rule the agent obeys is a total function of plain
 // data in src/Domain/*.fs: no I/O, no clock, no randomness, no logging, no exceptions. The shell observes
-// the world, calls `Decide`, and executes what comes back. This file is the only surface C# uses: plain
-// records, arrays and nullable strings in and out, no curried functions, no F# options.
+// the world, feeds it to a ProtocolNode, and executes the commands that come back. This file is the only
+// surface C# uses: plain records and arrays in and out, strings that may be null, no F# options or lists,
+// no curried functions.
 namespace Hybrid.Facade
 
 open System
+open System.Collections.Generic
 open Hybrid.Domain
 
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
-// Facade for the C# shell: plain records and arrays in, plain records and arrays out
+// Settings
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 /// A configuration error as the shell prints it.
 type SettingError = { Variable: string; Value: string; Problem: string; Message: string }
 
-/// The agent's settings (a C#-friendly view of Config; pass it back to Decide).
+/// The agent's settings (a C#-friendly view of Config; pass it back to ProtocolNode).
 type Settings =
     { NodeName: string
       Election: bool
@@ -25,22 +27,24 @@ type Settings =
       /// null: the interface of the default route.
       VipInterface: string | null
       Arp: bool
-      ArpRateMs: int64
-      LeaseDurationMs: int64
-      RenewDeadlineMs: int64
-      RetryPeriodMs: int64
-      AddressLifetimeMs: int64
+      LanPort: int
+      HeartbeatIntervalMs: int64
       Upnp: bool
       DisableServiceUpdates: bool
       PrometheusServer: string
       /// vip_loglevel: 0 panic … 4 info … 5 debug, 6 trace.
       LogLevel: int
+      Fingerprint: string
       Config: Config }
 
 /// Result of parsing the environment.
 type SettingsOutcome =
     | Valid of Settings: Settings
     | Invalid of Errors: SettingError array
+
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+// Inputs: what the shell observed
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 [<CLIMutable>]
 type PortInput = { Protocol: string; Port: int }
@@ -51,6 +55,7 @@ type IngressInput =
       IpMode: string | null
       Ports: PortInput array }
 
+/// A Service, reduced to what the domain reads.
 [<CLIMutable>]
 type ServiceInput =
     { Namespace: string
@@ -59,13 +64,12 @@ type ServiceInput =
       CreatedAtUnixSeconds: int64
       Type: string
       LoadBalancerClass: string | null
-      Annotations: Collections.Generic.IReadOnlyDictionary<string, string>
+      Annotations: IReadOnlyDictionary<string, string>
       LoadBalancerIP: string | null
       Ports: PortInput array
       ExternalTrafficPolicy: string | null
-      Selector: Collections.Generic.IReadOnlyDictionary<string, string>
-      Ingress: IngressInput array
-      ChangedSeenAt: int64 }
+      Selector: IReadOnlyDictionary<string, string>
+      Ingress: IngressInput array }
 
 [<CLIMutable>]
 type EndpointInput =
@@ -74,328 +78,417 @@ type EndpointInput =
       Serving: Nullable<bool>
       Terminating: Nullable<bool> }
 
+/// An EndpointSlice (Name is the slice's namespace/name, ServiceName its kubernetes.io/service-name label).
 [<CLIMutable>]
 type SliceInput =
-    { Namespace: string
+    { Name: string
+      Namespace: string
       ServiceName: string
       Endpoints: EndpointInput array }
 
-/// A Lease as observed: group Leases by name, heartbeats by the node they belong to.
+/// A Lease of the Lease namespace, as observed or as a write returned it.
 [<CLIMutable>]
 type LeaseInput =
     { Name: string
-      Holder: string | null
       Version: string
-      ChangedSeenAt: int64 }
+      Holder: string | null
+      Transitions: int
+      Labels: IReadOnlyDictionary<string, string>
+      Annotations: IReadOnlyDictionary<string, string> }
 
-[<CLIMutable>]
-type ClaimInput = { Group: string; Epoch: int64; From: string | null }
+/// How a Lease write ended, as the shell saw it.
+type WriteResult =
+    | Done = 0
+    | Conflict = 1
+    | NotFound = 2
+    | Failed = 3
 
-[<CLIMutable>]
-type VipInput =
-    { Address: string
-      Prefix: int
-      ExpiresAt: Nullable<int64>
-      /// null when found on the interface at startup (not announced by this process yet).
-      AddedAt: Nullable<int64>
-      Sent: int
-      LastSentAt: int64 }
+/// How a kernel action ended.
+type KernelResult =
+    | Applied = 0
+    | FenceEnded = 1
+    | Failed = 2
 
-[<CLIMutable>]
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+// Commands: what the shell must do
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+/// A Lease write: a create when ExpectedVersion is null, else a compare-and-swap from it. Annotations mapped to
+/// null are removed.
+type LeaseWriteOutput =
+    { Name: string
+      ExpectedVersion: string | null
+      Holder: string | null
+      Transitions: int
+      DurationSeconds: int
+      Labels: IReadOnlyDictionary<string, string>
+      Annotations: IReadOnlyDictionary<string, string | null> }
+
+/// A change to the kernel; deadlines are on the monotonic clock (ms). The fresh-clock rule applies to every
+/// action with a deadline: read the clock just before the syscall; skip (report FenceEnded) when it has passed.
+type KernelAction =
+    | InstallFence of Managed: byte array array
+    | ExtendFence of DeadlineMs: int64
+    | ExpireFence
+    | Admit of Address: byte array * Prefix: int * LifetimeMs: int64
+    | RefreshAddress of Address: byte array * Prefix: int * LifetimeMs: int64 * FenceDeadlineMs: int64
+    | Hold of Address: byte array
+    | Unhold of Address: byte array
+    | Withdraw of Address: byte array * Prefix: int
+    | Announce of Address: byte array * FenceDeadlineMs: int64
+
 type EventOutput =
     { Namespace: string
       Name: string
+      /// "Normal" or "Warning".
       Type: string
       Reason: string
       Message: string }
 
-/// Everything observed for one plan.
-[<CLIMutable>]
-type SnapshotInput =
-    { Settings: Settings
-      Now: int64
-      Services: ServiceInput array
-      Slices: SliceInput array
-      /// Heartbeat Leases, Name = the node.
-      Heartbeats: LeaseInput array
-      Leases: LeaseInput array
-      Fence: Fence
-      Claims: ClaimInput array
-      LinkUp: bool
-      ShuttingDown: bool
-      Vips: VipInput array
-      EmittedWarnings: EventOutput array }
+/// How loud a log line is.
+type LogLevelName =
+    | Debug = 0
+    | Information = 1
+    | Warning = 2
 
-/// One action for the shell (see Action for the meaning of each).
-type PlanAction =
-    | RemoveVip of Address: string * Prefix: int
-    | AddVip of Address: string * Prefix: int * LifetimeMs: int64
-    | RefreshVip of Address: string * Prefix: int * LifetimeMs: int64
-    | Announce of Address: string
-    | ClaimLease of
-        Group: string *
-        ExpectedVersion: (string | null) *
-        Previous: (string | null) *
-        ConfirmNode: (string | null) *
-        ConfirmVersion: (string | null)
-    | ReleaseLease of Group: string * Version: string
-    | DeleteLease of Group: string * Version: string
+/// A structured log line: a constant message template and its arguments.
+type LogEntry =
+    { Level: LogLevelName
+      Template: string
+      Arguments: objnull array }
+
+/// One thing for the shell to do.
+type ShellCommand =
+    /// The heartbeat frame, encoded and signed: send each datagram on the LAN.
+    | SendDatagrams of Datagrams: byte array array
+    | WriteLease of Id: int64 * Write: LeaseWriteOutput
+    | DeleteLease of Id: int64 * Name: string * Version: string
+    /// Re-read a Lease and report it (LeaseUpserted or LeaseDeleted).
+    | ReadLease of Name: string
+    /// Report the outcome with KernelCompleted(Id, ...).
+    | Kernel of Id: int64 * Action: KernelAction
     | WriteStatus of Namespace: string * Name: string * Ingress: IngressInput array * VipHost: (string | null)
     | EmitEvent of Event: EventOutput
+    /// A Warning Event about this node (its Node object): why it holds nothing.
+    | EmitNodeEvent of Reason: string * Message: string
+    | Log of Entry: LogEntry
 
-type GroupOutput =
-    { Group: string
-      Addresses: string array
-      Role: string
-      Holder: string | null }
+/// What the protocol state says, for metrics, health and logs.
+type NodeSummary =
+    { Phase: string
+      Joined: bool
+      Incarnation: string
+      FenceDeadlineMs: int64
+      LanFence: string
+      ApiFenceArmed: bool
+      StandingAside: string | null
+      Members: int
+      HeardMembers: int
+      HeldVips: int
+      Groups: int
+      FramesDropped: int64 }
 
-type PlanOutput =
-    { Actions: PlanAction array
-      /// -1 when nothing is scheduled.
-      NextWakeAt: int64
-      ActiveWarnings: EventOutput array
-      /// Plan again as soon as a heartbeat renewal succeeds (see Plan.WaitsForRenewal).
-      WaitsForRenewal: bool
-      Groups: GroupOutput array
-      /// Services this node announces right now.
-      Announced: int }
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+// Conversions
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
 
-type ExplanationOutput =
-    { Namespace: string
-      Name: string
-      Node: string
-      Summary: string
-      Details: string array }
+module internal Convert =
+    let orNone (s: string | null) =
+        match s with
+        | null -> None
+        | "" -> None
+        | s -> Some s
 
-/// Conversions of input objects the shell passes again and again (the same Service object until it changes):
-/// converting 1,000 Services' annotation dictionaries on every plan was a large share of its cost. Keyed by
-/// reference, so the shell must not modify an input object after passing it to Decide.
-type internal ConversionCache() =
-    member val Services = Runtime.CompilerServices.ConditionalWeakTable<ServiceInput, Service>()
-    member val Slices = Runtime.CompilerServices.ConditionalWeakTable<SliceInput, EndpointSlice>()
+    let orNull (o: string option) : string | null =
+        match o with
+        | Some s -> s
+        | None -> null
 
-/// The whole domain as the C# shell sees it.
+    let dict (d: IReadOnlyDictionary<string, string>) =
+        if isNull (box d) then Map.empty else d |> Seq.map (fun kv -> kv.Key, kv.Value) |> Map.ofSeq
+
+    let private port (p: PortInput) : ServicePort =
+        { Protocol = (if String.IsNullOrEmpty p.Protocol then "TCP" else p.Protocol.ToUpperInvariant()); Port = p.Port }
+
+    let service (s: ServiceInput) : Service =
+        { Key = { Namespace = s.Namespace; Name = s.Name }
+          Uid = s.Uid
+          CreatedAt = s.CreatedAtUnixSeconds
+          Type = s.Type
+          Class = orNone s.LoadBalancerClass
+          Annotations = dict s.Annotations
+          LoadBalancerIP = orNone s.LoadBalancerIP
+          Ports = s.Ports |> Seq.map port |> List.ofSeq
+          Policy = (if s.ExternalTrafficPolicy = "Local" then Local else Cluster)
+          Selector = dict s.Selector
+          Ingress =
+            s.Ingress
+            |> Seq.map (fun i -> ({ Ip = i.Ip; IpMode = orNone i.IpMode; Ports = i.Ports |> Seq.map port |> List.ofSeq }: IngressEntry))
+            |> List.ofSeq
+          ChangedSeenAt = 0L }
+
+    let slice (s: SliceInput) : EndpointSlice =
+        let opt (n: Nullable<bool>) = if n.HasValue then Some n.Value else None
+        { Service = { Namespace = s.Namespace; Name = s.ServiceName }
+          Endpoints =
+            s.Endpoints
+            |> Seq.map (fun e ->
+                { NodeName = orNone e.NodeName
+                  Conditions = { Ready = opt e.Ready; Serving = opt e.Serving; Terminating = opt e.Terminating } })
+            |> List.ofSeq }
+
+    let lease (l: LeaseInput) : LeaseRecord =
+        { Name = l.Name
+          Version = l.Version
+          Holder = orNone l.Holder
+          Transitions = l.Transitions
+          Labels = dict l.Labels
+          Annotations = dict l.Annotations }
+
+    let ipBytes (ip: Ip) : byte array =
+        match ip with
+        | V4 v -> [| byte (v >>> 24); byte (v >>> 16); byte (v >>> 8); byte v |]
+        | V6(hi, lo) -> Array.init 16 (fun i -> if i < 8 then byte (hi >>> (56 - 8 * i)) else byte (lo >>> (56 - 8 * (i - 8))))
+
+    let ipOfBytes (bytes: byte array) : Ip option =
+        match bytes.Length with
+        | 4 -> Some(V4((uint32 bytes[0] <<< 24) ||| (uint32 bytes[1] <<< 16) ||| (uint32 bytes[2] <<< 8) ||| uint32 bytes[3]))
+        | 16 ->
+            let word (offset: int) = Seq.init 8 (fun i -> uint64 bytes[offset + i] <<< (56 - 8 * i)) |> Seq.reduce (|||)
+            Some(V6(word 0, word 8))
+        | _ -> None
+
+    let kernelAction (command: KernelCommand) : KernelAction =
+        match command with
+        | KernelCommand.InstallFence managed -> InstallFence(managed |> List.map ipBytes |> Array.ofList)
+        | KernelCommand.ExtendFence d -> ExtendFence d
+        | KernelCommand.ExpireFence -> ExpireFence
+        | KernelCommand.Admit(ip, prefix, lifetime) -> Admit(ipBytes ip, prefix, lifetime)
+        | KernelCommand.RefreshAddress(ip, prefix, lifetime, d) -> RefreshAddress(ipBytes ip, prefix, lifetime, d)
+        | KernelCommand.Hold ip -> Hold(ipBytes ip)
+        | KernelCommand.Unhold ip -> Unhold(ipBytes ip)
+        | KernelCommand.Withdraw(ip, prefix) -> Withdraw(ipBytes ip, prefix)
+        | KernelCommand.Announce(ip, d) -> Announce(ipBytes ip, d)
+
+    let leaseWrite (w: Hybrid.Domain.LeaseWrite) : LeaseWriteOutput =
+        { Name = w.Name
+          ExpectedVersion = orNull w.Expected
+          Holder = orNull w.Holder
+          Transitions = w.Transitions
+          DurationSeconds = w.DurationSeconds
+          Labels = w.Labels :> IReadOnlyDictionary<string, string>
+          Annotations = w.Annotations |> Map.map (fun _ v -> orNull v) :> IReadOnlyDictionary<string, string | null> }
+
+    let event (e: ServiceEvent) : EventOutput =
+        { Namespace = e.Service.Namespace
+          Name = e.Service.Name
+          Type = (match e.Type with Normal -> "Normal" | Warning -> "Warning")
+          Reason = EventReason.name e.Reason
+          Message = e.Message }
+
+    let fenceText (bound: FenceBound) (now: Instant) =
+        match bound with
+        | Lapsed -> "lapsed"
+        | Unbounded -> "unbounded"
+        | Until t -> sprintf "%d ms left" (t - now)
+
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+// The node
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+/// One node's protocol state machine, for the shell. Not thread-safe: one loop owns it and calls it with
+/// every observation and outcome, in order, and executes the commands each call returns, in order.
+[<Sealed>]
+type ProtocolNode(settings: Settings) =
+    let mutable state = Protocol.create settings.Config
+    let pendingKernel = Dictionary<int64, KernelCommand>()
+    let mutable nextKernelId = 1L
+
+    let notice (n: Notice) : ShellCommand list =
+        let log level template (args: objnull list) = Log { Level = level; Template = template; Arguments = Array.ofList args }
+        match n with
+        | JoinedCluster(term, incarnation) ->
+            [ log LogLevelName.Information "Joined the cluster: term {Term}, incarnation {Incarnation}" [ box term; box (string incarnation) ] ]
+        | RegistrationProblem(lease, problem) ->
+            [ log LogLevelName.Warning "Registration Lease {Lease} cannot be read: {Problem}" [ box lease; box (sprintf "%A" problem) ] ]
+        | ApiFenceArmed lan ->
+            [ log LogLevelName.Information "API fence armed: the LAN fence is {LanFence}" [ box (Convert.fenceText lan state.Now) ] ]
+        | ApiFenceDisarmed -> [ log LogLevelName.Information "API fence disarmed: the LAN fence holds" [] ]
+        | DeposingNode(node, silentFor) ->
+            [ log LogLevelName.Warning "Deposing {Node}: not granted for {SilentMs} ms" [ box node; box silentFor ] ]
+        | NodeDeposed node -> [ log LogLevelName.Warning "Deposed {Node}" [ box node ] ]
+        | DeposedBy node ->
+            [ log LogLevelName.Warning "This node was deposed by {Node}; withdrawing everything and joining again" [ box node ] ]
+        | StandingAside reason ->
+            let text = Ownership.describeRelease (StoodAside reason)
+            let eventReason =
+                match reason with
+                | FingerprintNotInForce _ -> "SettingsNotInForce"
+                | Isolated _ -> "LanIsolated"
+            [ log LogLevelName.Warning "Holding nothing: {Reason}" [ box text ]; EmitNodeEvent(eventReason, sprintf "holding no VIP: %s" text) ]
+        | StandingAsideEnded -> [ log LogLevelName.Information "No longer standing aside" [] ]
+        | ClaimAcknowledgementTimedOut(group, missing) ->
+            [ log LogLevelName.Warning "Claim of {Group} not acknowledged by {Members}" [ box group; box (String.Join(", ", missing)) ] ]
+        | ContestedClaim(group, by) ->
+            [ log LogLevelName.Warning "{Node} claimed {Group}, which this node held: withdrawn" [ box by; box group ] ]
+        | LeftCluster -> [ log LogLevelName.Information "Left the cluster" [] ]
+
+    let shell (command: Command) : ShellCommand list =
+        match command with
+        | SendFrame frame ->
+            [ SendDatagrams(FrameCodec.split frame |> List.map (FrameCodec.encode settings.Config.ClusterKey) |> Array.ofList) ]
+        | Command.WriteLease(id, write) -> [ WriteLease(id, Convert.leaseWrite write) ]
+        | Command.DeleteLease(id, name, version) -> [ DeleteLease(id, name, version) ]
+        | Command.ReadLease name -> [ ReadLease name ]
+        | Command.Kernel k ->
+            let id = nextKernelId
+            nextKernelId <- nextKernelId + 1L
+            pendingKernel[id] <- k
+            [ Kernel(id, Convert.kernelAction k) ]
+        | Command.WriteStatus(key, ingress, host) ->
+            let entries =
+                ingress
+                |> List.map (fun e ->
+                    { Ip = e.Ip
+                      IpMode = Convert.orNull e.IpMode
+                      Ports = e.Ports |> List.map (fun p -> { Protocol = p.Protocol; Port = p.Port }) |> Array.ofList })
+                |> Array.ofList
+            [ WriteStatus(key.Namespace, key.Name, entries, Convert.orNull host) ]
+        | Emit e -> [ EmitEvent(Convert.event e) ]
+        | Note n -> notice n
+
+    let step (input: Input) : ShellCommand array =
+        let next, commands = Protocol.step state input
+        state <- next
+        commands |> List.collect shell |> Array.ofList
+
+    /// The first call: this process's random incarnation, the VIP addresses an earlier process left on the
+    /// interface (IPv4 or IPv6 bytes with their prefix), whether the interface is up.
+    member _.Start(incarnation: uint64, existing: (byte array * int) array, linkUp: bool, now: int64) =
+        let addresses = existing |> Array.choose (fun (b, prefix) -> Convert.ipOfBytes b |> Option.map (fun ip -> ip, prefix)) |> List.ofArray
+        step (Started(Incarnation incarnation, addresses, linkUp, now))
+
+    member _.Tick(now: int64) = step (Tick now)
+    member _.ServicesListed(services: ServiceInput array, now: int64) = step (ServicesListed(services |> Array.map Convert.service |> List.ofArray, now))
+    member _.ServiceUpserted(service: ServiceInput, now: int64) = step (ServiceUpserted(Convert.service service, now))
+    member _.ServiceDeleted(ns: string, name: string, now: int64) = step (ServiceDeleted({ Namespace = ns; Name = name }, now))
+    member _.SlicesListed(slices: SliceInput array, now: int64) =
+        step (SlicesListed(slices |> Array.map (fun s -> s.Name, Convert.slice s) |> List.ofArray, now))
+    member _.SliceUpserted(slice: SliceInput, now: int64) = step (SliceUpserted(slice.Name, Convert.slice slice, now))
+    member _.SliceDeleted(name: string, now: int64) = step (SliceDeleted(name, now))
+    member _.LeasesListed(leases: LeaseInput array, now: int64) = step (LeasesListed(leases |> Array.map Convert.lease |> List.ofArray, now))
+    member _.LeaseUpserted(lease: LeaseInput, now: int64) = step (LeaseUpserted(Convert.lease lease, now))
+    member _.LeaseDeleted(name: string, now: int64) = step (LeaseDeleted(name, now))
+
+    /// A datagram from the heartbeat port, read at `now`: authenticated and decoded here.
+    member _.DatagramReceived(datagram: byte array, now: int64) =
+        match FrameCodec.decode settings.Config.ClusterKey datagram with
+        | Ok frame -> step (FrameReceived(frame, now))
+        | Error e -> step (FrameDropped(e, now))
+
+    /// The outcome of WriteLease or DeleteLease `id`; `lease` is what the server returned (null after a delete
+    /// or a failure); `jitter` a random number in [0, 1) for the retry backoff.
+    member _.WriteCompleted(id: int64, result: WriteResult, lease: LeaseInput | null, reason: string | null, jitter: float, now: int64) =
+        let outcome =
+            match result with
+            | WriteResult.Done -> Written(match lease with null -> None | l -> Some(Convert.lease l))
+            | WriteResult.Conflict -> Conflict
+            | WriteResult.NotFound -> NotFound
+            | _ -> Failed(match reason with null -> "failed" | r -> r)
+        step (WriteCompleted(id, outcome, jitter, now))
+
+    member _.KernelCompleted(id: int64, result: KernelResult, reason: string | null, now: int64) =
+        match pendingKernel.TryGetValue id with
+        | true, command ->
+            pendingKernel.Remove id |> ignore
+            let outcome =
+                match result with
+                | KernelResult.Applied -> Applied
+                | KernelResult.FenceEnded -> SkippedFenceEnded
+                | _ -> KernelFailed(match reason with null -> "failed" | r -> r)
+            step (KernelCompleted(command, outcome, now))
+        | _ -> [||]
+
+    member _.LinkChanged(up: bool, now: int64) = step (LinkChanged(up, now))
+    member _.StopRequested(now: int64) = step (StopRequested now)
+
+    /// When to call Tick at the latest (monotonic ms); -1 when nothing is scheduled.
+    member _.NextWakeAt = defaultArg state.NextWakeAt -1L
+    member _.Stopped = (state.Phase = Stopped)
+    member _.Synced = state.View.ServicesSynced && state.View.SlicesSynced && state.View.LeasesSynced
+
+    /// The state as numbers and words, for metrics, health endpoints and logs.
+    member _.Summary : NodeSummary =
+        let m = state.Membership
+        { Phase = sprintf "%A" state.Phase
+          Joined = Protocol.joined state
+          Incarnation = string state.Incarnation
+          FenceDeadlineMs =
+            (match Protocol.fence state m with
+             | Until t -> t
+             | Unbounded -> Int64.MaxValue
+             | Lapsed -> -1L)
+          LanFence = Convert.fenceText (Protocol.lanFence state) state.Now
+          ApiFenceArmed = state.ApiFence.ValidUntil.IsSome
+          StandingAside = state.StandAside |> Option.map (fun r -> Ownership.describeRelease (StoodAside r)) |> Convert.orNull
+          Members = m.Members.Count
+          HeardMembers = state.Lan.Peers |> Map.filter (fun _ p -> state.Now - p.HeardAt < settings.Config.Timing.LanLeaseDuration) |> Map.count
+          HeldVips = state.Kernel.Vips |> Map.filter (fun _ v -> v.Held) |> Map.count
+          Groups = state.Roles |> Map.filter (fun _ r -> r = Holding) |> Map.count
+          FramesDropped = state.Lan.Dropped |> Map.fold (fun acc _ n -> acc + n) 0L }
+
+    /// The domain state itself (for tests and explanations).
+    member _.State = state
+
+/// Parsing the environment, and the names the shell needs.
 [<AbstractClass; Sealed>]
-type Decide =
-    static member val private Converted = ConversionCache()
-
-    static member private Settings(c: Config) : Settings =
+type Configuration =
+    static member private Of(c: Config) : Settings =
         { NodeName = c.NodeName
           Election = c.Election
           LeaseName = c.LeaseName
           LeaseNamespace = c.LeaseNamespace
-          ServiceNamespace = (match c.ServiceNamespace with Some n -> n | None -> null)
-          VipInterface = (match Config.vipInterface c with Some n -> n | None -> null)
+          ServiceNamespace = Convert.orNull c.ServiceNamespace
+          VipInterface = Convert.orNull (Config.vipInterface c)
           Arp = c.Arp
-          ArpRateMs = c.ArpRate
-          LeaseDurationMs = c.Timing.LeaseDuration
-          RenewDeadlineMs = c.Timing.RenewDeadline
-          RetryPeriodMs = c.Timing.RetryPeriod
-          AddressLifetimeMs = c.Timing.AddressLifetime
+          LanPort = c.LanPort
+          HeartbeatIntervalMs = c.Timing.HeartbeatInterval
           Upnp = c.Upnp
           DisableServiceUpdates = c.DisableServiceUpdates
           PrometheusServer = c.PrometheusServer
           LogLevel = c.LogLevel
+          Fingerprint = Config.fingerprint c
           Config = c }
 
-    /// Parses kube-vip's environment variables (pass the whole environment); all errors at once.
-    static member ParseSettings(environment: Collections.Generic.IReadOnlyDictionary<string, string>) : SettingsOutcome =
+    /// Parses kube-vip's environment variables (pass the whole environment) and, when lan_key_file is set,
+    /// what the shell read from that file (content null and problem set when it could not be read).
+    static member Parse(environment: IReadOnlyDictionary<string, string>, keyFileContent: string | null, keyFileProblem: string | null)
+        : SettingsOutcome =
         let env = environment |> Seq.map (fun kv -> kv.Key, kv.Value) |> Map.ofSeq
-        match Config.parse env with
-        | Ok c -> Valid(Decide.Settings c)
+        let keyFile =
+            match env.TryFind "lan_key_file" with
+            | Some path when path <> "" ->
+                match keyFileContent, keyFileProblem with
+                | null, problem -> Some(KeyFileUnreadable(path, Convert.orNone problem |> Option.defaultValue "cannot be read"))
+                | content, _ -> Some(KeyFileContent(path, content))
+            | _ -> None
+        match Config.parse env keyFile with
+        | Ok c -> Valid(Configuration.Of c)
         | Error errors ->
             errors
             |> List.map (fun e -> { Variable = e.Variable; Value = e.Value; Problem = e.Problem; Message = string e })
             |> Array.ofList
             |> Invalid
 
-    /// Every environment variable the agent reads.
-    static member KnownVariables: string array = Array.ofList Config.Variables
-
     /// The effective settings as rows of (variable, value, meaning).
-    static member DescribeSettings(settings: Settings) : string array array =
+    static member Describe(settings: Settings) : string array array =
         Config.describe settings.Config |> List.map (fun (a, b, c) -> [| a; b; c |]) |> Array.ofList
 
-    static member InitialFence = Fence.initial
+    /// The registration Lease of a node.
+    static member RegistrationLeaseName(node: string) = LeaseNames.registration node
 
-    /// Folds a successful heartbeat renewal into the fence (see Fence.renewed).
-    static member RenewedFence(settings: Settings, fence: Fence, startedAt: int64, completedAt: int64) =
-        Fence.renewed settings.Config.Timing fence startedAt completedAt
-
-    static member FenceValid(settings: Settings, fence: Fence, now: int64) = Fence.valid settings.Config.Timing fence now
-
-    /// The fence of a node about to release its heartbeat (see Fence.released).
-    static member ReleasedFence(fence: Fence) = Fence.released fence
-
-    static member HeartbeatAction(linkUp: bool, shuttingDown: bool) = Heartbeat.decide linkUp shuttingDown
-
-    /// Whether a heartbeat observation needs a plan (see Heartbeat.changeMatters); `previous` may be null.
-    static member HeartbeatChangeMatters(settings: Settings, previous: LeaseInput | null, next: LeaseInput, now: int64) =
-        let heartbeat (l: LeaseInput) = { Node = l.Name; Holder = Decide.OrNone l.Holder; Version = l.Version; ChangedSeenAt = l.ChangedSeenAt }
-        let previous =
-            match previous with
-            | null -> None
-            | p -> Some(heartbeat p)
-        Heartbeat.changeMatters settings.Config.Timing previous (heartbeat next) now
+    /// The label selector of every Lease the agent writes (its Lease watch uses it).
+    static member LeaseSelector = LeaseKeys.Selector
 
     /// The annotation naming the node that announces a Service.
     static member VipHostAnnotation = Annotations.VipHost
-
-    static member HeartbeatLeaseName(node: string) = LeaseNames.heartbeat node
-    static member HeartbeatLeasePrefix = LeaseNames.HeartbeatPrefix
-
-    /// Whether a Lease name is one of this agent's group Leases.
-    static member IsGroupLease(settings: Settings, name: string) =
-        name.StartsWith LeaseNames.VipPrefix || name = settings.LeaseName
-
-    static member private OrNone(s: string | null) =
-        match s with
-        | null -> None
-        | s when s = "" -> None
-        | s -> Some s
-
-    static member private Event(e: ServiceEvent) : EventOutput =
-        { Namespace = e.Service.Namespace
-          Name = e.Service.Name
-          Type = (match e.Type with Normal -> "Normal" | Warning -> "Warning")
-          Reason = e.Reason
-          Message = e.Message }
-
-    static member private Snapshot(input: SnapshotInput) : Snapshot =
-        let dict (d: Collections.Generic.IReadOnlyDictionary<string, string>) =
-            if isNull (box d) then Map.empty else d |> Seq.map (fun kv -> kv.Key, kv.Value) |> Map.ofSeq
-        let port (p: PortInput) : ServicePort =
-            { Protocol = (if String.IsNullOrEmpty p.Protocol then "TCP" else p.Protocol.ToUpperInvariant()); Port = p.Port }
-        let opt (n: Nullable<bool>) = if n.HasValue then Some n.Value else None
-        let service (s: ServiceInput) : Service =
-            { Key = { Namespace = s.Namespace; Name = s.Name }
-              Uid = s.Uid
-              CreatedAt = s.CreatedAtUnixSeconds
-              Type = s.Type
-              Class = Decide.OrNone s.LoadBalancerClass
-              Annotations = dict s.Annotations
-              LoadBalancerIP = Decide.OrNone s.LoadBalancerIP
-              Ports = s.Ports |> Seq.map port |> List.ofSeq
-              Policy = (if s.ExternalTrafficPolicy = "Local" then Local else Cluster)
-              Selector = dict s.Selector
-              Ingress =
-                s.Ingress
-                |> Seq.map (fun i -> ({ Ip = i.Ip; IpMode = Decide.OrNone i.IpMode; Ports = i.Ports |> Seq.map port |> List.ofSeq }: IngressEntry))
-                |> List.ofSeq
-              ChangedSeenAt = s.ChangedSeenAt }
-        let slice (s: SliceInput) : EndpointSlice =
-            { Service = { Namespace = s.Namespace; Name = s.ServiceName }
-              Endpoints =
-                s.Endpoints
-                |> Seq.map (fun e ->
-                    { NodeName = Decide.OrNone e.NodeName
-                      Conditions = { Ready = opt e.Ready; Serving = opt e.Serving; Terminating = opt e.Terminating } })
-                |> List.ofSeq }
-        let vip (v: VipInput) : VipState option =
-            Ip.tryParse v.Address
-            |> Option.map (fun ip ->
-                { Ip = ip
-                  Prefix = v.Prefix
-                  ExpiresAt = (if v.ExpiresAt.HasValue then Some v.ExpiresAt.Value else None)
-                  Announce =
-                    if v.AddedAt.HasValue then
-                        Some { AddedAt = v.AddedAt.Value; Sent = v.Sent; LastSentAt = v.LastSentAt }
-                    else None })
-        let event (e: EventOutput) : ServiceEvent =
-            { Service = { Namespace = e.Namespace; Name = e.Name }
-              Type = (if e.Type = "Warning" then Warning else Normal)
-              Reason = e.Reason
-              Message = e.Message }
-        { Config = input.Settings.Config
-          Now = input.Now
-          Services = input.Services |> Seq.map (fun s -> Decide.Converted.Services.GetValue(s, service)) |> List.ofSeq
-          Slices = input.Slices |> Seq.map (fun s -> Decide.Converted.Slices.GetValue(s, slice)) |> List.ofSeq
-          Heartbeats =
-            input.Heartbeats
-            |> Seq.map (fun h -> { Node = h.Name; Holder = Decide.OrNone h.Holder; Version = h.Version; ChangedSeenAt = h.ChangedSeenAt })
-            |> List.ofSeq
-          Leases =
-            input.Leases
-            |> Seq.map (fun l -> ({ Name = l.Name; Holder = Decide.OrNone l.Holder; Version = l.Version; ChangedSeenAt = l.ChangedSeenAt }: GroupLease))
-            |> List.ofSeq
-          Self =
-            { Node = input.Settings.NodeName
-              Fence = input.Fence
-              Claims =
-                input.Claims
-                |> Seq.map (fun c -> c.Group, { Epoch = c.Epoch; From = Decide.OrNone c.From })
-                |> Map.ofSeq
-              LinkUp = input.LinkUp
-              ShuttingDown = input.ShuttingDown }
-          Vips = input.Vips |> Seq.choose vip |> List.ofSeq
-          EmittedWarnings = input.EmittedWarnings |> Seq.map event |> Set.ofSeq }
-
-    static member private Action(action: Action) : PlanAction =
-        let orNull (o: string option) : string | null =
-            match o with
-            | Some s -> s
-            | None -> null
-        match action with
-        | Action.RemoveVip(ip, prefix) -> RemoveVip(Ip.format ip, prefix)
-        | Action.AddVip(ip, prefix, lifetime) -> AddVip(Ip.format ip, prefix, lifetime)
-        | Action.RefreshVip(ip, prefix, lifetime) -> RefreshVip(Ip.format ip, prefix, lifetime)
-        | Action.Announce ip -> Announce(Ip.format ip)
-        | Action.ClaimLease(group, expected, previous, confirm) ->
-            ClaimLease(group, orNull expected, orNull previous, orNull (confirm |> Option.map fst), orNull (confirm |> Option.map snd))
-        | Action.ReleaseLease(group, version) -> ReleaseLease(group, version)
-        | Action.DeleteLease(group, version) -> DeleteLease(group, version)
-        | Action.WriteStatus(key, ingress, host) ->
-            let entries =
-                ingress
-                |> List.map (fun e ->
-                    { Ip = e.Ip
-                      IpMode = orNull e.IpMode
-                      Ports = e.Ports |> List.map (fun p -> { Protocol = p.Protocol; Port = p.Port }) |> Array.ofList })
-                |> Array.ofList
-            WriteStatus(key.Namespace, key.Name, entries, orNull host)
-        | Action.Emit e -> EmitEvent(Decide.Event e)
-
-    /// What this node must do now.
-    static member Plan(input: SnapshotInput) : PlanOutput =
-        let snapshot = Decide.Snapshot input
-        let plan = Plan.compute snapshot
-        let leases = snapshot.Leases |> List.map (fun l -> l.Name, l) |> Map.ofList
-        { Actions = plan.Actions |> List.map Decide.Action |> Array.ofList
-          NextWakeAt = defaultArg plan.NextWakeAt -1L
-          ActiveWarnings = plan.ActiveWarnings |> Seq.map Decide.Event |> Array.ofSeq
-          WaitsForRenewal = plan.WaitsForRenewal
-          Groups =
-            plan.Desired.Groups
-            |> List.map (fun g ->
-                { Group = g.Id
-                  Addresses = g.Addresses |> List.map Ip.format |> Array.ofList
-                  Role = Explain.role plan.Roles[g.Id]
-                  Holder =
-                    match leases.TryFind g.Id |> Option.bind _.Holder with
-                    | Some h -> h
-                    | None -> null })
-            |> Array.ofList
-          Announced =
-            let held =
-                plan.Desired.Groups
-                |> Seq.filter (fun g -> plan.Roles[g.Id] = Holding)
-                |> Seq.collect _.Addresses
-                |> Index.keys
-            plan.Desired.StateList
-            |> List.filter (fun (_, state) ->
-                match state with
-                | Member(ips, _) -> held.Contains ips.Head
-                | _ -> false)
-            |> List.length }
-
-    /// Why each Service is (not) announced, from this node's point of view.
-    static member Explain(input: SnapshotInput) : ExplanationOutput array =
-        let snapshot = Decide.Snapshot input
-        Explain.all snapshot (Plan.compute snapshot)
-        |> List.map (fun e ->
-            { Namespace = e.Service.Namespace
-              Name = e.Service.Name
-              Node = e.Node
-              Summary = e.Summary
-              Details = Array.ofList e.Details })
-        |> Array.ofList

@@ -47,6 +47,52 @@ type ServiceKey =
             | :? ServiceKey as b -> ServiceKey.Order(a, b)
             | _ -> 1
 
+/// Kubernetes Event type.
+type EventType =
+    | Normal
+    | Warning
+
+/// Stable reasons of the Events Hybrid emits about Services (the Event's `reason` is the case name).
+[<RequireQualifiedAccess>]
+type EventReason =
+    | Announced
+    | TookOver
+    | Withdrawn
+    | InvalidAddress
+    | PortConflict
+    | PolicyConflict
+    | SelectorConflict
+    | LocalNeedsElection
+    | NoServingEndpoint
+    | NoEligibleNode
+    | EligibleNodesNotLive
+    | NoLiveNode
+
+[<RequireQualifiedAccess>]
+module EventReason =
+    /// The Event's `reason` field.
+    let name (reason: EventReason) =
+        match reason with
+        | EventReason.Announced -> "Announced"
+        | EventReason.TookOver -> "TookOver"
+        | EventReason.Withdrawn -> "Withdrawn"
+        | EventReason.InvalidAddress -> "InvalidAddress"
+        | EventReason.PortConflict -> "PortConflict"
+        | EventReason.PolicyConflict -> "PolicyConflict"
+        | EventReason.SelectorConflict -> "SelectorConflict"
+        | EventReason.LocalNeedsElection -> "LocalNeedsElection"
+        | EventReason.NoServingEndpoint -> "NoServingEndpoint"
+        | EventReason.NoEligibleNode -> "NoEligibleNode"
+        | EventReason.EligibleNodesNotLive -> "EligibleNodesNotLive"
+        | EventReason.NoLiveNode -> "NoLiveNode"
+
+/// An Event about a Service.
+type ServiceEvent =
+    { Service: ServiceKey
+      Type: EventType
+      Reason: EventReason
+      Message: string }
+
 /// A port a Service exposes: protocol (upper case, as Kubernetes spells it) and number.
 type ServicePort = { Protocol: string; Port: int }
 
@@ -134,7 +180,7 @@ type SkipReason =
 
 /// Whether a skipped Service is this agent's business (and so deserves a Warning Event) or not.
 type SkipAudience =
-    | Ours of eventReason: string
+    | Ours of EventReason
     | NotOurs
 
 [<RequireQualifiedAccess>]
@@ -143,10 +189,10 @@ module SkipReason =
     let audience reason =
         match reason with
         | NotLoadBalancer _ | IgnoredByAnnotation | ClassMismatch _ -> NotOurs
-        | InvalidAddress _ -> Ours "InvalidAddress"
-        | PortConflict _ -> Ours "PortConflict"
-        | PolicyConflict _ -> Ours "PolicyConflict"
-        | SelectorConflict _ -> Ours "SelectorConflict"
+        | InvalidAddress _ -> Ours EventReason.InvalidAddress
+        | PortConflict _ -> Ours EventReason.PortConflict
+        | PolicyConflict _ -> Ours EventReason.PolicyConflict
+        | SelectorConflict _ -> Ours EventReason.SelectorConflict
 
     let describe reason =
         match reason with

@@ -15,69 +15,117 @@ type ConfigError =
 
     override e.ToString() = sprintf "%s=%A: %s" e.Variable e.Value e.Problem
 
-/// The ownership timings. LeaseDuration (D): how long a node stays live without a visible heartbeat change.
-/// RenewDeadline (R): how long a holder may keep announcing after the START of its last successful heartbeat
-/// renewal. RetryPeriod (P): heartbeat interval. AddressLifetime (T): kernel lifetime of a VIP address.
-/// Built only through Timing.create, which enforces the safety inequality (see there).
+/// The protocol's timings (docs/PROTOCOL.md §7), on each node's own monotonic clock. LAN: heartbeat interval
+/// h, LAN renew deadline R_L (a member's grant lasts R_L from the send time of the sequence it echoes), LAN
+/// lease duration D_L (a member not granted for D_L may be deposed). API fence: renew deadline R_A (the fence
+/// lasts R_A from the start of the last successful arm or renewal), lease duration D_A (a silent node's armed
+/// registration must stay unchanged for D_A before it may be deposed), retry period P_A (renewal interval).
+/// AddressLifetime: the kernel lifetime of a VIP address, a cleanup backstop only (the kernel fence decides).
+/// Built only through Timing.create, which enforces the safety inequalities.
 type Timing =
-    { LeaseDuration: Duration
-      RenewDeadline: Duration
-      RetryPeriod: Duration
+    { HeartbeatInterval: Duration
+      LanRenewDeadline: Duration
+      LanLeaseDuration: Duration
+      ApiLeaseDuration: Duration
+      ApiRenewDeadline: Duration
+      ApiRetryPeriod: Duration
       AddressLifetime: Duration }
+
+/// A timing variable that breaks a rule, and why.
+type TimingProblem = { Variable: string; Problem: string }
 
 [<RequireQualifiedAccess>]
 module Timing =
-    /// Upper bound on how late the kernel deletes an address after its valid lifetime ends. Linux checks
-    /// lifetimes from one global work item that runs at most once a second, rounded up by up to 0.25 s and
-    /// occasionally late on an idle CPU: measured 0.02–0.54 s (p99 0.54 s over 100 samples, kernel 6.18;
-    /// tests/Benchmarks address-lifetime). Known limit: an unrelated address change on the same host in
-    /// the last second before expiry re-arms that check and can add up to another second.
-    let KernelExpirySlack: Duration = 600L
-
     /// Bound on the rate difference of two nodes' monotonic clocks, in parts per thousand (0.1 %: ten
     /// times a poor crystal oscillator).
     let ClockDriftPerMille = 1L
 
-    /// Hybrid's defaults, chosen so that node-failure failover stays under 2 s (takeover happens between
-    /// D - P and D after the holder's last heartbeat) while the safety inequality holds.
-    let DefaultLeaseDuration: Duration = 1800L
-    let DefaultRenewDeadline: Duration = 1750L
-    let DefaultRetryPeriod: Duration = 150L
+    /// How much later than its deadline the kernel may still answer: one timer tick (4 ms at HZ 250; an
+    /// nftables element with `timeout 300ms` was measured to stop matching 297–301 ms after it was written)
+    /// plus the syscall that follows the fresh clock read.
+    let KernelSlack: Duration = 10L
 
-    /// The VIP's kernel lifetime T: whole seconds (the kernel's unit), the longest that still leaves a write
-    /// window W = R - T - slack of at least one heartbeat period, so that in steady state every moment lies
-    /// within W of some successful renewal and the holder may add or refresh its VIPs at any time.
-    let lifetimeFor (renewDeadline: Duration) (retryPeriod: Duration) : Duration =
-        max 1000L ((renewDeadline - KernelExpirySlack - retryPeriod) / 1000L * 1000L)
+    let DefaultHeartbeatInterval: Duration = 100L
+    let DefaultLanRenewDeadline: Duration = 300L
+    let DefaultLanLeaseDuration: Duration = 450L
+    let DefaultApiLeaseDuration: Duration = 3000L
+    let DefaultApiRenewDeadline: Duration = 2000L
+    let DefaultApiRetryPeriod: Duration = 500L
 
-    /// The latest instant at which the holder may add a VIP or refresh its lifetime, given the start of its
-    /// last successful heartbeat renewal: the kernel deletes the address by write + T + slack, which must not
-    /// pass renewal start + R (the fence).
-    let writeDeadline timing (renewalStartedAt: Instant) : Instant =
-        renewalStartedAt + timing.RenewDeadline - timing.AddressLifetime - KernelExpirySlack
+    /// Kernel lifetime of VIP addresses: only cleans up after a crash; the kernel fence stops answering.
+    let AddressLifetime: Duration = 10_000L
 
-    /// Checks D > R > P > 0, room for a one-second lifetime, and the safety inequality R·(1+ρ) < D·(1−ρ):
-    /// a holder's VIP is gone from the wire (its own withdrawal, or the kernel's expiry if it crashed) R after
-    /// the start of its last successful renewal, while no other node takes over earlier than D after it
-    /// observed that renewal.
-    let create (d: Duration) (r: Duration) (p: Duration) : Result<Timing, (string * string) list> =
+    /// `later` exceeds `earlier` even when one clock runs fast and the other slow, with the kernel's slack.
+    let private exceedsWithDrift (later: Duration) (earlier: Duration) =
+        later * (1000L - ClockDriftPerMille) > earlier * (1000L + ClockDriftPerMille) + KernelSlack * 1000L
+
+    let private needed (earlier: Duration) =
+        float (earlier * (1000L + ClockDriftPerMille) + KernelSlack * 1000L) / float (1000L - ClockDriftPerMille) / 1000.0
+
+    /// Checks every rule of docs/PROTOCOL.md §7 and reports every broken one: D_L·(1−ρ) > R_L·(1+ρ) + ε,
+    /// R_L ≥ 2h (one lost frame must not end a LAN fence), D_A·(1−ρ) > R_A·(1+ρ) + ε, 0 < P_A < R_A.
+    let create (h: Duration) (rl: Duration) (dl: Duration) (da: Duration) (ra: Duration) (pa: Duration)
+        : Result<Timing, TimingProblem list> =
+        let problem variable text = { Variable = variable; Problem = text }
         let problems =
-            [ if p <= 0L then "vip_retryperiod", "must be greater than zero"
-              if r <= p then "vip_renewdeadline", "must be greater than vip_retryperiod"
-              elif r - KernelExpirySlack - p < 1000L then
-                  "vip_renewdeadline",
-                  sprintf "must be at least vip_retryperiod + %.1f s: the VIP's kernel lifetime is at least 1 s and may end %.1f s late"
-                      (float (1000L + KernelExpirySlack) / 1000.0) (float KernelExpirySlack / 1000.0)
-              if d <= r then "vip_leaseduration", "must be greater than vip_renewdeadline"
-              elif r * (1000L + ClockDriftPerMille) >= d * (1000L - ClockDriftPerMille) then
-                  "vip_leaseduration",
-                  sprintf "must exceed vip_renewdeadline by the clock-drift margin (%d/1000 each way): needs more than %.3f s"
-                      ClockDriftPerMille
-                      (float (r * (1000L + ClockDriftPerMille)) / float (1000L - ClockDriftPerMille) / 1000.0) ]
+            [ if rl < 2L * h then
+                  problem "lan_renew_deadline" "must be at least twice lan_interval: one lost heartbeat must not end the LAN fence"
+              if not (exceedsWithDrift dl rl) then
+                  problem "lan_lease_duration"
+                      (sprintf "must exceed lan_renew_deadline by the clock-drift and kernel margins: needs more than %.3f s" (needed rl))
+              if pa >= ra then problem "vip_retryperiod" "must be less than vip_renewdeadline"
+              if not (exceedsWithDrift da ra) then
+                  problem "vip_leaseduration"
+                      (sprintf "must exceed vip_renewdeadline by the clock-drift and kernel margins: needs more than %.3f s" (needed ra)) ]
         if problems.IsEmpty then
-            Ok { LeaseDuration = d; RenewDeadline = r; RetryPeriod = p; AddressLifetime = lifetimeFor r p }
+            Ok
+                { HeartbeatInterval = h
+                  LanRenewDeadline = rl
+                  LanLeaseDuration = dl
+                  ApiLeaseDuration = da
+                  ApiRenewDeadline = ra
+                  ApiRetryPeriod = pa
+                  AddressLifetime = AddressLifetime }
         else
             Error problems
+
+/// The cluster key that authenticates LAN heartbeats (at least 16 bytes; `hybrid manifest secret` makes 32),
+/// and its id: the first 8 bytes of HMAC-SHA256(key, "hybrid key id") in hex, safe to show and to compare.
+type ClusterKey =
+    private
+        { Material: byte array
+          KeyId: string }
+
+    member k.Id = k.KeyId
+    override k.ToString() = sprintf "key %s" k.KeyId
+
+[<RequireQualifiedAccess>]
+module ClusterKey =
+    /// The shortest key accepted: 128 bits.
+    let MinimumBytes = 16
+
+    let create (material: byte array) : Result<ClusterKey, string> =
+        if material.Length < MinimumBytes then
+            Error(sprintf "too short: %d bytes, at least %d needed (32 recommended)" material.Length MinimumBytes)
+        else
+            let id = System.Security.Cryptography.HMACSHA256.HashData(material, Text.Encoding.ASCII.GetBytes "hybrid key id")
+            Ok { Material = Array.copy material; KeyId = Convert.ToHexString(id, 0, 8).ToLowerInvariant() }
+
+    /// The key as a base64 text (what lan_key and the Secret hold), trimmed.
+    let parse (text: string) : Result<ClusterKey, string> =
+        let bytes = Array.zeroCreate<byte> (text.Length)
+        match Convert.TryFromBase64String(text.Trim(), Span bytes) with
+        | true, n -> create bytes[.. n - 1]
+        | _ -> Error "not base64 (the key is the base64 text of at least 16 random bytes)"
+
+    /// HMAC-SHA256 under the key of `count` bytes of `message` from `offset`.
+    let sign (key: ClusterKey) (message: byte array) (offset: int) (count: int) : byte array =
+        System.Security.Cryptography.HMACSHA256.HashData(key.Material, ReadOnlySpan(message, offset, count).ToArray())
+
+/// Where lan_key_file pointed, as the shell read it (the domain does no I/O).
+type KeyFile =
+    | KeyFileContent of path: string * content: string
+    | KeyFileUnreadable of path: string * problem: string
 
 /// Effective agent configuration, parsed from kube-vip's environment variable names.
 type Config =
@@ -96,6 +144,9 @@ type Config =
       Arp: bool
       ArpRate: Duration
       Timing: Timing
+      /// UDP port of the LAN heartbeats (lan_port).
+      LanPort: int
+      ClusterKey: ClusterKey
       Upnp: bool
       DisableServiceUpdates: bool
       PrometheusServer: string
@@ -111,8 +162,12 @@ module Config =
     let Variables =
         [ "vip_nodename"; "svc_enable"; "svc_election"; "svc_leasename"; "cp_namespace"; "svc_namespace"
           "lb_class_only"; "lb_class_name"; "lb_class_legacy_handling"; "vip_interface"; "vip_servicesinterface"
-          "vip_subnet"; "vip_arp"; "vip_arpRate"; "vip_leaseduration"; "vip_renewdeadline"; "vip_retryperiod"
+          "vip_subnet"; "vip_arp"; "vip_arpRate"; "lan_interval"; "lan_renew_deadline"; "lan_lease_duration"
+          "vip_leaseduration"; "vip_renewdeadline"; "vip_retryperiod"; "lan_port"; "lan_key"; "lan_key_file"
           "enable_upnp"; "enableUPNP"; "disable_service_updates"; "prometheus_server"; "vip_loglevel" ]
+
+    /// The default UDP port of the LAN heartbeats.
+    let DefaultLanPort = 7474
 
     /// A value read from the environment plus the errors found reading it.
     type private Read<'a> = { Value: 'a; Errors: ConfigError list }
@@ -234,7 +289,7 @@ module Config =
     /// Parses the whole environment. Every bad variable is reported, each with its name and value.
     /// `svc_*` and `lb_*` variables only count when `svc_enable` is set (as in kube-vip); Hybrid implements
     /// kube-vip's services mode only, so `svc_enable` must be true.
-    let parse (env: Map<string, string>) : Result<Config, ConfigError list> =
+    let parse (env: Map<string, string>) (keyFile: KeyFile option) : Result<Config, ConfigError list> =
         let nodeName =
             match lookup env "vip_nodename" with
             | Some v when isDnsSubdomain v -> ok v
@@ -269,22 +324,48 @@ module Config =
         let subnet = readSubnet env
         let arp = readBool env "vip_arp" true
         let arpRate = readArpRate env
-        let d = readSeconds env "vip_leaseduration" Timing.DefaultLeaseDuration
-        let r = readSeconds env "vip_renewdeadline" Timing.DefaultRenewDeadline
-        let p = readSeconds env "vip_retryperiod" Timing.DefaultRetryPeriod
+        let h = readSeconds env "lan_interval" Timing.DefaultHeartbeatInterval
+        let rl = readSeconds env "lan_renew_deadline" Timing.DefaultLanRenewDeadline
+        let dl = readSeconds env "lan_lease_duration" Timing.DefaultLanLeaseDuration
+        let da = readSeconds env "vip_leaseduration" Timing.DefaultApiLeaseDuration
+        let ra = readSeconds env "vip_renewdeadline" Timing.DefaultApiRenewDeadline
+        let pa = readSeconds env "vip_retryperiod" Timing.DefaultApiRetryPeriod
         let timing =
-            match d.Errors, r.Errors, p.Errors with
-            | [], [], [] ->
-                match Timing.create d.Value r.Value p.Value with
+            match [ h; rl; dl; da; ra; pa ] |> List.collect _.Errors with
+            | [] ->
+                match Timing.create h.Value rl.Value dl.Value da.Value ra.Value pa.Value with
                 | Ok t -> ok (Some t)
                 | Error problems ->
                     { Value = None
                       Errors =
-                        [ for (variable, problem) in problems ->
-                              { Variable = variable
-                                Value = defaultArg (lookup env variable) "(default)"
-                                Problem = problem } ] }
+                        [ for p in problems ->
+                              { Variable = p.Variable
+                                Value = defaultArg (lookup env p.Variable) "(default)"
+                                Problem = p.Problem } ] }
             | _ -> ok None
+        let lanPort =
+            match lookup env "lan_port" with
+            | None | Some "" -> ok DefaultLanPort
+            | Some v ->
+                match parseInt32 v with
+                | Some port when port >= 1 && port <= 65535 -> ok port
+                | _ -> bad DefaultLanPort "lan_port" v "not a UDP port (1-65535)"
+        let key =
+            let keyError name value problem = { Value = None; Errors = [ { Variable = name; Value = value; Problem = problem } ] }
+            match lookup env "lan_key", keyFile with
+            | Some text, _ when text <> "" ->
+                match ClusterKey.parse text with
+                | Ok k -> ok (Some k)
+                // Never echo the key itself into a log.
+                | Error problem -> keyError "lan_key" "(hidden)" problem
+            | _, Some(KeyFileContent(path, content)) ->
+                match ClusterKey.parse content with
+                | Ok k -> ok (Some k)
+                | Error problem -> keyError "lan_key_file" path problem
+            | _, Some(KeyFileUnreadable(path, problem)) -> keyError "lan_key_file" path problem
+            | _ ->
+                keyError "lan_key" ""
+                    "required: the cluster key that authenticates LAN heartbeats (set lan_key or lan_key_file from a Secret; `hybrid manifest secret` makes one)"
         let upnp =
             match lookup env "enable_upnp" with
             | Some v when v <> "" -> readBool env "enable_upnp" false
@@ -302,10 +383,10 @@ module Config =
             List.concat
                 [ nodeName.Errors; svcEnable.Errors; election.Errors; leaseName.Errors; leaseNamespace.Errors
                   svcNamespace.Errors; classOnly.Errors; className.Errors; legacy.Errors; iface.Errors
-                  servicesIface.Errors; subnet.Errors; arp.Errors; arpRate.Errors; d.Errors; r.Errors; p.Errors
-                  timing.Errors; upnp.Errors; disableUpdates.Errors; prometheus.Errors; logLevel.Errors ]
-        match errors, timing.Value with
-        | [], Some t ->
+                  servicesIface.Errors; subnet.Errors; arp.Errors; arpRate.Errors; h.Errors; rl.Errors; dl.Errors
+                  da.Errors; ra.Errors; pa.Errors; timing.Errors; lanPort.Errors; key.Errors; upnp.Errors; disableUpdates.Errors; prometheus.Errors; logLevel.Errors ]
+        match errors, timing.Value, key.Value with
+        | [], Some t, Some k ->
             Ok
                 { NodeName = nodeName.Value
                   Election = election.Value
@@ -322,14 +403,32 @@ module Config =
                   Arp = arp.Value
                   ArpRate = arpRate.Value
                   Timing = t
+                  LanPort = lanPort.Value
+                  ClusterKey = k
                   Upnp = upnp.Value
                   DisableServiceUpdates = disableUpdates.Value
                   PrometheusServer = prometheus.Value
                   LogLevel = logLevel.Value }
-        | errors, _ -> Error errors
+        | errors, _, _ -> Error errors
 
     /// The interface VIPs go on: vip_servicesinterface, else vip_interface; None = the default route's.
     let vipInterface config = config.ServicesInterface |> Option.orElse config.Interface
+
+    /// The settings that shape the protocol (docs/PROTOCOL.md §6), hashed: nodes whose fingerprints differ
+    /// could not run one election together (other Leases, timings or key).
+    let fingerprint (c: Config) : string =
+        let t = c.Timing
+        let canonical =
+            String.Join(
+                "|",
+                [ "hybrid/2"; string c.Election; c.LeaseName; c.LeaseNamespace; string t.HeartbeatInterval
+                  string t.LanRenewDeadline; string t.LanLeaseDuration; string t.ApiLeaseDuration
+                  string t.ApiRenewDeadline; string t.ApiRetryPeriod; string c.LanPort; c.ClusterKey.Id ]
+            )
+        let mutable h = 14695981039346656037UL
+        for b in Text.Encoding.UTF8.GetBytes canonical do
+            h <- (h ^^^ uint64 b) * 1099511628211UL
+        h.ToString "x16"
 
     /// The effective settings as (variable, value, meaning) rows for `hybrid agent --print-config`.
     let describe (c: Config) : (string * string * string) list =
@@ -349,10 +448,16 @@ module Config =
           "vip_subnet", sprintf "/%d,/%d" c.PrefixV4 c.PrefixV6, "prefix of VIP addresses (IPv4, IPv6)"
           "vip_arp", string c.Arp |> _.ToLowerInvariant(), "send gratuitous ARP / unsolicited NA"
           "vip_arpRate", sprintf "%d" c.ArpRate, "ms between periodic announcements"
-          "vip_leaseduration", seconds c.Timing.LeaseDuration, "D: a node is dead after this long without a heartbeat"
-          "vip_renewdeadline", seconds c.Timing.RenewDeadline, "R: a holder stops announcing this long after its last renewal started"
-          "vip_retryperiod", seconds c.Timing.RetryPeriod, "P: heartbeat interval"
-          "(address lifetime)", seconds c.Timing.AddressLifetime, "kernel lifetime of VIPs, refreshed while held"
+          "lan_interval", seconds c.Timing.HeartbeatInterval, "h: LAN heartbeat interval"
+          "lan_renew_deadline", seconds c.Timing.LanRenewDeadline, "R_L: a member's echo keeps a holder's LAN fence this long"
+          "lan_lease_duration", seconds c.Timing.LanLeaseDuration, "D_L: a member not heard (or not echoed) this long may be deposed"
+          "vip_leaseduration", seconds c.Timing.ApiLeaseDuration, "D_A: a silent node's armed API fence is waited out this long"
+          "vip_renewdeadline", seconds c.Timing.ApiRenewDeadline, "R_A: an API fence lasts this long after its last renewal started"
+          "vip_retryperiod", seconds c.Timing.ApiRetryPeriod, "P_A: API fence renewal interval (only while armed)"
+          "lan_port", string c.LanPort, "UDP port of the LAN heartbeats"
+          "lan_key", c.ClusterKey.Id, "id of the cluster key (the key itself is never shown)"
+          "(fingerprint)", fingerprint c, "settings that shape the protocol; one value is in force cluster-wide"
+          "(address lifetime)", seconds c.Timing.AddressLifetime, "kernel lifetime of VIPs (cleanup backstop)"
           "enable_upnp", string c.Upnp |> _.ToLowerInvariant(), "UPnP port forwarding"
           "disable_service_updates", string c.DisableServiceUpdates |> _.ToLowerInvariant(), "do not write status or vipHost"
           "prometheus_server", c.PrometheusServer, "metrics and health listen address"

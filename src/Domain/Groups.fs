@@ -31,23 +31,20 @@ type Group =
       /// The creationTimestamp of its oldest member (seconds; the API server's, so every node sees the same).
       CreatedAt: int64 }
 
-/// Everything the cluster wants, independent of which node looks at it.
-/// Kept as lists (what a plan walks); the maps are built on demand, for lookups outside the hot path.
+/// Everything the cluster wants, independent of which node looks at it (computed once per change of
+/// Services or EndpointSlices, then only read).
 type Desired =
-    { StateList: (ServiceKey * ServiceState) list
+    { States: Map<ServiceKey, ServiceState>
       Groups: Group list
-      GroupOfList: (Ip * GroupId) list
+      GroupById: Map<GroupId, Group>
+      GroupOf: Map<Ip, GroupId>
       /// Per-service eligibility of the members (for explanations and warnings).
-      EligibilityList: (ServiceKey * Eligibility) list }
-
-    member d.States: Map<ServiceKey, ServiceState> = Map.ofList d.StateList
-    member d.GroupOf: Map<Ip, GroupId> = Map.ofList d.GroupOfList
-    member d.ServiceEligibility: Map<ServiceKey, Eligibility> = Map.ofList d.EligibilityList
+      ServiceEligibility: Map<ServiceKey, Eligibility> }
 
 [<RequireQualifiedAccess>]
 module LeaseNames =
     let VipPrefix = "hybrid-vip-"
-    let HeartbeatPrefix = "hybrid-node-"
+    let RegistrationPrefix = "hybrid-node-"
 
     /// FNV-1a over UTF-16 code units: stable across processes and machines (string.GetHashCode is not).
     let fnv1a (s: string) =
@@ -62,7 +59,7 @@ module LeaseNames =
         if name.Length <= 253 then name else name.Substring(0, 236).TrimEnd('.') + "-" + (fnv1a name).ToString "x16"
 
     let group (ip: Ip) : GroupId = bounded (VipPrefix + Ip.toNameSegment ip)
-    let heartbeat (node: string) = bounded (HeartbeatPrefix + node)
+    let registration (node: string) = bounded (RegistrationPrefix + node)
 
 [<RequireQualifiedAccess>]
 module Desired =
@@ -148,7 +145,11 @@ module Desired =
                     ChangedSeenAt = changedAt all
                     CreatedAt = all |> List.map _.CreatedAt |> List.fold min Int64.MaxValue } ],
                 perIp |> List.map (fun (ip, _) -> ip, config.LeaseName)
-        { StateList = stateList |> List.map (fun (s, state) -> s.Key, state)
+        { States = stateList |> List.map (fun (s, state) -> s.Key, state) |> Map.ofList
           Groups = groups
-          GroupOfList = groupOf
-          EligibilityList = eligibilityList }
+          GroupById = groups |> List.map (fun g -> g.Id, g) |> Map.ofList
+          GroupOf = Map.ofList groupOf
+          ServiceEligibility = Map.ofList eligibilityList }
+
+    let empty =
+        { States = Map.empty; Groups = []; GroupById = Map.empty; GroupOf = Map.empty; ServiceEligibility = Map.empty }

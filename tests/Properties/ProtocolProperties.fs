@@ -1,29 +1,46 @@
-/// Model-based properties of the ownership protocol: FsCheck generates fault schedules, ProtocolModel runs N
-/// agents (the real domain, driven like the C# shell) against a simulated API server, and the properties
-/// check the whole timeline.
+/// Model-based properties of the ownership protocol (docs/PROTOCOL.md): FsCheck generates fault schedules,
+/// Simulation runs N agents (the real Protocol.step, driven as the shell drives it) against a simulated API
+/// server, LAN and kernels, and the properties check the whole timeline.
 ///
-/// A failure prints the shrunk Scenario and the end of its timeline. The simulation is deterministic, so
-/// `ProtocolModel.run scenario true` (e.g. from `dotnet fsi` with the built Hybrid.Properties.dll referenced)
-/// reproduces it with the full timeline in Outcome.Trace; FsCheck's Replay seed re-runs the whole search.
+/// A failure prints the shrunk Scenario and the end of its timeline. The simulation is deterministic:
+/// `Simulation.run scenario true` reproduces it with the full timeline in Outcome.Trace.
 module Hybrid.Properties.ProtocolProperties
 
 open System
+open System.Collections.Concurrent
 open FsCheck
 open FsCheck.FSharp
 open FsCheck.Xunit
-open Xunit.Abstractions
-open Hybrid.Properties.ProtocolModel
+open Hybrid.Domain
+open Hybrid.Properties.Simulation
 
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
-// Generators: every kind of fault is built directly (never by filtering), with durations chosen around the
-// protocol's thresholds (shorter than R, between R and D, longer than D).
+// Generators: every kind of fault is built directly, with durations chosen around the protocol's
+// thresholds (shorter than R_L, between R_L and D_L, longer than D_L, longer than D_A).
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 
+let private timing = (config { Nodes = 1; Election = true; Services = []; Drifts = [ 0 ]; Faults = []; ChaosEnd = 0L; Horizon = 0L; Seed = 0UL } "node-0").Timing
 let private chooseL (lo: int64) (hi: int64) = Gen.choose (int lo, int hi) |> Gen.map int64
+
+/// Durations around the thresholds of the LAN and API fences.
+let private around =
+    Gen.frequency
+        [ 2, chooseL 20L timing.LanRenewDeadline
+          3, chooseL timing.LanRenewDeadline (2L * timing.LanLeaseDuration)
+          3, chooseL (2L * timing.LanLeaseDuration) (timing.ApiLeaseDuration + 1000L)
+          1, chooseL (timing.ApiLeaseDuration + 1000L) 10_000L ]
+
+/// When the chaos starts: after the cluster formed.
+let ChaosStart = 3000L
+let ChaosLength = 8000L
+/// After the last fault ends, every group with a live eligible node is answered within this bound:
+/// a restart and a relist, a deposition (D_L plus its writes), an API fence waited out (D_A), a claim pause
+/// after an unacknowledged claim (10·D_L), staggered successors.
+let LivenessBound = timing.ApiLeaseDuration + 12L * timing.LanLeaseDuration + 3000L
 
 let private genEndpoints nodes =
     Gen.frequency
-        [ 5, gen {
+        [ 6, gen {
                  let! first = Gen.choose (0, nodes - 1)
                  let! more = Gen.subListOf [ 0 .. nodes - 1 ]
                  return List.distinct (first :: more) |> List.sort
@@ -33,252 +50,186 @@ let private genEndpoints nodes =
 let private genService nodes ips id =
     gen {
         let! ip = Gen.choose (0, ips - 1)
-        let! local = Gen.elements [ true; false ]
-        let! port = Gen.frequency [ 6, Gen.constant (8000 + id); 1, Gen.elements [ 80; 443 ] ]
+        let! local = Gen.frequency [ 3, Gen.constant false; 1, Gen.constant true ]
         let! endpoints = genEndpoints nodes
-        let! allow = Gen.frequency [ 6, Gen.constant false; 1, Gen.constant true ]
-        return
-            { Id = id
-              Ip = ip
-              Local = local
-              Port = port
-              Endpoints = endpoints
-              AllowWithoutEndpoints = allow }
+        return { Id = id; Ip = ip; Local = local; Port = 8000 + id; Endpoints = endpoints }
     }
 
-let private genTarget nodes =
-    Gen.frequency [ 3, Gen.choose (0, 3) |> Gen.map HolderOf; 2, Gen.choose (0, nodes - 1) |> Gen.map NodeAt ]
+let private genScope nodes = Gen.frequency [ 1, Gen.constant AllNodes; 2, Gen.choose (0, nodes - 1) |> Gen.map OneNode ]
 
-let private genFault nodes (timing: TimingChoice) (nextId: int) =
-    let d, r, p = timingMs timing
-    let target = genTarget nodes
-    let around =
-        Gen.frequency
-            [ 2, chooseL 20L (r - p) // fence still valid
-              3, chooseL (r - p) (d + r) // fence lapses; others may or may not take over
-              2, chooseL (d + r) (4L * d) ] // others take over
+let private genFault nodes nextService : Gen<Fault list> =
+    let node = Gen.choose (0, nodes - 1)
+    let single f = Gen.map List.singleton f
     Gen.frequency
-        [ 5, Gen.map2 (fun t down -> CrashFor(t, down)) target around
-          4, Gen.map2 (fun t down -> StopFor(t, down)) target around
-          5, Gen.map2 (fun t ms -> PartitionFor(t, ms)) target around
-          4, Gen.map2 (fun t ms -> LinkDownFor(t, ms)) target (chooseL 10L (2L * d))
-          2, Gen.map3 (fun t extra ms -> SlowWatchFor(t, extra, ms)) target (chooseL 100L (2L * d)) (chooseL 200L (3L * d))
-          3, Gen.map2 (fun t ms -> SlowApiFor(t, ms)) target (chooseL 200L (3L * d))
-          3, Gen.map2 (fun t ms -> PartitionMidWrite(t, ms)) target around
-          2, Gen.map2 (fun t down -> CrashMidWrite(t, down)) target around
-          2, around |> Gen.map PartitionBeforeAddressWrite
-          2, Gen.map2 (fun k ns -> MoveEndpoints(k, ns)) (Gen.choose (0, 5)) (genEndpoints nodes)
-          4, Gen.map2 (fun k keep -> MoveEndpointsOffHolder(k, keep)) (Gen.choose (0, 5)) (Gen.choose (1, 3))
-          // Creates and IP changes may use a fourth address, which no initial service has: a new group.
-          6,
-          Gen.frequency
-              [ 3, genService nodes 4 nextId |> Gen.map CreateService
-                1, Gen.choose (0, 5) |> Gen.map DeleteService
-                3, Gen.map2 (fun k ip -> ChangeIp(k, ip)) (Gen.choose (0, 5)) (Gen.choose (0, 3))
-                2, Gen.choose (0, 5) |> Gen.map FlipPolicy ] ]
+        [ 4, single (Gen.map2 (fun s d -> ApiOutage(s, d)) (genScope nodes) (chooseL 200L 30_000L))
+          3, single (Gen.map3 (fun s d l -> ApiLatency(s, d, l)) (genScope nodes) around (chooseL 100L 10_000L))
+          2, single (Gen.map2 (fun n d -> WatchStall(n, d)) node around)
+          // One-way, symmetric, or isolating one node from every other.
+          3, Gen.map3 (fun a b d -> if a = b then [] else [ LanLoss(a, b, d) ]) node node around
+          2, Gen.map3 (fun a b d -> if a = b then [] else [ LanLoss(a, b, d); LanLoss(b, a, d) ]) node node around
+          2, Gen.map2 (fun a d -> [ for b in 0 .. nodes - 1 do if b <> a then LanLoss(a, b, d); LanLoss(b, a, d) ]) node around
+          2, Gen.map2 (fun a d -> [ for b in 0 .. nodes - 1 do if b <> a then LanLoss(b, a, d) ]) node around
+          3, single (Gen.map2 (fun n d -> Freeze(n, d)) node (chooseL 0L 10_000L))
+          4, single (Gen.map2 (fun n d -> Crash(n, d)) node around)
+          3, single (Gen.map2 (fun n d -> GracefulStop(n, d)) node around)
+          2, single (Gen.map2 (fun n d -> LinkDown(n, d)) node around)
+          2, single (Gen.map3 (fun n d m -> SlowKernel(n, d, m)) node around (chooseL 0L 200L))
+          1, single (Gen.map DeleteRegistration node)
+          1, single (Gen.choose (0, 3) |> Gen.map DeleteGroupLease)
+          2, single (Gen.map2 (fun s ns -> MoveEndpoints(s, ns)) (Gen.choose (0, 5)) (genEndpoints nodes))
+          2, single (genService nodes 4 nextService |> Gen.map CreateService)
+          1, single (Gen.choose (0, 5) |> Gen.map DeleteService) ]
 
-/// Faults that only bite together, built as one episode of (offset from its start, fault).
-let private genEpisode nodes (timing: TimingChoice) (nextId: int) : Gen<(int64 * Fault) list> =
-    let d, r, p = timingMs timing
-    let around =
-        Gen.frequency [ 2, chooseL 20L (r - p); 3, chooseL (r - p) (d + r); 2, chooseL (d + r) (4L * d) ]
-    Gen.frequency
-        [ 14, genFault nodes timing nextId |> Gen.map (fun f -> [ 0L, f ])
-          // A node's watch lags while the holder stops and comes straight back: the lagging node sees the old
-          // release after the new process has reclaimed.
-          1,
-          gen {
-              let! lagging = Gen.choose (0, nodes - 1)
-              let! extra = chooseL 1000L (2L * d)
-              let! stopAfter = chooseL 300L (d + r)
-              let! holder = Gen.choose (0, 3)
-              let! down = chooseL 100L 800L
-              return [ 0L, SlowWatchFor(NodeAt lagging, extra, 4L * d); stopAfter, StopFor(HolderOf holder, down) ]
-          }
-          // A holder of several groups stops or crashes; its successors claim them one after another, and a
-          // partition strikes a node right after a claim its plan follows with an address write.
-          // Slow claims let the next group fall due while one is in flight.
-          3,
-          gen {
-              let! holder = Gen.choose (0, 3)
-              let! crash = Gen.elements [ true; false ]
-              let! down = chooseL 100L (2L * d)
-              let! cut = around
-              let! slow = Gen.choose (0, nodes - 1)
-              return
-                  [ 0L, SlowApiFor(NodeAt slow, 2L * d + 2L * r)
-                    0L, (if crash then CrashFor(HolderOf holder, down) else StopFor(HolderOf holder, down))
-                    0L, PartitionBeforeAddressWrite cut ]
-          }
-          // A holder whose reconcile loop is stuck in a slow claim (another node died) has its link flap: its
-          // heartbeat loop releases the heartbeat while its VIPs are still on the interface, and the link is
-          // back before the claim returns.
-          3,
-          gen {
-              let! dead = Gen.choose (0, nodes - 1)
-              let! stall = chooseL 300L r
-              let! downFor = chooseL (p + 100L) (max (p + 150L) (stall - 50L))
-              return [ 0L, CrashFor(NodeAt dead, 4L * d); 0L, StallAndLinkDownMidWrite(stall, downFor) ]
-          } ]
-
-let genScenario: Gen<Scenario> =
+/// A node deposed and re-registering while its peers' watches stall: it goes silent on the LAN (so it is
+/// deposed), its peers' watches stall, it comes back.
+let private genDepositionEpisode nodes : Gen<(int64 * Fault) list> =
     gen {
-        let! nodes = Gen.choose (2, 4)
-        // svc_election=false has one group: endpoint moves and service changes never move it.
-        let! election = Gen.frequency [ 2, Gen.constant true; 1, Gen.constant false ]
-        let! timing = Gen.frequency [ 5, Gen.constant Defaults; 3, Gen.constant KubeVip; 2, Gen.constant Tight ]
-        let rho = maxDriftPpm
-        let! drift =
-            Gen.listOfLength 4 (Gen.frequency [ 2, Gen.constant -rho; 2, Gen.constant rho; 3, Gen.choose (-rho, rho) ])
-        let! offsets = Gen.listOfLength 4 (Gen.choose (0, 1_000_000_000) |> Gen.map int64)
-        let! requestTimeout = Gen.elements [ 1000L; 3000L ]
-        // Several groups per node make holders of several groups, whose loss staggers claims.
-        let! ips = Gen.frequency [ 1, Gen.constant 1; 2, Gen.constant 2; 3, Gen.constant 3 ]
-        let! serviceCount = Gen.choose (ips, 4)
-        let! services =
-            [ for id in 0 .. serviceCount - 1 ->
-                  genService nodes ips id |> Gen.map (fun spec -> if id < ips then { spec with Ip = id } else spec) ]
-            |> Gen.sequenceToList
-        let d, _, _ = timingMs timing
-        let! chaosEnd = chooseL (2L * d + 1000L) (max 15000L (5L * d))
-        let! faultCount = Gen.choose (1, 8)
-        let! episodes =
-            [ for k in 0 .. faultCount - 1 ->
-                  Gen.map2 (fun at faults -> faults |> List.map (fun (offset, f) -> at + offset, f))
-                      (chooseL 300L (chaosEnd - 200L)) (genEpisode nodes timing (10 + k)) ]
-            |> Gen.sequenceToList
-        let faults = List.concat episodes |> List.filter (fun (at, _) -> at < chaosEnd)
-        let! seed = Gen.choose (0, Int32.MaxValue)
+        let! victim = Gen.choose (0, nodes - 1)
+        let! silence = chooseL (timing.LanLeaseDuration + 200L) 4000L
+        let! stall = chooseL 200L 4000L
+        let peers = [ 0 .. nodes - 1 ] |> List.filter ((<>) victim)
         return
-            { Seed = seed
-              Nodes = nodes
+            [ for p in peers do
+                  0L, LanLoss(victim, p, silence)
+                  0L, LanLoss(p, victim, silence)
+                  silence / 2L, WatchStall(p, stall) ]
+    }
+
+let private genScenario : Gen<Scenario> =
+    gen {
+        let! nodes = Gen.choose (1, 5)
+        let! election = Gen.frequency [ 3, Gen.constant true; 1, Gen.constant false ]
+        let! count = Gen.choose (1, 6)
+        let! services = [ for id in 0 .. count - 1 -> genService nodes 3 id ] |> Gen.sequenceToList
+        let! drifts = Gen.listOfLength nodes (Gen.choose (-1000, 1000))
+        let! faultCount = Gen.choose (1, 6)
+        let! faults =
+            [ for i in 0 .. faultCount - 1 ->
+                  gen {
+                      let! at = chooseL ChaosStart (ChaosStart + ChaosLength)
+                      let! fs = genFault nodes (100 + i)
+                      return fs |> List.map (fun f -> { At = at; Fault = f })
+                  } ]
+            |> Gen.sequenceToList
+        let! episode =
+            Gen.frequency
+                [ 4, Gen.constant []
+                  1,
+                  gen {
+                      let! at = chooseL ChaosStart (ChaosStart + ChaosLength)
+                      let! e = genDepositionEpisode nodes
+                      return e |> List.map (fun (offset, f) -> { At = at + offset; Fault = f })
+                  } ]
+        let! seed = Gen.choose (0, Int32.MaxValue)
+        let all = List.concat faults @ episode
+        let ends =
+            all
+            |> List.map (fun f ->
+                f.At
+                + match f.Fault with
+                  | ApiOutage(_, d) | ApiLatency(_, d, _) | WatchStall(_, d) | LanLoss(_, _, d) | Freeze(_, d)
+                  | Crash(_, d) | GracefulStop(_, d) | LinkDown(_, d) | SlowKernel(_, d, _) -> d
+                  | _ -> 0L)
+        let chaosEnd = List.fold max (ChaosStart + ChaosLength) ends
+        return
+            { Nodes = nodes
               Election = election
-              Timing = timing
-              Drift = drift
-              Offsets = offsets
-              RequestTimeout = requestTimeout
               Services = services
-              Faults = faults |> List.sortBy fst
-              ChaosEnd = chaosEnd }
+              Drifts = drifts
+              Faults = all |> List.sortBy _.At
+              ChaosEnd = chaosEnd
+              Horizon = chaosEnd + LivenessBound
+              Seed = uint64 seed }
     }
 
-/// Smaller schedules first: fewer faults, fewer services, fewer nodes, no drift, a shorter chaos phase.
-let shrinkScenario (s: Scenario) : seq<Scenario> =
-    seq {
-        for i in 0 .. s.Faults.Length - 1 do
-            yield { s with Faults = List.removeAt i s.Faults }
-        if s.Services.Length > 1 then
-            for i in 0 .. s.Services.Length - 1 do
-                yield { s with Services = List.removeAt i s.Services }
-        if s.Nodes > 2 then yield { s with Nodes = s.Nodes - 1 }
-        if s.Drift |> List.exists ((<>) 0) then yield { s with Drift = s.Drift |> List.map (fun _ -> 0) }
-        let last = s.Faults |> List.fold (fun m (at, _) -> max m at) 0L
-        if s.ChaosEnd - last > 1000L then yield { s with ChaosEnd = last + 1000L }
+let private faultName (f: Fault) =
+    match f with
+    | ApiOutage(AllNodes, _) -> "global API outage"
+    | ApiOutage _ -> "node API outage"
+    | ApiLatency _ -> "API latency"
+    | WatchStall _ -> "watch stall"
+    | LanLoss _ -> "LAN loss"
+    | Freeze _ -> "freeze"
+    | Crash _ -> "crash"
+    | GracefulStop _ -> "graceful stop"
+    | LinkDown _ -> "link down"
+    | SlowKernel _ -> "slow kernel"
+    | DeleteRegistration _ -> "registration deleted"
+    | DeleteGroupLease _ -> "group Lease deleted"
+    | MoveEndpoints _ -> "endpoints moved"
+    | CreateService _ -> "service created"
+    | DeleteService _ -> "service deleted"
+
+/// Reports how often each fault occurred among the generated schedules.
+let private classified (scenario: Scenario) (property: Property) =
+    scenario.Faults
+    |> List.map (fun f -> faultName f.Fault)
+    |> List.distinct
+    |> List.fold (fun p name -> Prop.classify true name p) property
+
+/// Each chaos schedule is run once; the safety and liveness properties read the same outcome.
+let private outcomes = ConcurrentDictionary<Scenario, Lazy<Outcome>>()
+let private outcomeOf (scenario: Scenario) = outcomes.GetOrAdd(scenario, fun s -> lazy (run s false)).Value
+
+let private explain (scenario: Scenario) (what: string) =
+    let traced = run scenario true
+    sprintf "%s\nscenario: %A\ntimeline (last 150 lines):\n%s" what scenario (traced.Trace |> List.rev |> List.truncate 150 |> List.rev |> String.concat "\n")
+
+[<Property(MaxTest = 500)>]
+let ``never two kernels answer for one VIP at one instant`` () =
+    Prop.forAll (Arb.fromGen genScenario) (fun scenario ->
+        let outcome = outcomeOf scenario
+        let ok = outcome.Violations.IsEmpty
+        classified scenario (Prop.label (if ok then "" else explain scenario (sprintf "violations: %A" outcome.Violations)) ok))
+
+[<Property(MaxTest = 500)>]
+let ``after the faults end every group with a live eligible node is answered by exactly one node within the bound`` () =
+    Prop.forAll (Arb.fromGen genScenario) (fun scenario ->
+        let outcome = outcomeOf scenario
+        let wrong =
+            outcome.ExpectedAtEnd
+            |> List.filter (fun ip -> (outcome.AnsweringAtEnd.TryFind ip |> Option.defaultValue []).Length <> 1)
+        let ok = wrong.IsEmpty
+        classified scenario (Prop.label (if ok then "" else explain scenario (sprintf "not answered by exactly one node at the end: %A (answering %A)" wrong outcome.AnsweringAtEnd)) ok))
+
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+// Availability: an API outage of any length, with the LAN healthy and every member up, withdraws nothing
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+let private genOutageScenario : Gen<Scenario> =
+    gen {
+        let! nodes = Gen.choose (1, 5)
+        let! election = Gen.frequency [ 3, Gen.constant true; 1, Gen.constant false ]
+        let! count = Gen.choose (1, 6)
+        let! services = [ for id in 0 .. count - 1 -> genService nodes 3 id ] |> Gen.sequenceToList
+        let services = services |> List.map (fun s -> if s.Endpoints.IsEmpty then { s with Endpoints = [ 0 ] } else s)
+        let! drifts = Gen.listOfLength nodes (Gen.choose (-1000, 1000))
+        let! outage = Gen.frequency [ 3, chooseL 200L 5000L; 2, chooseL 5000L 30_000L; 1, chooseL 30_000L 120_000L ]
+        let! latency = Gen.frequency [ 2, Gen.constant []; 1, chooseL 100L 10_000L |> Gen.map (fun l -> [ ApiLatency(AllNodes, 2000L, l) ]) ]
+        let! seed = Gen.choose (0, Int32.MaxValue)
+        let start = 4000L
+        let faults =
+            (latency |> List.map (fun f -> { At = start - 2000L; Fault = f })) @ [ { At = start; Fault = ApiOutage(AllNodes, outage) } ]
+        return
+            { Nodes = nodes
+              Election = election
+              Services = services
+              Drifts = drifts
+              Faults = faults
+              ChaosEnd = start + outage
+              Horizon = start + outage + 1000L
+              Seed = uint64 seed }
     }
 
-type Schedules =
-    static member Scenario() : Arbitrary<Scenario> = Arb.fromGenShrink (genScenario, shrinkScenario)
-
-// ════════════════════════════════════════════════════════════════════════════════════════════════════
-// Coverage
-// ════════════════════════════════════════════════════════════════════════════════════════════════════
-
-/// What the coverage report counts, in the order it prints them.
-let private categories =
-    [ Seen.TakeoverAfterCrash
-      Seen.TakeoverAfterPartition
-      Seen.TakeoverAfterStop
-      Seen.TakeoverAfterLinkDown
-      Seen.TakeoverAfterEndpointMove
-      Seen.ClaimAfterServiceChange
-      Seen.ReclaimAfterRestart
-      Seen.LostRace
-      Seen.HeartbeatMoved
-      Seen.FenceLapse
-      Seen.MidWrite
-      Seen.StopMidPlan ]
-
-/// Prop.classify per category (FsCheck prints every combination that occurred) and Prop.collect of one value.
-let private covered (o: Outcome) (collected: string) (prop: Property) : Property =
-    categories
-    |> List.fold (fun p name -> Prop.classify (o.Counts.ContainsKey name) name p) prop
-    |> Prop.collect collected
-
-/// Counts, per category, the schedules in which it happened, and prints the table once `total` schedules ran
-/// (FsCheck's own table lists combinations, which hides how often each case occurs).
-type private Tally(output: ITestOutputHelper, title: string, total: int) =
-    let counts = Collections.Generic.Dictionary<string, int>()
-    let extra = Collections.Generic.Dictionary<string, int>()
-    let mutable runs = 0
-    let mutable events = 0L
-    let clock = Diagnostics.Stopwatch.StartNew()
-    let add (d: Collections.Generic.Dictionary<string, int>) key =
-        d[key] <- (match d.TryGetValue key with | true, c -> c + 1 | _ -> 1)
-
-    member _.Add(s: Scenario, o: Outcome, extraKey: string) =
-        lock counts (fun () ->
-            runs <- runs + 1
-            events <- events + int64 o.Events
-            for name in categories do
-                if o.Counts.ContainsKey name then add counts name
-            add extra (sprintf "svc_election=%b, %A timing" s.Election s.Timing)
-            add extra extraKey
-            if runs = total then
-                output.WriteLine(sprintf "%s: %d schedules, %d simulated events, %.1f s" title runs events clock.Elapsed.TotalSeconds)
-                for name in categories do
-                    let c = match counts.TryGetValue name with | true, c -> c | _ -> 0
-                    output.WriteLine(sprintf "  %5.1f%%  %4d  %s" (100.0 * float c / float runs) c name)
-                for kv in extra |> Seq.sortBy _.Key do
-                    output.WriteLine(sprintf "  %5.1f%%  %4d  %s" (100.0 * float kv.Value / float runs) kv.Value kv.Key))
-
-let private explain (s: Scenario) (headline: string) =
-    // Re-run with the timeline recorded (same scenario, same outcome) to show what led there.
-    let traced = run s true
-    let tail = traced.Trace |> List.rev |> List.truncate 160 |> List.rev
-    sprintf "%s\n--- last %d events of the timeline (real ms) ---\n%s" headline tail.Length (String.concat "\n" tail)
-
-// ════════════════════════════════════════════════════════════════════════════════════════════════════
-// Properties (one class each, so that xunit runs them in parallel)
-// ════════════════════════════════════════════════════════════════════════════════════════════════════
-
-[<Literal>]
-let SchedulesPerProperty = 500
-
-/// SAFETY: at every instant of simulated real time, for every VIP, at most one node has it on an interface
-/// that is up (added and neither removed nor deleted by the kernel; a crashed node's addresses count until the
-/// kernel deletes them; a node's addresses do not count while its link is down). Also checked: the invariant
-/// this rests on, that every address write happens within the write window of the fence its plan used.
-type ProtocolSafety(output: ITestOutputHelper) =
-    let tally = Tally(output, "safety", SchedulesPerProperty)
-
-    [<Property(MaxTest = SchedulesPerProperty, Arbitrary = [| typeof<Schedules> |])>]
-    member _.``no two nodes may answer for one VIP at the same instant``(s: Scenario) =
-        let o = run s false
-        tally.Add(s, o, sprintf "%d nodes" s.Nodes)
-        let verdict =
-            match o.Safety, o.FenceBreach with
-            | None, None -> Prop.ofTestable true
-            | Some violation, _ -> Prop.label (explain s violation) false
-            | None, Some breach -> Prop.label (explain s ("fence invariant broken: " + breach)) false
-        covered o (sprintf "%A timing, %d nodes" s.Timing s.Nodes) verdict
-
-/// LIVENESS: once the chaos ends (all processes running, partitions healed, links up, no more faults), within
-/// ProtocolModel.livenessBound every group with an eligible node has exactly one holder, the node its Lease
-/// names, which has every VIP of the group up; and this stays so until the end of the run.
-type ProtocolLiveness(output: ITestOutputHelper) =
-    let tally = Tally(output, "liveness", SchedulesPerProperty)
-
-    [<Property(MaxTest = SchedulesPerProperty, Arbitrary = [| typeof<Schedules> |])>]
-    member _.``every group with a live eligible node eventually gets a holder``(s: Scenario) =
-        let o = run s false
-        let converged =
-            match o.ConvergedAfter with
-            | Some 0L -> "converged at the end of chaos"
-            | Some ms -> sprintf "converged %d-%d s after the end of chaos" ((ms - 1L) / 1000L) ((ms - 1L) / 1000L + 1L)
-            | None -> "never converged"
-        tally.Add(s, o, converged)
-        let verdict =
-            match o.Liveness with
-            | None -> Prop.ofTestable true
-            | Some problem -> Prop.label (explain s problem) false
-        covered o converged verdict
+[<Property(MaxTest = 500)>]
+let ``a global API outage of any length with the LAN healthy and all members up withdraws no VIP`` () =
+    Prop.forAll (Arb.fromGen genOutageScenario) (fun scenario ->
+        let outcome = run scenario false
+        let outage = scenario.Faults |> List.pick (fun f -> match f.Fault with ApiOutage(_, d) -> Some(f.At, f.At + d) | _ -> None)
+        let gapsInOutage =
+            outcome.Gaps
+            |> List.filter (fun g -> g.From >= fst outage && g.From < snd outage)
+        let ok = gapsInOutage.IsEmpty && outcome.Violations.IsEmpty
+        Prop.label (if ok then "" else explain scenario (sprintf "gaps during the outage %A: %A" outage gapsInOutage)) ok
+        |> Prop.classify (snd outage - fst outage > 30_000L) "outage over 30 s"
+        |> Prop.classify (scenario.Nodes = 1) "one node")

@@ -1,0 +1,117 @@
+// The types of one node's protocol state machine (docs/PROTOCOL.md): its state, what it is told (inputs),
+// and what it asks the shell to do (commands). `Protocol.step` (Step.fs) maps one to the others.
+namespace Hybrid.Domain
+
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+// Effects and their outcomes
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+/// Identifies one Lease write so that its outcome can be matched to it.
+type WriteId = int64
+
+/// What the API server answered to a Lease write.
+type WriteOutcome =
+    /// Done; the Lease as the server returned it (absent after a delete).
+    | Written of LeaseRecord option
+    /// 409: the version moved on (or the Lease exists, for a create): somebody else wrote first.
+    | Conflict
+    /// 404: the Lease is gone (a compare-and-swap or delete of a deleted Lease).
+    | NotFound
+    /// Anything else (timeout, 5xx, connection refused): the write may or may not have landed.
+    | Failed of reason: string
+
+/// A change to the node's kernel state. The shell applies these in order, each re-reading the monotonic
+/// clock just before its syscall where the command carries a deadline (the fresh-clock rule).
+type KernelCommand =
+    /// Replaces the fence table: `managed` addresses are fenced off (not held), the fence element absent.
+    | InstallFence of managed: Ip list
+    /// Writes the fence element with timeout = deadline − now; deletes it if that is not positive.
+    | ExtendFence of deadline: Instant
+    | ExpireFence
+    /// Fences the VIP off (managed, not held), then puts the address on the interface with a lifetime.
+    | Admit of ip: Ip * prefix: int * lifetime: Duration
+    /// Rewrites the address lifetime, unless the fence ended before the syscall.
+    | RefreshAddress of ip: Ip * prefix: int * lifetime: Duration * fenceDeadline: Instant
+    /// The VIP is answered (while the fence element lives).
+    | Hold of ip: Ip
+    /// The VIP is no longer answered (the address stays).
+    | Unhold of ip: Ip
+    /// Not answered, address removed, no longer managed.
+    | Withdraw of ip: Ip * prefix: int
+    /// One gratuitous ARP / unsolicited NA, unless the fence ended before the syscall.
+    | Announce of ip: Ip * fenceDeadline: Instant
+
+/// How a kernel command went.
+type KernelOutcome =
+    | Applied
+    /// Not done because the fence had ended when the clock was read (fresh-clock rule).
+    | SkippedFenceEnded
+    | KernelFailed of reason: string
+
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+// Events and log lines
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+/// Why this node holds nothing although it runs.
+type StandAsideReason =
+    /// Its settings fingerprint is not the one in force.
+    | FingerprintNotInForce of mine: string * inForce: string
+    /// It hears none of at least two members it needs: its own LAN is most likely impaired.
+    | Isolated of silent: string list
+
+/// Something notable the shell logs (and counts) and, for stand-aside reasons, reports as a Warning Event
+/// on the node's Node object.
+type Notice =
+    | JoinedCluster of term: int64 * incarnation: Incarnation
+    | RegistrationProblem of node: string * RegistrationProblem
+    | ApiFenceArmed of lanFence: FenceBound
+    | ApiFenceDisarmed
+    | DeposingNode of node: string * silentFor: Duration
+    | NodeDeposed of node: string
+    | DeposedBy of node: string
+    | StandingAside of StandAsideReason
+    | StandingAsideEnded
+    | ClaimAcknowledgementTimedOut of group: string * missing: string list
+    | ContestedClaim of group: string * by: string
+    | LeftCluster
+
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+// Commands and inputs
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+/// What the shell must do.
+type Command =
+    /// Encode (FrameCodec), sign and send on the LAN (one datagram per part).
+    | SendFrame of Frame
+    | WriteLease of id: WriteId * LeaseWrite
+    | DeleteLease of id: WriteId * name: string * version: string
+    /// Re-read a Lease (after a conflict) and report it as an observation.
+    | ReadLease of name: string
+    | Kernel of KernelCommand
+    /// Patch status.loadBalancer.ingress and the vipHost annotation (None removes it).
+    | WriteStatus of service: ServiceKey * ingress: IngressEntry list * vipHost: string option
+    | Emit of ServiceEvent
+    | Note of Notice
+
+/// What happened, as the shell reports it; every input carries the shell's monotonic clock reading.
+type Input =
+    /// The first input: this process's incarnation (random), the VIP addresses found on the interface
+    /// (from an earlier process), whether the interface is up.
+    | Started of incarnation: Incarnation * existing: (Ip * int) list * linkUp: bool * now: Instant
+    | Tick of now: Instant
+    | ServicesListed of Service list * now: Instant
+    | ServiceUpserted of Service * now: Instant
+    | ServiceDeleted of ServiceKey * now: Instant
+    | SlicesListed of (string * EndpointSlice) list * now: Instant
+    | SliceUpserted of name: string * EndpointSlice * now: Instant
+    | SliceDeleted of name: string * now: Instant
+    | LeasesListed of LeaseRecord list * now: Instant
+    | LeaseUpserted of LeaseRecord * now: Instant
+    | LeaseDeleted of name: string * now: Instant
+    | FrameReceived of Frame * now: Instant
+    | FrameDropped of FrameError * now: Instant
+    /// `jitter` in [0, 1) from the shell's random source (the domain has none), for retry backoff.
+    | WriteCompleted of id: WriteId * WriteOutcome * jitter: float * now: Instant
+    | KernelCompleted of KernelCommand * KernelOutcome * now: Instant
+    | LinkChanged of up: bool * now: Instant
+    | StopRequested of now: Instant

@@ -1,0 +1,67 @@
+// What Hybrid reports on a Service: its status, and the texts of its Events.
+namespace Hybrid.Domain
+
+open System
+
+/// Gratuitous announcements of a held VIP: a burst right after it is held, then one every vip_arpRate.
+[<RequireQualifiedAccess>]
+module Announcements =
+    /// Offsets after the VIP is held: at once, then repeats that cover a lost frame or a switch that was
+    /// still learning; afterwards one every vip_arpRate.
+    let Burst: Duration list = [ 0L; 250L; 750L; 1500L ]
+
+    /// Never two announcements of one VIP closer than this.
+    let MinimumGap: Duration = 100L
+
+    let nextDue (arpRate: Duration) (state: AnnounceState) : Instant =
+        let scheduled =
+            if state.Sent < Burst.Length then state.HeldAt + Burst[state.Sent]
+            else state.LastSentAt + arpRate
+        if state.Sent = 0 then scheduled else max scheduled (state.LastSentAt + MinimumGap)
+
+[<RequireQualifiedAccess>]
+module Status =
+    /// The ingress entry Hybrid writes for an announced address.
+    let entry (service: Service) (ip: Ip) =
+        { Ip = Ip.format ip; IpMode = Some "VIP"; Ports = service.Ports }
+
+    /// The same address, written canonically (desired) or as found (observed, maybe not canonical).
+    let private sameIp (observed: string) (desired: string) =
+        String.Equals(observed, desired) || (Ip.tryParse observed |> Option.map Ip.format) = Some desired
+
+    /// An unset ipMode means "VIP" (the API server's default since 1.30; older ones drop the field on write).
+    let private sameEntry (observed: IngressEntry) (desired: IngressEntry) =
+        sameIp observed.Ip desired.Ip
+        && (observed.IpMode |> Option.orElse (Some "VIP")) = desired.IpMode
+        && observed.Ports = desired.Ports
+
+    /// Whether the Service already says what Hybrid would write.
+    let matches (service: Service) (ingress: IngressEntry list) (vipHost: string option) =
+        service.Annotations.TryFind Annotations.VipHost = vipHost
+        && List.length service.Ingress = List.length ingress
+        && List.forall2 sameEntry service.Ingress ingress
+
+[<RequireQualifiedAccess>]
+module ServiceWarnings =
+    /// A Service is not warned about missing endpoints until this long after it last changed: a new
+    /// Service normally has none for a moment, until its pods' endpoints are published.
+    let EndpointGrace: Duration = 5000L
+
+    /// The Warning for a Service nobody can announce.
+    let unserved (service: ServiceKey) (reason: NoCandidateReason) : ServiceEvent =
+        let eventReason, message =
+            match reason with
+            | NoEligibleNode NoServingEndpoint -> EventReason.NoServingEndpoint, "not announced: the service has no serving endpoint"
+            | NoEligibleNode _ ->
+                EventReason.NoEligibleNode, "not announced: no node runs a serving endpoint (externalTrafficPolicy Local)"
+            | NoLiveEligibleNode [] -> EventReason.NoLiveNode, "not announced: no live node"
+            | NoLiveEligibleNode nodes ->
+                EventReason.EligibleNodesNotLive,
+                sprintf "not announced: the nodes with a serving endpoint (%s) are not live" (String.concat ", " nodes)
+        { Service = service; Type = Warning; Reason = eventReason; Message = message }
+
+    let localNeedsElection (service: ServiceKey) : ServiceEvent =
+        { Service = service
+          Type = Warning
+          Reason = EventReason.LocalNeedsElection
+          Message = "externalTrafficPolicy Local needs svc_election=true: the leader announces this service whether or not it runs a pod of it" }
