@@ -100,7 +100,7 @@ internal sealed class FenceLab : IAsyncDisposable
     public async Task<(PhysicalAddress? Mac, string State)?> NeighbourAsync(string ns, IPAddress address, CancellationToken ct)
     {
         // "fd00::220 lladdr 6e:ab:67:ba:f9:34 REACHABLE" or "fd00::220 FAILED"
-        var fields = (await IpAsync(ct, "-n", ns, "neigh", "show", address.ToString(), "dev", Interface)).Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        var fields = (await IpAsync(ct, "-n", ns, "neigh", "show", address.ToString(), "dev", Interface)).Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
         if (fields.Length == 0) return null;
         var at = Array.IndexOf(fields, "lladdr");
         return (at >= 0 && at + 1 < fields.Length ? PhysicalAddress.Parse(fields[at + 1]) : null, fields[^1]);
