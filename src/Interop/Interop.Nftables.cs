@@ -50,8 +50,11 @@ internal static partial class Interop
         [LibraryImport(Libraries.Nftables, EntryPoint = "nft_ctx_output_set_flags")]
         internal static partial void SetOutputFlags(NftablesContextHandle context, uint flags);
 
-        /// <summary>Parses and runs every command of the buffer as one transaction; 0 on success.</summary>
-        [LibraryImport(Libraries.Nftables, EntryPoint = "nft_run_cmd_from_buffer", StringMarshalling = StringMarshalling.Utf8)]
+        /// <summary>
+        /// Parses and runs every command of the buffer as one transaction; 0 on success. On a kernel refusal
+        /// libnftables leaves the kernel's errno in errno.
+        /// </summary>
+        [LibraryImport(Libraries.Nftables, EntryPoint = "nft_run_cmd_from_buffer", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
         internal static partial int RunCommandFromBuffer(NftablesContextHandle context, string commands);
     }
 }

@@ -17,6 +17,9 @@ namespace Hybrid.Net;
 /// </summary>
 internal sealed class NftablesSession : IDisposable
 {
+    private const int EINTR = 4;
+    private const int MaxAttempts = 3;
+
     private readonly NftablesContextHandle context;
 
     private NftablesSession(NftablesContextHandle context) => this.context = context;
@@ -67,18 +70,25 @@ internal sealed class NftablesSession : IDisposable
         lock (Interop.Nftables.Serialize)
         {
             ObjectDisposedException.ThrowIf(context.IsClosed, this);
-            cancellationToken.ThrowIfCancellationRequested();
             var flags = Interop.Nftables.GetOutputFlags(context);
             var wanted = json ? flags | Interop.Nftables.OutputJson : flags & ~Interop.Nftables.OutputJson;
             if (wanted != flags) Interop.Nftables.SetOutputFlags(context, wanted);
-
-            var commands = compose();
-            ArgumentException.ThrowIfNullOrWhiteSpace(commands);
-            var rc = Interop.Nftables.RunCommandFromBuffer(context, commands);
-            var output = Marshal.PtrToStringUTF8(Interop.Nftables.GetOutputBuffer(context)) ?? "";
-            var errors = Marshal.PtrToStringUTF8(Interop.Nftables.GetErrorBuffer(context)) ?? "";
-            if (rc != 0) throw new NftablesException(commands, errors.Length > 0 ? errors.TrimEnd() : $"nft_run_cmd_from_buffer returned {rc}");
-            return output;
+            for (var attempt = 1; ; attempt++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                var commands = compose();
+                ArgumentException.ThrowIfNullOrWhiteSpace(commands);
+                var rc = Interop.Nftables.RunCommandFromBuffer(context, commands);
+                var errno = Marshal.GetLastPInvokeError();
+                var output = Marshal.PtrToStringUTF8(Interop.Nftables.GetOutputBuffer(context)) ?? "";
+                var errors = Marshal.PtrToStringUTF8(Interop.Nftables.GetErrorBuffer(context)) ?? "";
+                if (rc == 0) return output;
+                // The kernel refuses a transaction with EINTR when a signal reached the thread while it ran
+                // (the .NET runtime signals threads to suspend them for a GC): nothing was applied, and
+                // compose runs again, so a clock it reads is fresh again.
+                if (attempt < MaxAttempts && (errno == EINTR || errors.Contains("Interrupted system call", StringComparison.Ordinal))) continue;
+                throw new NftablesException(commands, errors.Length > 0 ? errors.TrimEnd() : $"nft_run_cmd_from_buffer returned {rc} ({Interop.ErrnoNames.Describe(errno)})");
+            }
         }
     }
 
