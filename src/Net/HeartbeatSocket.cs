@@ -252,7 +252,9 @@ internal sealed class HeartbeatSocket : IAsyncDisposable
             }
             catch (SocketException)
             {
-                continue; // a pending error from an earlier send (e.g. the link was down); the socket itself is fine
+                // a pending error from an earlier send (e.g. the link was down); the socket itself is fine
+                await Task.Delay(10, CancellationToken.None).ConfigureAwait(false);
+                continue;
             }
             var receivedAt = clockMs();
             var datagram = buffer.AsSpan(0, result.ReceivedBytes);

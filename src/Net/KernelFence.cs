@@ -18,7 +18,7 @@ namespace Hybrid.Net;
 /// </para>
 /// <para>
 /// The fence owns exactly its own table and touches nothing else. It works in the network namespace of
-/// the thread that calls <see cref="Open"/>. Every method is one nftables transaction (all of it applies or
+/// the thread that calls <see cref="Open"/>. Every write is one nftables transaction (all of it applies or
 /// none); calls block for that transaction (a fraction of a millisecond) and are serialised. The
 /// cancellation token is honoured until the transaction starts.
 /// </para>
@@ -30,8 +30,9 @@ internal sealed partial class KernelFence : IDisposable
 
     /// <summary>
     /// The shortest timeout the fence element is written with: one kernel tick at the coarsest HZ Linux
-    /// configures (100). The kernel keeps element timeouts in whole ticks, rounded down, and kernels before
-    /// 6.12 give an element whose timeout rounds to zero ticks NO expiry at all: it would never end. A
+    /// configures (100). The kernel keeps element timeouts in whole ticks, rounded down, and older kernels
+    /// (the 5.x series, for one) give an element whose timeout rounds to zero ticks NO expiry at all: it
+    /// would never end. A
     /// deadline closer than this removes the element instead. Also the default timeout of the fence set,
     /// so that an element written without one ends at once rather than never.
     /// </summary>
@@ -42,7 +43,7 @@ internal sealed partial class KernelFence : IDisposable
 
     private readonly NftablesSession session;
     private readonly Func<long> clockMs;
-    private int interfaceIndex; // of the last Install; 0 = not installed by this instance
+    private volatile int interfaceIndex; // of the last Install; 0 = not installed by this instance
 
     private KernelFence(NftablesSession session, string tableName, Func<long> clockMs)
     {
