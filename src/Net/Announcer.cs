@@ -17,8 +17,9 @@ namespace Hybrid.Net;
 /// thread that calls <see cref="Open"/> (the agent runs inside the node's namespace, so: that one). The
 /// MAC is the interface's, read once when the device is opened. Sending is a send(2) of 42 or 86 bytes on
 /// a packet socket (microseconds); calls are serialised by a lock, so concurrent callers are safe.
-/// A failed send is logged and thrown as <see cref="IOException"/> naming the VIP and interface; the
-/// device stays usable (e.g. once a downed link is up again). If the interface is deleted and created
+/// A frame the kernel drops on its way out (ENOBUFS: the kernel fence's egress chain drops announcements
+/// of a fenced VIP) is reported as <see cref="AnnounceOutcome.Fenced"/>, not as an error. Any other failed
+/// send is logged and thrown as <see cref="IOException"/> naming the VIP and interface; the device stays usable (e.g. once a downed link is up again). If the interface is deleted and created
 /// again, the socket still points at the old one: dispose and <see cref="Open"/> anew.
 /// </para>
 /// </summary>
@@ -62,35 +63,33 @@ internal sealed partial class Announcer(LibPcapLiveDevice device, ILogger<Announ
 
     /// <summary>
     /// Announces <paramref name="vip"/> once: IPv4 → gratuitous ARP request and reply; IPv6 → unsolicited
-    /// Neighbour Advertisement. Completes when the frames have been handed to the kernel.
+    /// Neighbour Advertisement. Completes when the frames have been handed to the kernel, with
+    /// <see cref="AnnounceOutcome.Sent"/>, or with <see cref="AnnounceOutcome.Fenced"/> when the kernel dropped
+    /// them on their way out (then nothing about this VIP left the node).
     /// </summary>
     /// <exception cref="ArgumentException">the address cannot be a VIP (unspecified, multicast, broadcast).</exception>
     /// <exception cref="IOException">the kernel refused a frame (link down, interface gone).</exception>
     /// <exception cref="ObjectDisposedException">after <see cref="DisposeAsync"/>.</exception>
-    public ValueTask AnnounceAsync(IPAddress vip, CancellationToken cancellationToken)
+    public ValueTask<AnnounceOutcome> AnnounceAsync(IPAddress vip, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(vip);
-        if (cancellationToken.IsCancellationRequested) return ValueTask.FromCanceled(cancellationToken);
+        if (cancellationToken.IsCancellationRequested) return ValueTask.FromCanceled<AnnounceOutcome>(cancellationToken);
         var address = vip.IsIPv4MappedToIPv6 ? vip.MapToIPv4() : vip;
         try
         {
-            switch (address.AddressFamily)
+            var outcome = address.AddressFamily switch
             {
-                case AddressFamily.InterNetwork:
-                    SendGratuitousArp(RequireUnicast(address));
-                    break;
-                case AddressFamily.InterNetworkV6:
-                    SendNeighborAdvertisement(RequireUnicast(address));
-                    break;
-                default:
-                    throw new ArgumentException($"{vip} is neither IPv4 nor IPv6", nameof(vip));
-            }
-            LogAnnounced(address, device.Name);
-            return ValueTask.CompletedTask;
+                AddressFamily.InterNetwork => SendGratuitousArp(RequireUnicast(address)),
+                AddressFamily.InterNetworkV6 => SendNeighborAdvertisement(RequireUnicast(address)),
+                _ => throw new ArgumentException($"{vip} is neither IPv4 nor IPv6", nameof(vip)),
+            };
+            if (outcome == AnnounceOutcome.Sent) LogAnnounced(address, device.Name);
+            else LogFenced(address, device.Name);
+            return ValueTask.FromResult(outcome);
         }
         catch (Exception e)
         {
-            return ValueTask.FromException(e);
+            return ValueTask.FromException<AnnounceOutcome>(e);
         }
     }
 
@@ -119,7 +118,7 @@ internal sealed partial class Announcer(LibPcapLiveDevice device, ILogger<Announ
         return ValueTask.CompletedTask;
     }
 
-    private void SendGratuitousArp(IPAddress vip)
+    private AnnounceOutcome SendGratuitousArp(IPAddress vip)
     {
         Span<byte> request = stackalloc byte[GratuitousArp.FrameLength];
         Span<byte> reply = stackalloc byte[GratuitousArp.FrameLength];
@@ -128,47 +127,42 @@ internal sealed partial class Announcer(LibPcapLiveDevice device, ILogger<Announ
         lock (gate)
         {
             ObjectDisposedException.ThrowIf(disposed, this);
-            Send(request, vip, "gratuitous ARP request");
-            Send(reply, vip, "gratuitous ARP reply");
+            // The egress chain that drops the request drops the reply too.
+            return Send(request, vip, "gratuitous ARP request") == AnnounceOutcome.Fenced
+                ? AnnounceOutcome.Fenced
+                : Send(reply, vip, "gratuitous ARP reply");
         }
     }
 
-    private void SendNeighborAdvertisement(IPAddress vip)
+    private AnnounceOutcome SendNeighborAdvertisement(IPAddress vip)
     {
         Span<byte> frame = stackalloc byte[NeighborAdvertisement.FrameLength];
         NeighborAdvertisement.WriteUnsolicited(frame, macBytes, vip);
         lock (gate)
         {
             ObjectDisposedException.ThrowIf(disposed, this);
-            Send(frame, vip, "unsolicited neighbour advertisement");
+            return Send(frame, vip, "unsolicited neighbour advertisement");
         }
     }
 
     /// <summary>
     /// One send, retried once on failure: when the link goes down the kernel leaves ENETDOWN pending on the
     /// packet socket, and the first send after the link is up again reports that stale error instead of
-    /// sending. A link that is really down fails the retry too.
+    /// sending. A link that is really down fails the retry too. ENOBUFS means the kernel dropped the frame
+    /// between the socket and the driver: a netdev egress chain (the kernel fence) or a full transmit queue;
+    /// sending it again now would meet the same drop, so it is reported, not retried.
     /// </summary>
-    private void Send(ReadOnlySpan<byte> frame, IPAddress vip, string what)
+    private AnnounceOutcome Send(ReadOnlySpan<byte> frame, IPAddress vip, string what)
     {
-        try
-        {
-            device.SendPacket(frame);
-            return;
-        }
-        catch (PcapException)
-        {
-            // fall through to the retry
-        }
-        try
-        {
-            device.SendPacket(frame);
-        }
-        catch (PcapException e)
-        {
-            LogSendFailed(e, what, vip, device.Name, e.Message);
-            throw new IOException($"sending the {what} for {vip} on '{device.Name}' failed: {e.Message}", e);
-        }
+        var errno = Interop.Pcap.Inject(device, frame);
+        if (errno == 0) return AnnounceOutcome.Sent;
+        if (errno == Interop.Pcap.ENOBUFS) return AnnounceOutcome.Fenced;
+        errno = Interop.Pcap.Inject(device, frame);
+        if (errno == 0) return AnnounceOutcome.Sent;
+        if (errno == Interop.Pcap.ENOBUFS) return AnnounceOutcome.Fenced;
+        var reason = $"{Interop.ErrnoNames.Describe(errno)}{(string.IsNullOrEmpty(device.LastError) ? "" : $"; libpcap: {device.LastError}")}";
+        LogSendFailed(what, vip, device.Name, reason);
+        throw new IOException($"sending the {what} for {vip} on '{device.Name}' failed: {reason}");
     }
 
     private static IPAddress RequireUnicast(IPAddress vip)
@@ -186,6 +180,23 @@ internal sealed partial class Announcer(LibPcapLiveDevice device, ILogger<Announ
     [LoggerMessage(Level = LogLevel.Debug, Message = "Announced {Vip} on {Interface}")]
     private partial void LogAnnounced(IPAddress vip, string @interface);
 
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Announcement of {Vip} on {Interface} dropped by the kernel on its way out: fenced")]
+    private partial void LogFenced(IPAddress vip, string @interface);
+
     [LoggerMessage(Level = LogLevel.Error, Message = "Sending the {Frame} for {Vip} on {Interface} failed: {Reason}")]
-    private partial void LogSendFailed(Exception exception, string frame, IPAddress vip, string @interface, string reason);
+    private partial void LogSendFailed(string frame, IPAddress vip, string @interface, string reason);
+}
+
+/// <summary>What became of one announcement.</summary>
+internal enum AnnounceOutcome
+{
+    /// <summary>Every frame was handed to the driver.</summary>
+    Sent,
+
+    /// <summary>
+    /// The kernel dropped the frame on its way out (ENOBUFS from the packet socket): the kernel fence's egress
+    /// chain does that for a VIP that is not held or whose fence has lapsed. (A device with a transmit queue
+    /// that is full reports the same errno; either way nothing left the node.)
+    /// </summary>
+    Fenced,
 }

@@ -10,7 +10,7 @@ internal static class Requires
 {
     public static void Root()
     {
-        if (Environment.UserName != "root" && geteuid() != 0)
+        if (!Environment.IsPrivilegedProcess)
             throw new InvalidOperationException("this test needs root (network namespaces, raw sockets): run the test command with sudo");
     }
 
@@ -23,7 +23,4 @@ internal static class Requires
         }
         throw new InvalidOperationException($"this test needs '{name}' (Debian package {debianPackage}); the test command installs it");
     }
-
-    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
-    private static extern uint geteuid();
 }

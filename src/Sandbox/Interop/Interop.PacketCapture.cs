@@ -6,15 +6,13 @@ namespace Hybrid;
 internal static partial class Interop
 {
     /// <summary>
-    /// The two libpcap calls SharpPcap 6.3.1 does not expose in a usable form: a blocking pcap_next_ex that
-    /// pcap_breakloop can interrupt at once (SharpPcap's GetNextPacket polls in fixed 500 ms slices, so
+    /// The lab's capture calls that SharpPcap 6.3.1 does not expose in a usable form: a blocking pcap_next_ex
+    /// that pcap_breakloop can interrupt at once (SharpPcap's GetNextPacket polls in fixed 500 ms slices, so
     /// stopping a capture would stall), and pcap_breakloop itself. The handle is SharpPcap's own
-    /// <see cref="PcapHandle"/>; the library is the same libpcap.so.0.8 SharpPcap resolves on Debian.
+    /// <see cref="PcapHandle"/>. Only the lab captures; the agent's injection call is in Interop.PacketInjection.cs.
     /// </summary>
     internal static partial class Pcap
     {
-        private const string Library = "libpcap.so.0.8";
-
         /// <summary>pcap_next_ex: a packet was read.</summary>
         internal const int PacketRead = 1;
         /// <summary>pcap_next_ex: no packet (non-blocking mode; a blocking live capture on Linux keeps waiting).</summary>
@@ -36,10 +34,10 @@ internal static partial class Interop
             public readonly uint WireLength;
         }
 
-        [LibraryImport(Library, EntryPoint = "pcap_next_ex", SetLastError = true)]
+        [LibraryImport(Libraries.Pcap, EntryPoint = "pcap_next_ex", SetLastError = true)]
         private static partial int NextExNative(PcapHandle handle, out nint header, out nint data);
 
-        [LibraryImport(Library, EntryPoint = "pcap_breakloop", SetLastError = true)]
+        [LibraryImport(Libraries.Pcap, EntryPoint = "pcap_breakloop", SetLastError = true)]
         private static partial void BreakLoopNative(PcapHandle handle);
 
         /// <summary>

@@ -1,0 +1,148 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+
+namespace Hybrid.Net;
+
+/// <summary>
+/// The nft text of the kernel fence (docs/KERNEL-FENCE.md explains every rule). One netdev table bound to
+/// one device holds
+/// <list type="bullet">
+/// <item><c>managed4</c>/<c>managed6</c>: every VIP the agent guards; <c>held4</c>/<c>held6</c>: those it
+/// answers for now;</item>
+/// <item><c>fence</c>: at most ONE element, the device's interface index, whose timeout is the node's
+/// fence deadline. A held VIP is answered only while that element lives, so one write extends the fence of
+/// every held VIP, and the kernel ends it on time even if the agent is frozen or dead.</item>
+/// </list>
+/// IPv6 sets are 128-bit integers (the addresses' bytes) rather than ipv6_addr, so that one set matches both
+/// IPv6 header addresses and ICMPv6 neighbour discovery targets: nft 1.0.6 has no expression for the target
+/// field, only the raw <c>@th,64,128</c>, which cannot look up an ipv6_addr set.
+/// </summary>
+internal static class KernelFenceRuleset
+{
+    /// <summary>Netdev hook priority of both chains: ahead of any other netdev chain on the device.</summary>
+    public const int Priority = -500;
+
+    /// <summary>The comment that records the installed interface index (read back by <see cref="KernelFence.Read"/>).</summary>
+    public const string CommentPrefix = "hybrid kernel fence, ifindex ";
+
+    /// <summary>
+    /// Replaces the table atomically (create if absent, delete, create: one transaction) with empty address
+    /// sets plus <paramref name="managed"/> and <paramref name="held"/>, and no fence element.
+    /// </summary>
+    public static string Install(string table, string device, int interfaceIndex,
+        IReadOnlyCollection<IPAddress> managed, IReadOnlyCollection<IPAddress> held)
+    {
+        var text = new StringBuilder();
+        text.Append(CultureInfo.InvariantCulture, $$"""
+            table netdev {{table}}
+            delete table netdev {{table}}
+            table netdev {{table}} {
+              comment "{{CommentPrefix}}{{interfaceIndex}}"
+              set managed4 { type ipv4_addr; }
+              set held4 { type ipv4_addr; }
+              set managed6 { typeof @nh,64,128; }
+              set held6 { typeof @nh,64,128; }
+              set fence { type iface_index; flags timeout; timeout {{KernelFence.MinimumTimeoutMs}}ms; }
+              chain ingress {
+                type filter hook ingress device "{{device}}" priority {{Priority}}; policy accept;
+                meta protocol vmap { arp : jump arp_in, ip : jump ip_in, ip6 : jump ip6_in }
+              }
+              chain egress {
+                type filter hook egress device "{{device}}" priority {{Priority}}; policy accept;
+                meta protocol vmap { arp : jump arp_out, ip : jump ip_out, ip6 : jump ip6_out }
+              }
+              chain arp_in {
+                arp daddr ip @managed4 arp daddr ip != @held4 drop
+                arp daddr ip @held4 meta iif != @fence drop
+              }
+              chain arp_out {
+                arp saddr ip @managed4 arp saddr ip != @held4 drop
+                arp saddr ip @held4 meta oif != @fence drop
+              }
+              chain ip_in {
+                ip daddr @managed4 ip daddr != @held4 drop
+                ip daddr @held4 meta iif != @fence drop
+              }
+              chain ip_out {
+                ip saddr @managed4 ip saddr != @held4 drop
+                ip saddr @held4 meta oif != @fence drop
+              }
+              chain ip6_in {
+                @nh,192,128 @managed6 @nh,192,128 != @held6 drop
+                @nh,192,128 @held6 meta iif != @fence drop
+                icmpv6 type nd-neighbor-solicit @th,64,128 @managed6 @th,64,128 != @held6 drop
+                icmpv6 type nd-neighbor-solicit @th,64,128 @held6 meta iif != @fence drop
+              }
+              chain ip6_out {
+                @nh,64,128 @managed6 @nh,64,128 != @held6 drop
+                @nh,64,128 @held6 meta oif != @fence drop
+                icmpv6 type nd-neighbor-advert @th,64,128 @managed6 @th,64,128 != @held6 drop
+                icmpv6 type nd-neighbor-advert @th,64,128 @held6 meta oif != @fence drop
+              }
+            }
+
+            """);
+        AddElements(text, table, "managed", managed.Concat(held).Distinct().ToList());
+        AddElements(text, table, "held", held);
+        return text.ToString();
+    }
+
+    /// <summary>Deletes the table if it exists.</summary>
+    public static string Uninstall(string table) => $"table netdev {table}\ndelete table netdev {table}\n";
+
+    /// <summary>Adds the addresses to the sets named <paramref name="role"/>4 / <paramref name="role"/>6.</summary>
+    public static void AddElements(StringBuilder text, string table, string role, IReadOnlyCollection<IPAddress> addresses)
+    {
+        foreach (var (suffix, elements) in ByFamily(addresses))
+            text.Append(CultureInfo.InvariantCulture, $"add element netdev {table} {role}{suffix} {{ {elements} }}\n");
+    }
+
+    /// <summary>
+    /// Removes the addresses from the sets named <paramref name="role"/>4 / 6 whether they are there or not:
+    /// nft 1.0.6 has no "destroy", and deleting an absent element fails the whole transaction, so each is added
+    /// first (a no-op when present) and then deleted, in the same transaction.
+    /// </summary>
+    public static void RemoveElements(StringBuilder text, string table, string role, IReadOnlyCollection<IPAddress> addresses)
+    {
+        foreach (var (suffix, elements) in ByFamily(addresses))
+        {
+            text.Append(CultureInfo.InvariantCulture, $"add element netdev {table} {role}{suffix} {{ {elements} }}\n");
+            text.Append(CultureInfo.InvariantCulture, $"delete element netdev {table} {role}{suffix} {{ {elements} }}\n");
+        }
+    }
+
+    /// <summary>
+    /// Writes the fence element with a fresh timeout. A plain "add" of an element that exists keeps its old
+    /// expiry (kernels before 6.12 ignore the new timeout; later ones apply it only when it differs from the
+    /// element's current timeout), so the element is added (a no-op when present), deleted and added again:
+    /// the transaction leaves a new element whatever was there, and packets see the old one until it commits.
+    /// </summary>
+    public static string Extend(string table, int interfaceIndex, long timeoutMs) =>
+        string.Create(CultureInfo.InvariantCulture, $$"""
+            add element netdev {{table}} fence { {{interfaceIndex}} timeout {{timeoutMs}}ms }
+            delete element netdev {{table}} fence { {{interfaceIndex}} }
+            add element netdev {{table}} fence { {{interfaceIndex}} timeout {{timeoutMs}}ms }
+
+            """);
+
+    /// <summary>Deletes the fence element, whether it exists or not (see <see cref="RemoveElements"/>).</summary>
+    public static string Expire(string table, int interfaceIndex) =>
+        string.Create(CultureInfo.InvariantCulture, $$"""
+            add element netdev {{table}} fence { {{interfaceIndex}} timeout {{KernelFence.MinimumTimeoutMs}}ms }
+            delete element netdev {{table}} fence { {{interfaceIndex}} }
+
+            """);
+
+    /// <summary>An IPv6 address as the 128-bit integer the IPv6 sets hold.</summary>
+    public static string Ipv6Element(IPAddress address) => "0x" + Convert.ToHexStringLower(address.GetAddressBytes());
+
+    private static IEnumerable<(string Suffix, string Elements)> ByFamily(IReadOnlyCollection<IPAddress> addresses)
+    {
+        var v4 = addresses.Where(a => a.AddressFamily == AddressFamily.InterNetwork).Select(a => a.ToString()).ToList();
+        var v6 = addresses.Where(a => a.AddressFamily == AddressFamily.InterNetworkV6).Select(Ipv6Element).ToList();
+        if (v4.Count > 0) yield return ("4", string.Join(", ", v4));
+        if (v6.Count > 0) yield return ("6", string.Join(", ", v6));
+    }
+}
