@@ -19,14 +19,28 @@ internal static class AgentCommand
             .Cast<DictionaryEntry>()
             .ToDictionary(e => (string)e.Key, e => (string?)e.Value ?? "", StringComparer.Ordinal);
 
-        switch (Decide.ParseSettings(environment))
+        // lan_key_file is read here (the domain does no I/O); what it holds is validated with the rest.
+        string? keyFileContent = null, keyFileProblem = null;
+        if (environment.TryGetValue("lan_key_file", out var keyFile) && keyFile.Length > 0)
+        {
+            try
+            {
+                keyFileContent = File.ReadAllText(keyFile);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                keyFileProblem = $"cannot be read: {e.Message}";
+            }
+        }
+
+        switch (Configuration.Parse(environment, keyFileContent, keyFileProblem))
         {
             case SettingsOutcome.Invalid invalid:
                 Console.Error.WriteLine($"hybrid agent: {invalid.Errors.Length} invalid setting(s):");
                 foreach (var error in invalid.Errors) Console.Error.WriteLine($"  {error.Message}");
                 return 2;
             case SettingsOutcome.Valid valid when printConfig:
-                foreach (var row in Decide.DescribeSettings(valid.Settings))
+                foreach (var row in Configuration.Describe(valid.Settings))
                     Console.WriteLine($"{row[0],-26} {row[1],-30} {row[2]}");
                 return 0;
             case SettingsOutcome.Valid valid:
@@ -78,7 +92,7 @@ internal static class AgentCommand
         using var client = new Kubernetes(config);
         try
         {
-            return await new NodeAgent(settings, client, loggers).RunAsync(cancellationToken);
+            return await new AgentHost(settings, client, loggers).RunAsync(cancellationToken);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {

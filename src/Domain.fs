@@ -96,6 +96,10 @@ type LeaseInput =
       Labels: IReadOnlyDictionary<string, string>
       Annotations: IReadOnlyDictionary<string, string> }
 
+/// A VIP address an earlier process left on the interface.
+[<CLIMutable>]
+type ExistingVip = { Address: byte array; Prefix: int }
+
 /// How a Lease write ended, as the shell saw it.
 type WriteResult =
     | Done = 0
@@ -167,7 +171,8 @@ type ShellCommand =
     | ReadLease of Name: string
     /// Report the outcome with KernelCompleted(Id, ...).
     | Kernel of Id: int64 * Action: KernelAction
-    | WriteStatus of Namespace: string * Name: string * Ingress: IngressInput array * VipHost: (string | null)
+    /// Ingress null: leave status alone; SetVipHost false: leave the annotation alone (VipHost null removes it).
+    | WriteStatus of Namespace: string * Name: string * Ingress: (IngressInput array | null) * SetVipHost: bool * VipHost: (string | null)
     | EmitEvent of Event: EventOutput
     /// A Warning Event about this node (its Node object): why it holds nothing.
     | EmitNodeEvent of Reason: string * Message: string
@@ -346,14 +351,17 @@ type ProtocolNode(settings: Settings) =
             pendingKernel[id] <- k
             [ Kernel(id, Convert.kernelAction k) ]
         | Command.WriteStatus(key, ingress, host) ->
-            let entries =
-                ingress
-                |> List.map (fun e ->
-                    { Ip = e.Ip
-                      IpMode = Convert.orNull e.IpMode
-                      Ports = e.Ports |> List.map (fun p -> { Protocol = p.Protocol; Port = p.Port }) |> Array.ofList })
-                |> Array.ofList
-            [ WriteStatus(key.Namespace, key.Name, entries, Convert.orNull host) ]
+            let entries: IngressInput array | null =
+                match ingress with
+                | Some entries ->
+                    entries
+                    |> List.map (fun e ->
+                        { Ip = e.Ip
+                          IpMode = Convert.orNull e.IpMode
+                          Ports = e.Ports |> List.map (fun p -> { Protocol = p.Protocol; Port = p.Port }) |> Array.ofList })
+                    |> Array.ofList
+                | None -> null
+            [ WriteStatus(key.Namespace, key.Name, entries, host.IsSome, Convert.orNull (Option.flatten host)) ]
         | Emit e -> [ EmitEvent(Convert.event e) ]
         | Note n -> notice n
 
@@ -364,8 +372,8 @@ type ProtocolNode(settings: Settings) =
 
     /// The first call: this process's random incarnation, the VIP addresses an earlier process left on the
     /// interface (IPv4 or IPv6 bytes with their prefix), whether the interface is up.
-    member _.Start(incarnation: uint64, existing: (byte array * int) array, linkUp: bool, now: int64) =
-        let addresses = existing |> Array.choose (fun (b, prefix) -> Convert.ipOfBytes b |> Option.map (fun ip -> ip, prefix)) |> List.ofArray
+    member _.Start(incarnation: uint64, existing: ExistingVip array, linkUp: bool, now: int64) =
+        let addresses = existing |> Array.choose (fun v -> Convert.ipOfBytes v.Address |> Option.map (fun ip -> ip, v.Prefix)) |> List.ofArray
         step (Started(Incarnation incarnation, addresses, linkUp, now))
 
     member _.Tick(now: int64) = step (Tick now)
@@ -483,6 +491,9 @@ type Configuration =
     /// The effective settings as rows of (variable, value, meaning).
     static member Describe(settings: Settings) : string array array =
         Config.describe settings.Config |> List.map (fun (a, b, c) -> [| a; b; c |]) |> Array.ofList
+
+    /// Every environment variable the agent reads.
+    static member Variables: string array = Array.ofList Config.Variables
 
     /// The registration Lease of a node.
     static member RegistrationLeaseName(node: string) = LeaseNames.registration node

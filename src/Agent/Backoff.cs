@@ -1,7 +1,7 @@
 namespace Hybrid.Agent;
 
 /// <summary>
-/// Exponential backoff with full jitter, so that many agents retrying after the same API outage do not
+/// Exponential backoff with equal jitter (half fixed, half random), so that many agents retrying after the same API outage do not
 /// return in lockstep.
 /// </summary>
 internal sealed class Backoff(TimeSpan initial, TimeSpan maximum)

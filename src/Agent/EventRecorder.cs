@@ -1,46 +1,81 @@
+using System.Net;
 using System.Threading.Channels;
 using Hybrid.Facade;
 using k8s;
+using k8s.Autorest;
 using k8s.Models;
 using Microsoft.Extensions.Logging;
 
 namespace Hybrid.Agent;
 
 /// <summary>
-/// Emits the domain's Events through events.k8s.io/v1 (and logs each one, so the reason is in the log of
-/// the node that decided it). Queued and retried with backoff: an API outage delays Events, it never drops
-/// them unless more than the queue holds pile up.
+/// Posts the domain's Events through events.k8s.io/v1 and logs each one, so the reason is also in the log of
+/// the node that decided it. Queued in the background: an API outage delays Events, it never slows the VIPs.
+/// An Event the server refuses for good (4xx) is dropped with a warning instead of blocking the ones behind
+/// it; a transient failure is retried a few times with backoff; the same Event repeated within
+/// <see cref="RepeatWindow"/> is posted once, and at most <see cref="BurstLimit"/> per second go out.
 /// </summary>
 internal sealed class EventRecorder(
     IKubernetes client,
     Settings settings,
-    ClusterCache cache,
+    ServiceRecords services,
     ILogger<EventRecorder> logger) : IAsyncDisposable
 {
     public const string ReportingController = "hybrid.kube-vip.io/agent";
+    private static readonly TimeSpan RepeatWindow = TimeSpan.FromMinutes(10);
+    private const int BurstLimit = 20;
+    private const int Attempts = 5;
 
-    private readonly Channel<EventOutput> _queue = Channel.CreateBounded<EventOutput>(
+    private sealed record Pending(EventOutput Event, bool AboutNode);
+
+    private readonly Channel<Pending> _queue = Channel.CreateBounded<Pending>(
         new BoundedChannelOptions(2000) { FullMode = BoundedChannelFullMode.DropOldest, SingleReader = true });
+    private readonly Dictionary<(string, string, string, string), long> _recent = [];
     private readonly Backoff _backoff = new(TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(10));
     private Task? _worker;
+
+    /// <summary>reportingInstance may have at most 128 characters.</summary>
+    private string ReportingInstance { get; } = Bounded($"{ReportingController}-{settings.NodeName}", 128);
 
     public void Start(CancellationToken cancellationToken) => _worker = Task.Run(() => RunAsync(cancellationToken), cancellationToken);
 
     public void Enqueue(EventOutput e)
     {
-        var level = e.Type == "Warning" ? LogLevel.Warning : LogLevel.Information;
-        logger.Log(level, "{Service} {Reason}: {Message}", $"{e.Namespace}/{e.Name}", e.Reason, e.Message);
-        _queue.Writer.TryWrite(e);
+        logger.Log(e.Type == "Warning" ? LogLevel.Warning : LogLevel.Information, "{Service} {Reason}: {Message}",
+            $"{e.Namespace}/{e.Name}", e.Reason, e.Message);
+        _queue.Writer.TryWrite(new Pending(e, false));
     }
+
+    /// <summary>A Warning about this node itself (its Node object).</summary>
+    public void EnqueueForNode(string reason, string message) =>
+        _queue.Writer.TryWrite(new Pending(new EventOutput("default", settings.NodeName, "Warning", reason, message), true));
 
     private async Task RunAsync(CancellationToken cancellationToken)
     {
+        var windowStart = MonotonicClock.NowMs;
+        var sentInWindow = 0;
         try
         {
-            await foreach (var e in _queue.Reader.ReadAllAsync(cancellationToken))
+            await foreach (var pending in _queue.Reader.ReadAllAsync(cancellationToken))
             {
-                while (!await TryPostAsync(e, cancellationToken))
+                if (Repeated(pending.Event)) continue;
+                if (MonotonicClock.NowMs - windowStart >= 1000)
+                {
+                    windowStart = MonotonicClock.NowMs;
+                    sentInWindow = 0;
+                }
+                if (++sentInWindow > BurstLimit)
+                {
+                    await Task.Delay(TimeSpan.FromMilliseconds(Math.Max(1, 1000 - (MonotonicClock.NowMs - windowStart))), cancellationToken);
+                    windowStart = MonotonicClock.NowMs;
+                    sentInWindow = 1;
+                }
+                for (var attempt = 1; ; attempt++)
+                {
+                    var (posted, permanent) = await TryPostAsync(pending, cancellationToken);
+                    if (posted || permanent || attempt == Attempts) break;
                     await _backoff.DelayAsync(cancellationToken);
+                }
                 _backoff.Reset();
             }
         }
@@ -49,59 +84,86 @@ internal sealed class EventRecorder(
         }
     }
 
-    private async Task<bool> TryPostAsync(EventOutput e, CancellationToken cancellationToken)
+    private bool Repeated(EventOutput e)
     {
+        var key = (e.Namespace, e.Name, e.Reason, e.Message);
+        var now = MonotonicClock.NowMs;
+        foreach (var stale in _recent.Where(kv => now - kv.Value > RepeatWindow.TotalMilliseconds).Select(kv => kv.Key).ToList())
+            _recent.Remove(stale);
+        if (_recent.ContainsKey(key)) return true;
+        _recent[key] = now;
+        return false;
+    }
+
+    private async Task<(bool Posted, bool Permanent)> TryPostAsync(Pending pending, CancellationToken cancellationToken)
+    {
+        var e = pending.Event;
         var now = DateTime.UtcNow;
-        var uid = cache.Services.Get(KubeObjects.Key(e.Namespace, e.Name))?.Uid;
-        var body = new Eventsv1Event
-        {
-            Metadata = new V1ObjectMeta
-            {
-                Name = $"{e.Name}.{now.Ticks:x}{Random.Shared.Next(0x1000):x3}",
-                NamespaceProperty = e.Namespace,
-            },
-            EventTime = now,
-            ReportingController = ReportingController,
-            ReportingInstance = $"{ReportingController}-{settings.NodeName}",
-            Action = e.Reason,
-            Reason = e.Reason,
-            Note = e.Message,
-            Type = e.Type,
-            Regarding = new V1ObjectReference
+        var regarding = pending.AboutNode
+            ? new V1ObjectReference { ApiVersion = "v1", Kind = "Node", Name = e.Name }
+            : new V1ObjectReference
             {
                 ApiVersion = "v1",
                 Kind = "Service",
                 NamespaceProperty = e.Namespace,
                 Name = e.Name,
-                Uid = string.IsNullOrEmpty(uid) ? null : uid,
+                Uid = services.Get(KubeObjects.Key(e.Namespace, e.Name))?.Uid is { Length: > 0 } uid ? uid : null,
+            };
+        var body = new Eventsv1Event
+        {
+            Metadata = new V1ObjectMeta
+            {
+                Name = Bounded($"{e.Name}", 230) + $".{now.Ticks:x}{Random.Shared.Next(0x1000):x3}",
+                NamespaceProperty = e.Namespace,
             },
+            EventTime = now,
+            ReportingController = ReportingController,
+            ReportingInstance = ReportingInstance,
+            Action = e.Reason,
+            Reason = e.Reason,
+            Note = e.Message,
+            Type = e.Type,
+            Regarding = regarding,
         };
         try
         {
             await client.EventsV1.CreateNamespacedEventAsync(body, e.Namespace, cancellationToken: cancellationToken);
-            return true;
+            return (true, false);
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
             throw;
         }
+        catch (HttpOperationException h) when ((int)h.Response.StatusCode is >= 400 and < 500 and not 429)
+        {
+            logger.LogWarning("Event {Reason} for {Object} refused ({Error}); dropped", e.Reason, $"{e.Namespace}/{e.Name}", ApiErrors.Describe(h));
+            return (false, true);
+        }
         catch (Exception ex)
         {
-            logger.LogDebug("Posting event {Reason} for {Service} failed: {Error}", e.Reason, $"{e.Namespace}/{e.Name}",
-                HeartbeatRenewer.Describe(ex));
-            return false;
+            logger.LogWarning("Posting Event {Reason} for {Object} failed: {Error}", e.Reason, $"{e.Namespace}/{e.Name}", ApiErrors.Describe(ex));
+            return (false, false);
         }
     }
 
-    /// <summary>Posts what is still queued (the Withdrawn events of a stopping agent) within the deadline.</summary>
+    /// <summary>Keeps a name within a length limit, unique by a hash of what was cut.</summary>
+    private static string Bounded(string text, int limit)
+    {
+        if (text.Length <= limit) return text;
+        var hash = 14695981039346656037UL;
+        foreach (var c in text) hash = (hash ^ c) * 1099511628211UL;
+        return text[..(limit - 17)] + "-" + hash.ToString("x16");
+    }
+
+    /// <summary>Posts what is still queued (the Events of a stopping agent) within the deadline.</summary>
     public async Task FlushAsync(CancellationToken cancellationToken)
     {
-        while (_queue.Reader.TryRead(out var e))
+        while (_queue.Reader.TryRead(out var pending))
         {
             if (cancellationToken.IsCancellationRequested) return;
             try
             {
-                await TryPostAsync(e, cancellationToken);
+                if (!Repeated(pending.Event)) await TryPostAsync(pending, cancellationToken);
             }
             catch (OperationCanceledException)
             {

@@ -1,20 +1,18 @@
 using System.Collections.ObjectModel;
+using System.Globalization;
+using System.Text.Json.Nodes;
 using Hybrid.Facade;
 using k8s.Models;
 
 namespace Hybrid.Agent;
 
 /// <summary>
-/// Converts Kubernetes objects into the domain's input records. Pure data mapping: no decision about what
-/// a field means is made here (that is the domain's job), only where it is found.
+/// Converts between Kubernetes objects and the domain's records. Pure data mapping: where a field is found,
+/// never what it means (that is the domain's job; defaults such as "ClusterIP" or "TCP" are applied there).
 /// </summary>
 internal static class KubeObjects
 {
     public const string ServiceNameLabel = "kubernetes.io/service-name";
-    public const string ManagedByLabel = "app.kubernetes.io/managed-by";
-    public const string ManagedByValue = "hybrid";
-    public const string NodeLabel = "hybrid.kube-vip.io/node";
-    public const string KindLabel = "hybrid.kube-vip.io/lease-kind";
 
     private static readonly IReadOnlyDictionary<string, string> Empty =
         new ReadOnlyDictionary<string, string>(new Dictionary<string, string>());
@@ -32,11 +30,11 @@ internal static class KubeObjects
         CreatedAtUnixSeconds = s.Metadata.CreationTimestamp is { } t
             ? new DateTimeOffset(DateTime.SpecifyKind(t, DateTimeKind.Utc)).ToUnixTimeSeconds()
             : 0,
-        Type = s.Spec?.Type ?? "ClusterIP",
+        Type = s.Spec?.Type ?? "",
         LoadBalancerClass = s.Spec?.LoadBalancerClass,
         Annotations = Dict(s.Metadata.Annotations),
         LoadBalancerIP = s.Spec?.LoadBalancerIP,
-        Ports = (s.Spec?.Ports ?? []).Select(p => new PortInput { Protocol = p.Protocol ?? "TCP", Port = p.Port }).ToArray(),
+        Ports = (s.Spec?.Ports ?? []).Select(p => new PortInput { Protocol = p.Protocol ?? "", Port = p.Port }).ToArray(),
         ExternalTrafficPolicy = s.Spec?.ExternalTrafficPolicy,
         Selector = Dict(s.Spec?.Selector),
         Ingress = (s.Status?.LoadBalancer?.Ingress ?? [])
@@ -45,17 +43,19 @@ internal static class KubeObjects
             {
                 Ip = i.Ip!,
                 IpMode = i.IpMode,
-                Ports = (i.Ports ?? []).Select(p => new PortInput { Protocol = p.Protocol ?? "TCP", Port = p.Port }).ToArray(),
+                Ports = (i.Ports ?? []).Select(p => new PortInput { Protocol = p.Protocol ?? "", Port = p.Port }).ToArray(),
             })
             .ToArray(),
     };
 
+    /// <summary>A slice attributed to its Service, or null when it names none (not a Service's slice).</summary>
     public static SliceInput? ToInput(V1EndpointSlice slice)
     {
         if (slice.Metadata.Labels is null || !slice.Metadata.Labels.TryGetValue(ServiceNameLabel, out var service))
             return null;
         return new SliceInput
         {
+            Name = Key(slice.Metadata.NamespaceProperty, slice.Metadata.Name),
             Namespace = slice.Metadata.NamespaceProperty ?? "default",
             ServiceName = service,
             Endpoints = (slice.Endpoints ?? []).Select(e => new EndpointInput
@@ -68,17 +68,65 @@ internal static class KubeObjects
         };
     }
 
-    /// <summary>A Lease as the domain sees it; `name` is the group name or, for heartbeats, the node.</summary>
-    public static LeaseInput ToInput(V1Lease lease, string name) => new()
+    public static LeaseInput ToInput(V1Lease lease) => new()
     {
-        Name = name,
-        Holder = string.IsNullOrEmpty(lease.Spec?.HolderIdentity) ? null : lease.Spec!.HolderIdentity,
+        Name = lease.Metadata.Name,
         Version = lease.Metadata.ResourceVersion ?? "",
+        Holder = string.IsNullOrEmpty(lease.Spec?.HolderIdentity) ? null : lease.Spec!.HolderIdentity,
+        Transitions = lease.Spec?.LeaseTransitions ?? 0,
+        Labels = Dict(lease.Metadata.Labels),
+        Annotations = Dict(lease.Metadata.Annotations),
     };
 
-    public static bool IsHeartbeat(V1Lease lease) =>
-        lease.Metadata.Labels is { } labels && labels.TryGetValue(KindLabel, out var kind) && kind == "heartbeat";
+    public static string Time(DateTime utc) => utc.ToString("yyyy-MM-ddTHH:mm:ss.ffffffZ", CultureInfo.InvariantCulture);
 
-    public static string? HeartbeatNode(V1Lease lease) =>
-        lease.Metadata.Labels is { } labels && labels.TryGetValue(NodeLabel, out var node) ? node : null;
+    /// <summary>The Lease a create writes.</summary>
+    public static V1Lease NewLease(LeaseWriteOutput write, string ns, DateTime now) => new()
+    {
+        Metadata = new V1ObjectMeta
+        {
+            Name = write.Name,
+            NamespaceProperty = ns,
+            Labels = write.Labels.ToDictionary(),
+            Annotations = write.Annotations.Where(a => a.Value is not null).ToDictionary(a => a.Key, a => a.Value!),
+        },
+        Spec = new V1LeaseSpec
+        {
+            HolderIdentity = write.Holder,
+            AcquireTime = now,
+            RenewTime = now,
+            LeaseDurationSeconds = write.DurationSeconds > 0 ? write.DurationSeconds : null,
+            LeaseTransitions = write.Transitions,
+        },
+    };
+
+    /// <summary>
+    /// The merge patch of a compare-and-swap: it carries the expected resourceVersion, so the server refuses
+    /// it (409) if the Lease changed since. renewTime always changes, so every write makes a new version.
+    /// </summary>
+    public static V1Patch LeasePatch(LeaseWriteOutput write, DateTime now)
+    {
+        var annotations = new JsonObject();
+        foreach (var (key, value) in write.Annotations) annotations[key] = value;
+        var labels = new JsonObject();
+        foreach (var (key, value) in write.Labels) labels[key] = value;
+        var spec = new JsonObject
+        {
+            ["holderIdentity"] = write.Holder,
+            ["renewTime"] = Time(now),
+            ["leaseTransitions"] = write.Transitions,
+        };
+        if (write.DurationSeconds > 0) spec["leaseDurationSeconds"] = write.DurationSeconds;
+        var patch = new JsonObject
+        {
+            ["metadata"] = new JsonObject
+            {
+                ["resourceVersion"] = write.ExpectedVersion,
+                ["labels"] = labels,
+                ["annotations"] = annotations,
+            },
+            ["spec"] = spec,
+        };
+        return new V1Patch(patch.ToJsonString(), V1Patch.PatchType.MergePatch);
+    }
 }

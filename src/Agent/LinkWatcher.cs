@@ -4,23 +4,19 @@ using Microsoft.Extensions.Logging;
 namespace Hybrid.Agent;
 
 /// <summary>
-/// Follows the VIP interface through netlink: administrative state and carrier become
-/// <see cref="NodeState.LinkUp"/> (a node with a dead NIC must stop counting as eligible at once), and an
-/// address the kernel drops (its lifetime ran out) is forgotten so the next plan can restore it.
+/// Follows the VIP interface through netlink and reports whether it can carry VIPs (administratively up,
+/// with carrier) to the protocol: a node with a dead NIC hands its groups over at once.
 /// </summary>
-internal sealed class LinkWatcher(
-    NetlinkMonitor monitor,
-    LinkTable links,
-    int interfaceIndex,
-    NodeState node,
-    VipTable vips,
-    ReconcileSignal signal,
-    ILogger<LinkWatcher> logger)
+internal sealed class LinkWatcher(NetlinkMonitor monitor, LinkTable links, int interfaceIndex, ProtocolInbox inbox, ILogger<LinkWatcher> logger)
 {
-    public async Task InitialiseAsync(CancellationToken cancellationToken)
+    private bool? _up;
+
+    /// <summary>Whether the interface is usable now (read once before the loop starts).</summary>
+    public async Task<bool> ReadAsync(CancellationToken cancellationToken)
     {
         var link = await links.GetAsync(interfaceIndex, cancellationToken);
-        Apply(link);
+        _up = Usable(link);
+        return _up.Value;
     }
 
     public async Task RunAsync(CancellationToken cancellationToken)
@@ -32,21 +28,14 @@ internal sealed class LinkWatcher(
                 switch (e)
                 {
                     case LinkChanged changed when changed.Link.Index == interfaceIndex:
-                        Apply(changed.Link);
+                        Report(changed.Link);
                         break;
                     case LinkRemoved removed when removed.Index == interfaceIndex:
-                        Apply(null);
-                        break;
-                    case AddressRemoved removed when removed.Address.InterfaceIndex == interfaceIndex && removed.Address.IsHybrid:
-                        if (vips.Vanished(removed.Address.Address))
-                        {
-                            logger.LogWarning("{Vip} disappeared from the interface", removed.Address.Address);
-                            signal.Notify("address removed");
-                        }
+                        Report(null);
                         break;
                     case Overrun:
                         logger.LogWarning("Netlink events were lost; re-reading the interface");
-                        Apply(await links.GetAsync(interfaceIndex, cancellationToken));
+                        Report(await links.GetAsync(interfaceIndex, cancellationToken));
                         break;
                 }
             }
@@ -56,13 +45,15 @@ internal sealed class LinkWatcher(
         }
     }
 
-    private void Apply(LinkInfo? link)
+    private static bool Usable(LinkInfo? link) => link is { AdministrativelyUp: true, LowerUp: true };
+
+    private void Report(LinkInfo? link)
     {
-        var up = link is { AdministrativelyUp: true, LowerUp: true };
-        if (up == node.LinkUp) return;
-        node.LinkUp = up;
+        var up = Usable(link);
+        if (up == _up) return;
+        _up = up;
         if (up) logger.LogInformation("VIP interface {Interface} is up", link!.Name);
-        else logger.LogWarning("VIP interface {Interface} is down or has no carrier: withdrawing and releasing", link?.Name ?? $"#{interfaceIndex}");
-        signal.Notify("link");
+        else logger.LogWarning("VIP interface {Interface} is down or has no carrier", link?.Name ?? $"#{interfaceIndex}");
+        inbox.Post(node => node.LinkChanged(up, MonotonicClock.NowMs));
     }
 }

@@ -75,7 +75,7 @@ internal sealed class ResourceWatch<TObject, TList>(
             {
                 var delay = _backoff.Next();
                 logger.LogWarning("Watch of {Resource} failed ({Error}); retrying in {Delay} ms, keeping the last known state",
-                    resource, HeartbeatRenewer.Describe(e), (int)delay.TotalMilliseconds);
+                    resource, ApiErrors.Describe(e), (int)delay.TotalMilliseconds);
                 try
                 {
                     await Task.Delay(delay, cancellationToken);

@@ -92,8 +92,8 @@ module GroupHash =
 module FrameCodec =
     let private Magic = 0x4859us // "HY"
     let Version = 2uy
-    /// A datagram never exceeds this (fits a 1,500-byte MTU with IP and UDP headers to spare).
-    let MaxDatagram = 1400
+    /// A frame part never exceeds this: the heartbeat socket adds 20 bytes of framing to at most 1,400 in all.
+    let MaxDatagram = 1380
     let private SignatureBytes = 32
     let private EchoBytes = 12
     let private ClaimBytes = 8

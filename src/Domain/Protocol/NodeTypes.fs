@@ -88,8 +88,9 @@ type Command =
     /// Re-read a Lease (after a conflict) and report it as an observation.
     | ReadLease of name: string
     | Kernel of KernelCommand
-    /// Patch status.loadBalancer.ingress and the vipHost annotation (None removes it).
-    | WriteStatus of service: ServiceKey * ingress: IngressEntry list * vipHost: string option
+    /// Patch status.loadBalancer.ingress (when `ingress` is Some) and the vipHost annotation (when `vipHost` is
+    /// Some; Some None removes it): only the parts that differ from what the Service says.
+    | WriteStatus of service: ServiceKey * ingress: IngressEntry list option * vipHost: string option option
     | Emit of ServiceEvent
     | Note of Notice
 

@@ -35,11 +35,22 @@ module Status =
         && (observed.IpMode |> Option.orElse (Some "VIP")) = desired.IpMode
         && observed.Ports = desired.Ports
 
+    /// Whether the Service's status already lists these ingress entries.
+    let ingressMatches (service: Service) (ingress: IngressEntry list) =
+        List.length service.Ingress = List.length ingress && List.forall2 sameEntry service.Ingress ingress
+
+    /// Whether the Service's vipHost annotation already names this host.
+    let hostMatches (service: Service) (vipHost: string option) = service.Annotations.TryFind Annotations.VipHost = vipHost
+
     /// Whether the Service already says what Hybrid would write.
     let matches (service: Service) (ingress: IngressEntry list) (vipHost: string option) =
-        service.Annotations.TryFind Annotations.VipHost = vipHost
-        && List.length service.Ingress = List.length ingress
-        && List.forall2 sameEntry service.Ingress ingress
+        hostMatches service vipHost && ingressMatches service ingress
+
+    /// The parts of the Service to write: the ingress list and the vipHost annotation, each only if it differs
+    /// (None: leave that part alone).
+    let changes (service: Service) (ingress: IngressEntry list) (vipHost: string option)
+        : IngressEntry list option * string option option =
+        (if ingressMatches service ingress then None else Some ingress), (if hostMatches service vipHost then None else Some vipHost)
 
 [<RequireQualifiedAccess>]
 module ServiceWarnings =

@@ -1118,10 +1118,12 @@ module Protocol =
             s.View.Services
             |> Map.toList
             |> List.choose (fun (key, service) ->
+                let write ingress host =
+                    match Status.changes service ingress host with
+                    | None, None -> None
+                    | ingress, host -> Some(WriteStatus(key, ingress, host))
                 let clear () =
-                    if service.Annotations.ContainsKey Annotations.VipHost && iAmJanitor key && not (Status.matches service [] None) then
-                        Some(WriteStatus(key, [], None))
-                    else None
+                    if service.Annotations.ContainsKey Annotations.VipHost && iAmJanitor key then write [] None else None
                 match stateOf.TryFind key with
                 | Some(Member(ips, _)) ->
                     match groupOf.TryFind ips.Head |> Option.bind roles.TryFind with
@@ -1130,8 +1132,7 @@ module Protocol =
                             ips
                             |> List.filter (fun ip -> announcedBy.ContainsKey ip && (s.Kernel.Vips.TryFind ip |> Option.exists _.Held || announcedBy[ip] <> s.Self))
                             |> List.map (Status.entry service)
-                        let host = if ingress.IsEmpty then None else Some s.Self
-                        if Status.matches service ingress host then None else Some(WriteStatus(key, ingress, host))
+                        write ingress (if ingress.IsEmpty then None else Some s.Self)
                     | Some(Unserved _) -> clear ()
                     | _ -> None
                 | Some(Skipped _)

@@ -98,7 +98,11 @@ internal sealed class HybridLab : IAsyncDisposable
 
             if (options.StartAgents)
             {
-                var environment = new Dictionary<string, string>(DefaultEnvironment);
+                var environment = new Dictionary<string, string>(DefaultEnvironment)
+                {
+                    // One cluster key per lab, as an operator's Secret would hold it (the caller may override it).
+                    ["lan_key"] = Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32)),
+                };
                 foreach (var (key, value) in options.Environment) environment[key] = value;
                 lab.Agents = AgentSupervisor.ForTopology(topology, new AgentSupervisorOptions
                 {

@@ -40,13 +40,15 @@ public sealed class ManifestTests
     public void Daemonset_environment_is_valid_agent_configuration()
     {
         var container = Load("daemonset.yaml").OfType<V1DaemonSet>().Single().Spec.Template.Spec.Containers.Single();
-        var unknown = container.Env.Select(e => e.Name).Except(Decide.KnownVariables).ToList();
+        var unknown = container.Env.Select(e => e.Name).Except(Configuration.Variables).ToList();
         Assert.Empty(unknown);
         // Values from the downward API, as the kubelet would fill them in.
         var environment = container.Env.ToDictionary(
             e => e.Name,
             e => e.Value ?? (e.ValueFrom.FieldRef.FieldPath == "spec.nodeName" ? "node-1" : "kube-system"));
-        var outcome = Decide.ParseSettings(environment);
+        // The cluster key comes from a Secret the operator creates (never from the manifests).
+        environment["lan_key"] = Convert.ToBase64String(new byte[32]);
+        var outcome = Configuration.Parse(environment, null, null);
         var valid = Assert.IsType<SettingsOutcome.Valid>(outcome);
         Assert.Equal("node-1", valid.Settings.NodeName);
         Assert.Equal("kube-system", valid.Settings.LeaseNamespace);

@@ -1,0 +1,213 @@
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using Hybrid.Facade;
+using Hybrid.Net;
+using k8s;
+using k8s.Models;
+using Microsoft.Extensions.Logging;
+
+namespace Hybrid.Agent;
+
+/// <summary>
+/// Composes the agent on one node and runs it: the watches, the heartbeat receiver and the link watcher feed
+/// the inbox; the protocol loop decides (through the domain) and acts; status and Events are written in the
+/// background. On stop it asks the domain to stop — every VIP withdrawn, the fence expired, the registration
+/// written Left — and gives that <see cref="StopBudget"/>; others take the groups over as soon as they see Left.
+/// </summary>
+internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFactory loggers)
+{
+    private static readonly TimeSpan StopBudget = TimeSpan.FromMilliseconds(1900);
+    private readonly ILogger _logger = loggers.CreateLogger<AgentHost>();
+
+    public async Task<int> RunAsync(CancellationToken stopping)
+    {
+        // Subscribe before reading the link, so no change falls between the read and the first event.
+        using var monitor = NetlinkMonitor.Open();
+        using var links = LinkTable.Open();
+        using var addresses = AddressTable.Open();
+
+        var interfaceName = settings.VipInterface ?? await links.DefaultRouteInterfaceAsync(stopping);
+        if (interfaceName is null)
+        {
+            _logger.LogCritical("No VIP interface: vip_interface is not set and there is no default route");
+            return 1;
+        }
+        var link = await links.GetAsync(interfaceName, stopping);
+        if (link is null)
+        {
+            _logger.LogCritical("VIP interface {Interface} does not exist", interfaceName);
+            return 1;
+        }
+
+        // The heartbeat port is bound exclusively: a second agent on this node refuses to start (the
+        // protocol's safety assumes one agent process per node).
+        HeartbeatSocket heartbeat;
+        try
+        {
+            heartbeat = HeartbeatSocket.Open(link, settings.LanPort, () => MonotonicClock.NowMs);
+        }
+        catch (SocketException e)
+        {
+            _logger.LogCritical("Cannot open the LAN heartbeat port {Port} on {Interface} ({Error}): is another agent running on this node?",
+                settings.LanPort, interfaceName, e.Message);
+            return 1;
+        }
+        await using var _ = heartbeat;
+        using var fence = KernelFence.Open(() => MonotonicClock.NowMs);
+        await using var announcer = settings.Arp ? Announcer.Open(interfaceName, loggers.CreateLogger<Announcer>()) : null;
+        announcer?.WarmUp();
+        var existing = (await addresses.DumpAsync(link.Index, stopping))
+            .Where(a => a.IsHybrid)
+            .Select(a => new ExistingVip { Address = a.Address.GetAddressBytes(), Prefix = a.PrefixLength })
+            .ToArray();
+        _logger.LogInformation("Hybrid agent on node {Node}: VIP interface {Interface} ({Mac}), svc_election={Election}, Leases in {Namespace}, fingerprint {Fingerprint}",
+            settings.NodeName, interfaceName, link.HardwareAddress, settings.Election, settings.LeaseNamespace, settings.Fingerprint);
+
+        var inbox = new ProtocolInbox();
+        var node = new ProtocolNode(settings);
+        var services = new ServiceRecords();
+        var leases = new LeaseWriter(client, settings.LeaseNamespace, inbox, loggers.CreateLogger<LeaseWriter>());
+        await using var status = new StatusWriter(client, services, loggers.CreateLogger<StatusWriter>());
+        await using var events = new EventRecorder(client, settings, services, loggers.CreateLogger<EventRecorder>());
+        var kernel = new KernelExecutor(fence, link, addresses, announcer, loggers.CreateLogger<KernelExecutor>());
+        var loop = new ProtocolLoop(node, inbox, heartbeat, kernel, leases, status, events, loggers.CreateLogger<ProtocolLoop>());
+        var linkWatcher = new LinkWatcher(monitor, links, link.Index, inbox, loggers.CreateLogger<LinkWatcher>());
+        var linkUp = await linkWatcher.ReadAsync(stopping);
+
+        var incarnation = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
+        var started = MonotonicClock.NowMs;
+        inbox.Post(n => n.Start(incarnation, existing, linkUp, started));
+
+        using var run = new CancellationTokenSource();
+        status.Start(run.Token);
+        events.Start(run.Token);
+        var background = new List<Task>
+        {
+            Task.Run(() => linkWatcher.RunAsync(run.Token)),
+            Task.Run(() => ReceiveHeartbeatsAsync(heartbeat, inbox, run.Token)),
+        };
+        background.AddRange(Watches(inbox, services, status).Select(w => Task.Run(() => w(run.Token))));
+
+        var loopTask = loop.RunAsync(run.Token);
+        await Task.WhenAny(loopTask, Task.Delay(Timeout.Infinite, stopping).ContinueWith(_ => { }, TaskScheduler.Default));
+        if (!loopTask.IsCompleted)
+        {
+            // Graceful stop: the domain withdraws everything, expires the fence and writes Left.
+            var requested = MonotonicClock.NowMs;
+            inbox.Post(n => n.StopRequested(requested));
+            if (await Task.WhenAny(loopTask, Task.Delay(StopBudget, CancellationToken.None)) != loopTask)
+                _logger.LogWarning("Stopping took longer than {Budget} ms; leaving the rest to the fence", (int)StopBudget.TotalMilliseconds);
+        }
+        await run.CancelAsync();
+        try { await loopTask; } catch (OperationCanceledException) { }
+        using (var flush = new CancellationTokenSource(TimeSpan.FromMilliseconds(300)))
+            await events.FlushAsync(flush.Token);
+        await Task.WhenAny(Task.WhenAll(background), Task.Delay(200));
+        _logger.LogInformation("Stopped");
+        return 0;
+    }
+
+    private static async Task ReceiveHeartbeatsAsync(HeartbeatSocket heartbeat, ProtocolInbox inbox, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await foreach (var datagram in heartbeat.ReceiveAllAsync(cancellationToken))
+            {
+                var payload = datagram.Payload;
+                var at = datagram.ReceivedAtMs;
+                inbox.Post(n => n.DatagramReceived(payload, at));
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private IEnumerable<Func<CancellationToken, Task>> Watches(ProtocolInbox inbox, ServiceRecords services, StatusWriter status)
+    {
+        var ns = settings.ServiceNamespace;
+        var timeout = ResourceWatch<V1Service, V1ServiceList>.WatchTimeoutSeconds;
+        var serviceWatch = new ResourceWatch<V1Service, V1ServiceList>("services",
+            ct => ns is null
+                ? client.CoreV1.ListServiceForAllNamespacesAsync(cancellationToken: ct)
+                : client.CoreV1.ListNamespacedServiceAsync(ns, cancellationToken: ct),
+            (rv, onError, ct) => ns is null
+                ? client.CoreV1.WatchListServiceForAllNamespacesAsync(allowWatchBookmarks: true, resourceVersion: rv,
+                    timeoutSeconds: timeout(), onError: onError, cancellationToken: ct)
+                : client.CoreV1.WatchListNamespacedServiceAsync(ns, allowWatchBookmarks: true, resourceVersion: rv,
+                    timeoutSeconds: timeout(), onError: onError, cancellationToken: ct),
+            all =>
+            {
+                var inputs = all.Select(s => (Service: s, Input: KubeObjects.ToInput(s))).ToArray();
+                services.ReplaceAll(inputs);
+                var listed = inputs.Select(i => i.Input).ToArray();
+                inbox.Post(n => n.ServicesListed(listed, MonotonicClock.NowMs));
+            },
+            s =>
+            {
+                var input = KubeObjects.ToInput(s);
+                services.Observe(s, input);
+                inbox.Post(n => n.ServiceUpserted(input, MonotonicClock.NowMs));
+            },
+            s =>
+            {
+                var key = KubeObjects.Key(s.Metadata.NamespaceProperty, s.Metadata.Name);
+                services.Forget(key);
+                status.Forget(key);
+                inbox.Post(n => n.ServiceDeleted(s.Metadata.NamespaceProperty ?? "default", s.Metadata.Name, MonotonicClock.NowMs));
+            },
+            loggers.CreateLogger("Hybrid.Agent.Watch.Services"));
+        var sliceWatch = new ResourceWatch<V1EndpointSlice, V1EndpointSliceList>("endpointslices",
+            ct => ns is null
+                ? client.DiscoveryV1.ListEndpointSliceForAllNamespacesAsync(cancellationToken: ct)
+                : client.DiscoveryV1.ListNamespacedEndpointSliceAsync(ns, cancellationToken: ct),
+            (rv, onError, ct) => ns is null
+                ? client.DiscoveryV1.WatchListEndpointSliceForAllNamespacesAsync(allowWatchBookmarks: true, resourceVersion: rv,
+                    timeoutSeconds: timeout(), onError: onError, cancellationToken: ct)
+                : client.DiscoveryV1.WatchListNamespacedEndpointSliceAsync(ns, allowWatchBookmarks: true, resourceVersion: rv,
+                    timeoutSeconds: timeout(), onError: onError, cancellationToken: ct),
+            all =>
+            {
+                var listed = all.Select(KubeObjects.ToInput).OfType<SliceInput>().ToArray();
+                inbox.Post(n => n.SlicesListed(listed, MonotonicClock.NowMs));
+            },
+            s =>
+            {
+                if (KubeObjects.ToInput(s) is { } input) inbox.Post(n => n.SliceUpserted(input, MonotonicClock.NowMs));
+                else
+                {
+                    var name = KubeObjects.Key(s.Metadata.NamespaceProperty, s.Metadata.Name);
+                    inbox.Post(n => n.SliceDeleted(name, MonotonicClock.NowMs));
+                }
+            },
+            s =>
+            {
+                var name = KubeObjects.Key(s.Metadata.NamespaceProperty, s.Metadata.Name);
+                inbox.Post(n => n.SliceDeleted(name, MonotonicClock.NowMs));
+            },
+            loggers.CreateLogger("Hybrid.Agent.Watch.EndpointSlices"));
+        var selector = Configuration.LeaseSelector;
+        var leaseWatch = new ResourceWatch<V1Lease, V1LeaseList>("leases",
+            ct => client.CoordinationV1.ListNamespacedLeaseAsync(settings.LeaseNamespace, labelSelector: selector, cancellationToken: ct),
+            (rv, onError, ct) => client.CoordinationV1.WatchListNamespacedLeaseAsync(settings.LeaseNamespace,
+                labelSelector: selector, allowWatchBookmarks: true, resourceVersion: rv,
+                timeoutSeconds: timeout(), onError: onError, cancellationToken: ct),
+            all =>
+            {
+                var listed = all.Select(KubeObjects.ToInput).ToArray();
+                inbox.Post(n => n.LeasesListed(listed, MonotonicClock.NowMs));
+            },
+            l =>
+            {
+                var input = KubeObjects.ToInput(l);
+                inbox.Post(n => n.LeaseUpserted(input, MonotonicClock.NowMs));
+            },
+            l =>
+            {
+                var name = l.Metadata.Name;
+                inbox.Post(n => n.LeaseDeleted(name, MonotonicClock.NowMs));
+            },
+            loggers.CreateLogger("Hybrid.Agent.Watch.Leases"));
+        return [serviceWatch.RunAsync, sliceWatch.RunAsync, leaseWatch.RunAsync];
+    }
+}

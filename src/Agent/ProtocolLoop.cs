@@ -1,0 +1,109 @@
+using Hybrid.Facade;
+using Hybrid.Net;
+using Microsoft.Extensions.Logging;
+
+namespace Hybrid.Agent;
+
+/// <summary>
+/// The agent's one decision loop: takes every observation and outcome from the inbox in order, hands it to
+/// the protocol node (the domain), and executes the commands that come back, in order. Nothing here decides:
+/// every "whether", "when" and "in which order" comes from the domain; this class only performs, posts
+/// outcomes back, and wakes the node when it asked to be woken.
+/// </summary>
+internal sealed class ProtocolLoop(
+    ProtocolNode node,
+    ProtocolInbox inbox,
+    HeartbeatSocket heartbeat,
+    KernelExecutor kernel,
+    LeaseWriter leases,
+    StatusWriter status,
+    EventRecorder events,
+    ILogger<ProtocolLoop> logger)
+{
+    /// <summary>How long the loop sleeps when the node scheduled nothing (it always does while running).</summary>
+    private static readonly TimeSpan Idle = TimeSpan.FromSeconds(1);
+
+    private bool _synced;
+
+    /// <summary>Runs until the node has stopped (after StopRequested) or <paramref name="cancellationToken"/> fires.</summary>
+    public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        while (!cancellationToken.IsCancellationRequested && !node.Stopped)
+        {
+            if (!_synced && node.Synced)
+            {
+                _synced = true;
+                logger.LogInformation("Caches synced: Services, EndpointSlices and Leases listed");
+            }
+            var wake = node.NextWakeAt;
+            var wait = wake < 0 ? Idle : TimeSpan.FromMilliseconds(Math.Clamp(wake - MonotonicClock.NowMs, 0, Idle.TotalMilliseconds));
+            var ready = wait > TimeSpan.Zero && await inbox.WaitAsync(wait, cancellationToken);
+            if (cancellationToken.IsCancellationRequested) return;
+            if (!ready)
+            {
+                await ExecuteAsync(node.Tick(MonotonicClock.NowMs), cancellationToken);
+                continue;
+            }
+            while (inbox.TryTake(out var entry))
+            {
+                await ExecuteAsync(entry(node), cancellationToken);
+                if (node.NextWakeAt >= 0 && MonotonicClock.NowMs >= node.NextWakeAt)
+                    await ExecuteAsync(node.Tick(MonotonicClock.NowMs), cancellationToken);
+            }
+        }
+    }
+
+    private async Task ExecuteAsync(ShellCommand[] commands, CancellationToken cancellationToken)
+    {
+        foreach (var command in commands)
+        {
+            switch (command)
+            {
+                case ShellCommand.SendDatagrams send:
+                    foreach (var datagram in send.Datagrams)
+                    {
+                        try
+                        {
+                            await heartbeat.SendAsync(datagram, cancellationToken);
+                        }
+                        catch (Exception e) when (e is not OperationCanceledException)
+                        {
+                            logger.LogDebug("Heartbeat send failed: {Error}", e.Message);
+                        }
+                    }
+                    break;
+                case ShellCommand.WriteLease write:
+                    leases.Write(write.Id, write.Write, cancellationToken);
+                    break;
+                case ShellCommand.DeleteLease delete:
+                    leases.Delete(delete.Id, delete.Name, delete.Version, cancellationToken);
+                    break;
+                case ShellCommand.ReadLease read:
+                    leases.Read(read.Name, cancellationToken);
+                    break;
+                case ShellCommand.Kernel k:
+                    var (result, reason) = await kernel.ApplyAsync(k.Action, cancellationToken);
+                    var id = k.Id;
+                    inbox.Post(n => n.KernelCompleted(id, result, reason, MonotonicClock.NowMs));
+                    break;
+                case ShellCommand.WriteStatus write:
+                    status.Enqueue(write);
+                    break;
+                case ShellCommand.EmitEvent emit:
+                    events.Enqueue(emit.Event);
+                    break;
+                case ShellCommand.EmitNodeEvent emit:
+                    events.EnqueueForNode(emit.Reason, emit.Message);
+                    break;
+                case ShellCommand.Log log:
+                    logger.Log(log.Entry.Level switch
+                    {
+                        LogLevelName.Warning => LogLevel.Warning,
+                        LogLevelName.Information => LogLevel.Information,
+                        _ => LogLevel.Debug,
+                    }, log.Entry.Template, log.Entry.Arguments);
+                    break;
+            }
+        }
+    }
+}
