@@ -19,8 +19,9 @@ namespace Hybrid.Net;
 /// a packet socket (microseconds); calls are serialised by a lock, so concurrent callers are safe.
 /// A frame the kernel drops on its way out (ENOBUFS: the kernel fence's egress chain drops announcements
 /// of a fenced VIP) is reported as <see cref="AnnounceOutcome.Fenced"/>, not as an error. Any other failed
-/// send is logged and thrown as <see cref="IOException"/> naming the VIP and interface; the device stays usable (e.g. once a downed link is up again). If the interface is deleted and created
-/// again, the socket still points at the old one: dispose and <see cref="Open"/> anew.
+/// send is logged and thrown as <see cref="IOException"/> naming the VIP and interface; the device stays
+/// usable (e.g. once a downed link is up again). If the interface is deleted and created again, the socket
+/// still points at the old one: dispose and <see cref="Open"/> anew.
 /// </para>
 /// </summary>
 internal sealed partial class Announcer(LibPcapLiveDevice device, ILogger<Announcer> logger) : IAsyncDisposable

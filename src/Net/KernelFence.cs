@@ -69,11 +69,13 @@ internal sealed partial class KernelFence : IDisposable
     }
 
     /// <summary>
-    /// Creates the table on <paramref name="link"/>, or replaces an existing one atomically (packets see the
-    /// old table until the new one is in place), with <paramref name="managed"/> managed, <paramref name="held"/>
-    /// held (and managed) and NO fence element: held VIPs are fenced until the next <see cref="Extend"/>. The
-    /// chains are bound to the device by name and the fence element is keyed by its index, so an interface
-    /// deleted and created again (a new index) needs a new Install; until then its held VIPs stay fenced.
+    /// Installs the table on <paramref name="link"/> with <paramref name="managed"/> managed,
+    /// <paramref name="held"/> held (and managed) and NO fence element: held VIPs are fenced until the next
+    /// <see cref="Extend"/>. A table already bound to that device is rewritten in place in one transaction
+    /// (packets see the old rules until the new ones are in place); otherwise it is created, or replaced
+    /// (a table on another device). The chains are bound to the device by name and the fence element is keyed
+    /// by its index, so an interface deleted and created again (a new index) needs a new Install; until then
+    /// its held VIPs stay fenced.
     /// </summary>
     public void Install(LinkInfo link, IReadOnlyCollection<IPAddress> managed, IReadOnlyCollection<IPAddress> held,
         CancellationToken cancellationToken)
@@ -84,7 +86,20 @@ internal sealed partial class KernelFence : IDisposable
             throw new ArgumentException($"'{link.Name}' is not an interface name nftables can bind to", nameof(link));
         var managedVips = Vips(managed, nameof(managed));
         var heldVips = Vips(held, nameof(held));
-        session.Run(KernelFenceRuleset.Install(TableName, link.Name, link.Index, managedVips, heldVips), cancellationToken);
+        if (BoundDevice(cancellationToken) == link.Name)
+        {
+            try
+            {
+                session.Run(KernelFenceRuleset.Refresh(TableName, link.Name, link.Index, managedVips, heldVips), cancellationToken);
+                interfaceIndex = link.Index;
+                return;
+            }
+            catch (NftablesException)
+            {
+                // a chain or set is missing or differs: the table is replaced below
+            }
+        }
+        session.Run(KernelFenceRuleset.Replace(TableName, link.Name, link.Index, managedVips, heldVips), cancellationToken);
         interfaceIndex = link.Index;
     }
 
@@ -164,6 +179,12 @@ internal sealed partial class KernelFence : IDisposable
         var text = session.Run($"list table netdev {TableName}", cancellationToken);
         return KernelFenceListing.Parse(json, text, TableName);
     }
+
+    /// <summary>The one device the table's chains are bound to, or null (no table, no chains, several devices).</summary>
+    private string? BoundDevice(CancellationToken cancellationToken) =>
+        KernelFenceListing.HasTable(session.RunJson("list tables netdev", cancellationToken), TableName)
+            ? KernelFenceListing.BoundDevice(session.Run($"list table netdev {TableName}", cancellationToken))
+            : null;
 
     /// <summary>Deletes the table (if it exists): nothing is guarded any more.</summary>
     public void Uninstall(CancellationToken cancellationToken)

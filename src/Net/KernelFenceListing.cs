@@ -7,8 +7,8 @@ namespace Hybrid.Net;
 
 /// <summary>
 /// Reads a kernel fence table back from nft's listings. Set contents come from the JSON listing; the
-/// device, the recorded interface index and the fence element's expiry only from the text one (nft 1.0.6's
-/// JSON omits chain devices and table comments, and gives timeouts in whole seconds).
+/// device, the recorded interface index (a rule comment) and the fence element's expiry only from the text
+/// one (nft 1.0.6's JSON omits chain devices and gives timeouts in whole seconds).
 /// </summary>
 internal static partial class KernelFenceListing
 {
@@ -31,7 +31,7 @@ internal static partial class KernelFenceListing
                 .Concat((sets.GetValueOrDefault(role + "6") ?? []).Select(IPv6))
                 .ToHashSet();
 
-        var device = DevicePattern().Match(tableText);
+        var device = IngressDevicePattern().Match(tableText);
         var comment = CommentPattern().Match(tableText);
         if (!device.Success || !comment.Success)
             throw new InvalidDataException($"table netdev {table} is not a kernel fence (no device or no '{KernelFenceRuleset.CommentPrefix}' comment):\n{tableText}");
@@ -42,6 +42,17 @@ internal static partial class KernelFenceListing
             Addresses("managed"),
             Addresses("held"),
             fence.Success ? DurationMs(fence.Groups[1].Value) : null);
+    }
+
+    /// <summary>
+    /// The device both base chains of a fence table's text listing are bound to, or null when either is
+    /// missing or bound to several devices ("devices = { … }").
+    /// </summary>
+    public static string? BoundDevice(string tableText)
+    {
+        var ingress = IngressDevicePattern().Match(tableText);
+        var egress = EgressDevicePattern().Match(tableText);
+        return ingress.Success && egress.Success && ingress.Groups[1].Value == egress.Groups[1].Value ? ingress.Groups[1].Value : null;
     }
 
     /// <summary>Milliseconds of an nft duration such as "1m", "4s908ms", "1d2h3m4s5ms".</summary>
@@ -94,8 +105,11 @@ internal static partial class KernelFenceListing
         return new IPAddress(address);
     }
 
-    [GeneratedRegex(@"device ""([^""]+)""")]
-    private static partial Regex DevicePattern();
+    [GeneratedRegex(@"hook ingress device ""([^""]+)""")]
+    private static partial Regex IngressDevicePattern();
+
+    [GeneratedRegex(@"hook egress device ""([^""]+)""")]
+    private static partial Regex EgressDevicePattern();
 
     [GeneratedRegex(@"comment """ + KernelFenceRuleset.CommentPrefix + @"(\d+)""")]
     private static partial Regex CommentPattern();
