@@ -301,12 +301,14 @@ module internal Convert =
 // The node
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 
-/// One node's protocol state machine, for the shell. Not thread-safe: one loop owns it and calls it with
-/// every observation and outcome, in order, and executes the commands each call returns, in order.
+/// One node's protocol state machine, for the shell. Not thread-safe: one loop owns it. The loop reports
+/// every observation and outcome, in order (each call queues it), then calls Decide, which folds everything
+/// queued and returns what to do, in order.
 [<Sealed>]
 type ProtocolNode(settings: Settings) =
     let mutable state = Protocol.create settings.Config
     let pendingKernel = Dictionary<int64, KernelCommand>()
+    let queued = List<Input>()
     let mutable nextKernelId = 1L
 
     let notice (n: Notice) : ShellCommand list =
@@ -365,10 +367,7 @@ type ProtocolNode(settings: Settings) =
         | Emit e -> [ EmitEvent(Convert.event e) ]
         | Note n -> notice n
 
-    let step (input: Input) : ShellCommand array =
-        let next, commands = Protocol.step state input
-        state <- next
-        commands |> List.collect shell |> Array.ofList
+    let step (input: Input) = queued.Add input
 
     /// The first call: this process's random incarnation, the VIP addresses an earlier process left on the
     /// interface (IPv4 or IPv6 bytes with their prefix), whether the interface is up.
@@ -415,10 +414,21 @@ type ProtocolNode(settings: Settings) =
                 | KernelResult.FenceEnded -> SkippedFenceEnded
                 | _ -> KernelFailed(match reason with null -> "failed" | r -> r)
             step (KernelCompleted(command, outcome, now))
-        | _ -> [||]
+        | _ -> ()
 
     member _.LinkChanged(up: bool, now: int64) = step (LinkChanged(up, now))
     member _.StopRequested(now: int64) = step (StopRequested now)
+
+    /// Whether anything was reported since the last Decide.
+    member _.HasQueued = queued.Count > 0
+
+    /// Folds everything reported since the last call, decides once, and returns what to do, in order.
+    member _.Decide() : ShellCommand array =
+        let inputs = List.ofSeq queued
+        queued.Clear()
+        let next, commands = Protocol.apply state inputs
+        state <- next
+        commands |> List.collect shell |> Array.ofList
 
     /// When to call Tick at the latest (monotonic ms); -1 when nothing is scheduled.
     member _.NextWakeAt = defaultArg state.NextWakeAt -1L

@@ -37,19 +37,12 @@ internal sealed class ProtocolLoop(
             }
             var wake = node.NextWakeAt;
             var wait = wake < 0 ? Idle : TimeSpan.FromMilliseconds(Math.Clamp(wake - MonotonicClock.NowMs, 0, Idle.TotalMilliseconds));
-            var ready = wait > TimeSpan.Zero && await inbox.WaitAsync(wait, cancellationToken);
+            if (wait > TimeSpan.Zero) await inbox.WaitAsync(wait, cancellationToken);
             if (cancellationToken.IsCancellationRequested) return;
-            if (!ready)
-            {
-                await ExecuteAsync(node.Tick(MonotonicClock.NowMs), cancellationToken);
-                continue;
-            }
-            while (inbox.TryTake(out var entry))
-            {
-                await ExecuteAsync(entry(node), cancellationToken);
-                if (node.NextWakeAt >= 0 && MonotonicClock.NowMs >= node.NextWakeAt)
-                    await ExecuteAsync(node.Tick(MonotonicClock.NowMs), cancellationToken);
-            }
+            // Everything that queued up while the loop was acting is one batch: one decision for all of it.
+            while (inbox.TryTake(out var entry)) entry(node);
+            node.Tick(MonotonicClock.NowMs);
+            await ExecuteAsync(node.Decide(), cancellationToken);
         }
     }
 

@@ -494,6 +494,12 @@ module Protocol =
         | (RefreshAddress _ | Announce _), _ -> { s with MaintenanceDueAt = Some s.Now }
         | _ -> stale { s with MaintenanceDueAt = Some s.Now }
 
+    /// A Service as observed, with the instant this node saw it change (kept when nothing changed).
+    let private stampService (now: Instant) (s: NodeState) (service: Service) =
+        match s.View.Services.TryFind service.Key with
+        | Some known when { known with ChangedSeenAt = 0L } = { service with ChangedSeenAt = 0L } -> known
+        | _ -> { service with ChangedSeenAt = now }
+
     let private evolve (input: Input) (s: NodeState) : NodeState * Command list =
         match input with
         | Started(incarnation, existing, linkUp, now) ->
@@ -520,14 +526,15 @@ module Protocol =
             [ Kernel(InstallFence(List.map fst existing)) ]
         | Tick now -> { s with Now = now }, []
         | ServicesListed(services, now) ->
+            let stamped = services |> List.map (fun v -> v.Key, stampService now s v) |> Map.ofList
+            stale { s with Now = now; View = { s.View with ServicesSynced = true; Services = stamped }; DesiredStale = true }, []
+        | ServiceUpserted(service, now) ->
             stale
                 { s with
                     Now = now
-                    View = { s.View with ServicesSynced = true; Services = services |> List.map (fun v -> v.Key, v) |> Map.ofList }
+                    View = { s.View with Services = s.View.Services.Add(service.Key, stampService now s service) }
                     DesiredStale = true },
             []
-        | ServiceUpserted(service, now) ->
-            stale { s with Now = now; View = { s.View with Services = s.View.Services.Add(service.Key, service) }; DesiredStale = true }, []
         | ServiceDeleted(key, now) ->
             stale { s with Now = now; View = { s.View with Services = s.View.Services.Remove key }; DesiredStale = true }, []
         | SlicesListed(slices, now) ->
@@ -1394,6 +1401,19 @@ module Protocol =
 
     /// One input in, the new state and what the shell must do out.
     let step (s: NodeState) (input: Input) : NodeState * Command list =
+        let previous = s.Now
         let s, immediate = evolve input s
+        let s, decided = decide { s with Now = max previous s.Now }
+        s, immediate @ decided
+
+    /// Several inputs in (in order), one decision out: what a busy shell does with everything that queued up
+    /// while it was acting, so that a burst of observations costs one decision, not one each.
+    let apply (s: NodeState) (inputs: Input list) : NodeState * Command list =
+        let s, immediate =
+            inputs
+            |> List.fold (fun (s: NodeState, commands) input ->
+                let previous = s.Now
+                let s, c = evolve input s
+                { s with Now = max previous s.Now }, commands @ c) (s, [])
         let s, decided = decide s
         s, immediate @ decided
