@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text.Json.Nodes;
+using Hybrid.Net;
 using Hybrid.Sandbox.Api;
 using k8s;
 using k8s.Models;
@@ -166,13 +167,24 @@ internal sealed class HybridLab : IAsyncDisposable
     public JsonObject InjectFault(JsonObject fault) => Api.InjectFault(fault);
 
     /// <summary>The nodes whose eth0 carries the address right now.</summary>
+    /// <summary>
+    /// The nodes whose kernel answers for <paramref name="address"/> now: the address is on eth0, the agent's
+    /// fence holds it, and the fence element lives. An address left behind by a crashed or fenced agent is on
+    /// the interface but not answered, so it does not count.
+    /// </summary>
     public async Task<IReadOnlyList<string>> HoldersAsync(IPAddress address, CancellationToken cancellationToken)
     {
         var holders = new List<string>();
         foreach (var node in Nodes)
         {
             var addresses = await Network.AddressesAsync(node.Namespace, node.Interface, cancellationToken);
-            if (addresses.Any(a => a.StartsWith(address + "/", StringComparison.Ordinal))) holders.Add(node.Name);
+            if (!addresses.Any(a => a.StartsWith(address + "/", StringComparison.Ordinal))) continue;
+            var fence = await NetworkNamespace.RunInAsync(node.Namespace, () =>
+            {
+                using var reader = KernelFence.Open(() => 0);
+                return reader.Read(cancellationToken);
+            }, cancellationToken);
+            if (fence is { FenceRemainingMs: > 0 } && fence.Held.Contains(address)) holders.Add(node.Name);
         }
         return holders;
     }
