@@ -166,7 +166,6 @@ internal sealed class HybridLab : IAsyncDisposable
     /// <summary>Applies a fault (see src/Sandbox/Api/LabEndpoints.cs for the format).</summary>
     public JsonObject InjectFault(JsonObject fault) => Api.InjectFault(fault);
 
-    /// <summary>The nodes whose eth0 carries the address right now.</summary>
     /// <summary>
     /// The nodes whose kernel answers for <paramref name="address"/> now: the address is on eth0, the agent's
     /// fence holds it, and the fence element lives. An address left behind by a crashed or fenced agent is on
