@@ -12,7 +12,8 @@ namespace Hybrid.Agent;
 /// Posts the domain's Events through events.k8s.io/v1 and logs each one, so the reason is also in the log of
 /// the node that decided it. Queued in the background: an API outage delays Events, it never slows the VIPs.
 /// An Event the server refuses for good (4xx) is dropped with a warning instead of blocking the ones behind
-/// it; a transient failure is retried a few times with backoff; the same Event repeated within
+/// it; a transient failure (5xx, 429, no answer) is retried with backoff until it is posted, so the Events
+/// of an API outage arrive when it ends (the queue keeps the newest 2000); the same Event repeated within
 /// <see cref="RepeatWindow"/> is posted once, and at most <see cref="BurstLimit"/> per second go out.
 /// </summary>
 internal sealed class EventRecorder(
@@ -24,7 +25,6 @@ internal sealed class EventRecorder(
     public const string ReportingController = "hybrid.kube-vip.io/agent";
     private static readonly TimeSpan RepeatWindow = TimeSpan.FromMinutes(10);
     private const int BurstLimit = 20;
-    private const int Attempts = 5;
 
     private sealed record Pending(EventOutput Event, bool AboutNode);
 
@@ -70,12 +70,8 @@ internal sealed class EventRecorder(
                     windowStart = MonotonicClock.NowMs;
                     sentInWindow = 1;
                 }
-                for (var attempt = 1; ; attempt++)
-                {
-                    var (posted, permanent) = await TryPostAsync(pending, cancellationToken);
-                    if (posted || permanent || attempt == Attempts) break;
+                while (await TryPostAsync(pending, cancellationToken) is (false, false))
                     await _backoff.DelayAsync(cancellationToken);
-                }
                 _backoff.Reset();
             }
         }

@@ -56,6 +56,9 @@ type Frame =
       Seq: Seq
       /// The sender's settings fingerprint (Config.fingerprint), as a number.
       Fingerprint: uint64
+      /// The sender stands aside (isolated, or other settings) and its kernel answers for nothing: a claim
+      /// needs no acknowledgement from it, and it holds no group until it claims one again.
+      Aside: bool
       Part: int
       Parts: int
       /// Groups the sender claimed and waits to have acknowledged (GroupHash of each).
@@ -128,7 +131,7 @@ module FrameCodec =
         let span = Span buffer
         BinaryPrimitives.WriteUInt16BigEndian(span, Magic)
         buffer[2] <- Version
-        buffer[3] <- 0uy
+        buffer[3] <- (if frame.Aside then 1uy else 0uy) // flags: bit 0 = Aside
         buffer[4] <- byte frame.Part
         buffer[5] <- byte frame.Parts
         BinaryPrimitives.WriteUInt64BigEndian(span.Slice 6, frame.Fingerprint)
@@ -196,6 +199,7 @@ module FrameCodec =
                                       Incarnation = Incarnation(BinaryPrimitives.ReadUInt64BigEndian(body.Slice 14))
                                       Seq = BinaryPrimitives.ReadUInt32BigEndian(body.Slice 22)
                                       Fingerprint = BinaryPrimitives.ReadUInt64BigEndian(body.Slice 6)
+                                      Aside = body[3] &&& 1uy <> 0uy
                                       Part = int body[4]
                                       Parts = int body[5]
                                       Claims = claimList

@@ -19,6 +19,8 @@ type Peer =
       AckedMe: bool
       /// Its latest echo of this node says it refuses to grant more (so a stale echo is no sign of deafness).
       RefusesMe: bool
+      /// Its latest frame says it stands aside and answers for nothing.
+      Aside: bool
       /// Groups its latest frame says it claimed and waits to have acknowledged.
       Claims: Set<uint64>
       /// What this node last echoed for it.
@@ -127,6 +129,7 @@ module Lan =
                   EchoOfMe = None
                   AckedMe = false
                   RefusesMe = false
+                  Aside = false
                   Claims = Set.empty
                   Granted = None }
             let previous, lan =
@@ -152,6 +155,7 @@ module Lan =
                           | a, b -> Option.orElse a b
                         AckedMe = peer.AckedMe || not echoesOfMe.IsEmpty
                         RefusesMe = (if echoesOfMe.IsEmpty then peer.RefusesMe else refusesMe)
+                        Aside = (if frame.Part = 0 && isNewSeq then frame.Aside else peer.Aside)
                         Claims = (if frame.Part = 0 && isNewSeq then Set.ofList frame.Claims else peer.Claims) }
                 let reappeared =
                     match previous with
@@ -159,6 +163,12 @@ module Lan =
                     | None -> true
                 { lan with Peers = lan.Peers.Add(frame.Node, updated) },
                 Ok { Peer = updated; NewClaims = newClaims; Reappeared = reappeared }
+
+    /// Whether a peer was heard within `window` and its latest frame says it stands aside.
+    let standsAside (now: Instant) (window: Duration) (lan: LanState) (node: string) =
+        match lan.Peers.TryFind node with
+        | Some p -> p.Aside && now - p.HeardAt < window
+        | None -> false
 
     /// Whether a peer was heard within `window`.
     let hears (now: Instant) (window: Duration) (lan: LanState) (node: string) =
@@ -169,7 +179,7 @@ module Lan =
     /// The next frame: the echoes of every member heard (granting its latest sequence, except the `refused`
     /// ones, whose grant stays where it was, and the `capped` ones, granted no further than their cap), the
     /// claims awaiting acknowledgement. Records the send time and the grants.
-    let send (now: Instant) (timing: Timing) (self: string) (incarnation: Incarnation) (fingerprint: uint64)
+    let send (now: Instant) (timing: Timing) (self: string) (incarnation: Incarnation) (fingerprint: uint64) (aside: bool)
         (membership: Membership) (refused: Set<string>) (capped: Map<string, Seq>) (claims: uint64 list) (lan: LanState)
         : Frame * LanState =
         let members = Membership.others membership self
@@ -206,6 +216,7 @@ module Lan =
               Incarnation = incarnation
               Seq = lan.NextSeq
               Fingerprint = fingerprint
+              Aside = aside
               Part = 0
               Parts = 1
               Claims = claims

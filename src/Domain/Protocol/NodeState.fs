@@ -174,6 +174,9 @@ type NodeState =
       Lan: LanState
       /// The last instant this node echoed a fresh sequence of each member (any incarnation of it).
       LastGrantAt: Map<string, Instant>
+      /// Since when this node has heard the LAN: it last stopped standing aside as isolated. A member's
+      /// silence before that is no evidence against it.
+      ListeningSince: Instant
       Depositions: Map<string, Deposition>
       Claims: Map<GroupId, Claim>
       Contests: Map<GroupId, Contest>

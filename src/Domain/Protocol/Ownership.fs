@@ -34,6 +34,8 @@ type Standing =
     | Live
     /// Joined and in force, but not heard for D_L: it must be deposed before its groups move.
     | Silent
+    /// Joined and heard, but its frames say it stands aside and answers for nothing: its groups may be taken.
+    | Aside
     /// Its registration says Left or Deposed: it answers nothing any more.
     | Gone
     /// Registered with another fingerprint: it hands its groups over itself.
@@ -165,7 +167,7 @@ module Ownership =
             | Live -> HolderLeaving holder
             | OutOfForce -> HolderLeaving holder
             | Silent | Unregistered -> HolderSilent holder
-            | Gone -> orphaned g since (Some holder)
+            | Gone | Aside -> orphaned g since (Some holder)
         groups
         |> List.map (fun g ->
             let assignment =

@@ -90,6 +90,7 @@ module Protocol =
           ApiFence = { ValidUntil = None; LastRenewalStart = None; LanHealthySince = None; ArmedAt = None }
           Lan = Lan.initial 0L
           LastGrantAt = Map.empty
+          ListeningSince = 0L
           Depositions = Map.empty
           Claims = Map.empty
           Contests = Map.empty
@@ -197,6 +198,7 @@ module Protocol =
             match s.View.Registrations.Known.TryFind node with
             | Some o when o.Registration.State = Joined ->
                 if Some o.Registration.Fingerprint <> m.InForce then OutOfForce
+                elif Lan.standsAside s.Now (timing s).LanLeaseDuration s.Lan node then Aside
                 elif Lan.hears s.Now (timing s).LanLeaseDuration s.Lan node then Live
                 else Silent
             | Some _ -> Gone
@@ -713,7 +715,11 @@ module Protocol =
                 |> Map.ofList
             let claims =
                 s.Claims |> Map.toList |> List.filter (fun (_, c) -> c.AcknowledgedAt.IsNone) |> List.map (fst >> GroupHash.ofGroup)
-            let frame, lan = Lan.send s.Now (timing s) s.Self s.Incarnation s.FingerprintValue m (refused s m) capped claims s.Lan
+            // Aside only once the kernel answers for nothing: others then claim without this node's acknowledgement.
+            let aside =
+                s.StandAside.IsSome
+                && s.Kernel.Vips |> Map.forall (fun _ v -> not v.Held && (match v.Pending with Some(Hold _) -> false | _ -> true))
+            let frame, lan = Lan.send s.Now (timing s) s.Self s.Incarnation s.FingerprintValue aside m (refused s m) capped claims s.Lan
             let lastGrant =
                 lan.Peers
                 |> Map.fold (fun (acc: Map<string, Instant>) node peer ->
@@ -768,9 +774,10 @@ module Protocol =
     // ════════════════════════════════════════════════════════════════════════════════════════════════
 
     /// Since when this node has not granted `node`: its last grant, its own start if it never granted it, or
-    /// the last change of the node's registration if later (a node that just registered is not silent yet).
+    /// the last change of the node's registration if later (a node that just registered is not silent yet),
+    /// or when this node last heard again after being isolated (it was deaf, not they silent).
     let private silentSince (s: NodeState) (node: string) (o: ObservedRegistration) =
-        max (defaultArg (s.LastGrantAt.TryFind node) s.IncarnationStartedAt) o.ChangedSeenAt
+        max (defaultArg (s.LastGrantAt.TryFind node) s.IncarnationStartedAt) o.ChangedSeenAt |> max s.ListeningSince
 
     /// Whether this node may depose `node` now: the conditions of §3, from its own view.
     let private mayDepose (s: NodeState) (node: string) (o: ObservedRegistration) =
@@ -867,7 +874,8 @@ module Protocol =
     // Decide, stage 4: ownership — roles, group Lease writes, VIPs, status, Events
     // ════════════════════════════════════════════════════════════════════════════════════════════════
 
-    /// The claims that every member has acknowledged (or whose missing members are gone).
+    /// The claims that every member has acknowledged (or whose missing members are gone). A member whose frames
+    /// say it stands aside answers for nothing and claims again before it does: its acknowledgement is not needed.
     let private acknowledge (s: NodeState) (m: Membership) : NodeState =
         let others = Membership.others m s.Self
         let acked (c: Claim) =
@@ -876,9 +884,10 @@ module Protocol =
             | Some seq ->
                 others
                 |> Map.forall (fun node _ ->
-                    match s.Lan.Peers.TryFind node with
-                    | Some p -> p.EchoOfMe |> Option.exists (fun e -> e >= seq)
-                    | None -> false)
+                    Lan.standsAside s.Now (timing s).LanLeaseDuration s.Lan node
+                    || match s.Lan.Peers.TryFind node with
+                       | Some p -> p.EchoOfMe |> Option.exists (fun e -> e >= seq)
+                       | None -> false)
         { s with Claims = s.Claims |> Map.map (fun _ c -> if c.AcknowledgedAt.IsNone && acked c then { c with AcknowledgedAt = Some s.Now } else c) }
 
     /// Members heard recently that have not acknowledged a claim.
@@ -890,9 +899,10 @@ module Protocol =
             |> Map.toList
             |> List.map fst
             |> List.filter (fun node ->
-                match s.Lan.Peers.TryFind node with
-                | Some p -> not (p.EchoOfMe |> Option.exists (fun e -> e >= seq))
-                | None -> true)
+                not (Lan.standsAside s.Now (timing s).LanLeaseDuration s.Lan node)
+                && match s.Lan.Peers.TryFind node with
+                   | Some p -> not (p.EchoOfMe |> Option.exists (fun e -> e >= seq))
+                   | None -> true)
 
     let private entitlement (s: NodeState) (m: Membership) : Result<unit, NotEntitledReason> =
         match s.Phase with
@@ -1311,6 +1321,13 @@ module Protocol =
         let reason = if running s && joined s then standAside s m else None
         if reason = s.StandAside then s, []
         else
+            let s =
+                match s.StandAside, reason with
+                // Standing aside forgets every claim: a group whose Lease still names this node afterwards is
+                // claimed again by CAS (others may have taken it meanwhile, on the strength of the Aside flag).
+                | None, Some _ -> { s with Claims = Map.empty }
+                | Some(Isolated _), None -> { s with StandAside = reason; ListeningSince = s.Now }
+                | _ -> s
             stale { s with StandAside = reason },
             [ Note(match reason with Some r -> StandingAside r | None -> StandingAsideEnded) ]
 

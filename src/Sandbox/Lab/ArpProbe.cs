@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Diagnostics;
 using System.Net;
 using System.Net.NetworkInformation;
 using System.Net.Sockets;
@@ -38,6 +39,37 @@ internal static class ArpProbe
         if (senderIp is { AddressFamily: not AddressFamily.InterNetwork }) throw new ArgumentException($"the sender of an ARP request needs an IPv4 address, not {senderIp}", nameof(senderIp));
         if (window <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(window), window, "the answer window must be positive");
         return NetworkNamespace.RunInAsync(namespaceName, () => Resolve(interfaceName, target, senderIp, window, cancellationToken), cancellationToken);
+    }
+
+    /// <summary>
+    /// Sends a broadcast request for each target every <paramref name="interval"/> until cancelled and returns
+    /// how many rounds it sent. It reads nothing: an <see cref="ArpCapture"/> on the same interface sees the requests and their
+    /// answers with kernel timestamps, which is what a test of "never two responders" needs.
+    /// </summary>
+    public static Task<int> RepeatAsync(string namespaceName, string interfaceName, IReadOnlyList<IPAddress> targets, TimeSpan interval, CancellationToken cancellationToken)
+    {
+        if (targets.Count == 0 || targets.Any(t => t.AddressFamily != AddressFamily.InterNetwork))
+            throw new ArgumentException("ARP asks for one or more IPv4 addresses", nameof(targets));
+        if (interval <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(interval), interval, "the interval must be positive");
+        return NetworkNamespace.RunInAsync(namespaceName, () =>
+        {
+            using var device = PcapDeviceOpener.Open(interfaceName, new DeviceConfiguration { Mode = DeviceModes.None, Snaplen = 64 });
+            var mac = device.MacAddress ?? throw new InvalidOperationException($"interface '{interfaceName}' has no MAC address");
+            var sender = device.Addresses.Select(a => a.Addr?.ipAddress).FirstOrDefault(a => a?.AddressFamily == AddressFamily.InterNetwork)
+                ?? throw new InvalidOperationException($"interface '{interfaceName}' has no IPv4 address to ask from");
+            var requests = targets.Select(t => Request(mac, sender, t)).ToList();
+            var sent = 0;
+            // Paced, not polled: the wait ends at the next send time or at cancellation, whichever is first.
+            var next = Stopwatch.GetTimestamp();
+            while (true)
+            {
+                foreach (var request in requests) device.SendPacket(request);
+                sent++;
+                next += (long)(interval.TotalSeconds * Stopwatch.Frequency);
+                var wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), next);
+                if (cancellationToken.WaitHandle.WaitOne(wait > TimeSpan.Zero ? wait : TimeSpan.Zero)) return sent;
+            }
+        }, cancellationToken);
     }
 
     private static IReadOnlyList<ArpAnswer> Resolve(string interfaceName, IPAddress target, IPAddress? senderIp, TimeSpan window, CancellationToken cancellationToken)

@@ -166,26 +166,37 @@ internal sealed class HybridLab : IAsyncDisposable
     /// <summary>Applies a fault (see src/Sandbox/Api/LabEndpoints.cs for the format).</summary>
     public JsonObject InjectFault(JsonObject fault) => Api.InjectFault(fault);
 
-    /// <summary>
-    /// The nodes whose kernel answers for <paramref name="address"/> now: the address is on eth0, the agent's
-    /// fence holds it, and the fence element lives. An address left behind by a crashed or fenced agent is on
-    /// the interface but not answered, so it does not count.
-    /// </summary>
-    public async Task<IReadOnlyList<string>> HoldersAsync(IPAddress address, CancellationToken cancellationToken)
+    /// <summary>Removes every fault rule and ends every partition at once.</summary>
+    public void ClearFaults()
     {
-        var holders = new List<string>();
+        Api.Faults.Clear();
+        _logger.LogInformation("Cleared every API fault");
+    }
+
+    /// <summary>The nodes whose kernel answers for <paramref name="address"/> now (see <see cref="AnsweredAsync"/>).</summary>
+    public async Task<IReadOnlyList<string>> HoldersAsync(IPAddress address, CancellationToken cancellationToken) =>
+        (await AnsweredAsync(cancellationToken)).Where(kv => kv.Value.Contains(address)).Select(kv => kv.Key).ToList();
+
+    /// <summary>
+    /// For each node, the addresses its kernel answers for now: on eth0, held by the agent's fence, and the
+    /// fence element alive. An address left behind by a crashed or fenced agent is on the interface but not
+    /// answered, so it does not count.
+    /// </summary>
+    public async Task<IReadOnlyDictionary<string, IReadOnlySet<IPAddress>>> AnsweredAsync(CancellationToken cancellationToken)
+    {
+        var answered = new Dictionary<string, IReadOnlySet<IPAddress>>();
         foreach (var node in Nodes)
         {
-            var addresses = await Network.AddressesAsync(node.Namespace, node.Interface, cancellationToken);
-            if (!addresses.Any(a => a.StartsWith(address + "/", StringComparison.Ordinal))) continue;
+            var onLink = (await Network.AddressesAsync(node.Namespace, node.Interface, cancellationToken))
+                .Select(a => IPAddress.Parse(a[..a.IndexOf('/')])).ToHashSet();
             var fence = await NetworkNamespace.RunInAsync(node.Namespace, () =>
             {
                 using var reader = KernelFence.Open(() => 0);
                 return reader.Read(cancellationToken);
             }, cancellationToken);
-            if (fence is { FenceRemainingMs: > 0 } && fence.Held.Contains(address)) holders.Add(node.Name);
+            answered[node.Name] = fence is { FenceRemainingMs: > 0 } ? onLink.Where(fence.Held.Contains).ToHashSet() : new HashSet<IPAddress>();
         }
-        return holders;
+        return answered;
     }
 
     public async ValueTask DisposeAsync()

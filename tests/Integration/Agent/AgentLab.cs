@@ -120,18 +120,15 @@ internal sealed class AgentLab : IAsyncDisposable
 
     public Task<IReadOnlyList<string>> HoldersAsync(string ip) => Lab.HoldersAsync(IPAddress.Parse(ip), CancellationToken.None);
 
-    /// <summary>For each address, the nodes that carry it on eth0 (one address dump per node, not per address).</summary>
+    /// <summary>For each address, the nodes that answer for it (one fence read per node, not per address).</summary>
     public async Task<IReadOnlyDictionary<string, IReadOnlyList<string>>> PlacementAsync(IEnumerable<string> ips)
     {
-        var onNode = new Dictionary<string, IReadOnlyList<string>>();
-        foreach (var node in Lab.Nodes)
-            onNode[node.Name] = await Lab.Network.AddressesAsync(node.Namespace, node.Interface, CancellationToken.None);
-        return ips.ToDictionary(ip => ip, ip => (IReadOnlyList<string>)onNode
-            .Where(kv => kv.Value.Any(a => a.StartsWith(ip + "/", StringComparison.Ordinal)))
-            .Select(kv => kv.Key).Order().ToList());
+        var answered = await Lab.AnsweredAsync(CancellationToken.None);
+        return ips.ToDictionary(ip => ip, ip => (IReadOnlyList<string>)answered
+            .Where(kv => kv.Value.Contains(IPAddress.Parse(ip))).Select(kv => kv.Key).Order().ToList());
     }
 
-    /// <summary>Waits until every address is on exactly one node satisfying <paramref name="allowed"/>; returns address → node.</summary>
+    /// <summary>Waits until every address is answered by exactly one node satisfying <paramref name="allowed"/>; returns address → node.</summary>
     public Task<Dictionary<string, string>> WaitForSingleHoldersAsync(IReadOnlyCollection<string> ips, Func<string, string, bool>? allowed = null,
         TimeSpan? timeout = null) =>
         Eventually.WaitAsync(async () =>
@@ -157,7 +154,7 @@ internal sealed class AgentLab : IAsyncDisposable
             return hosts;
         }, timeout ?? TimeSpan.FromSeconds(30), $"{ipOfService.Count} services to report their address with a vipHost");
 
-    /// <summary>Waits until exactly this set of nodes carries the VIP.</summary>
+    /// <summary>Waits until exactly this set of nodes answers for the VIP.</summary>
     public Task WaitForHoldersAsync(string ip, IReadOnlyCollection<string> nodes, TimeSpan? timeout = null) =>
         Eventually.WaitAsync(async () => (await HoldersAsync(ip)).Order().SequenceEqual(nodes.Order()),
             timeout ?? TimeSpan.FromSeconds(15), $"{ip} to be on [{string.Join(", ", nodes)}] only");
@@ -168,6 +165,39 @@ internal sealed class AgentLab : IAsyncDisposable
         var answers = await ArpProbe.ResolveAsync(ClientNamespace, Lab.ClientHost.Interface, IPAddress.Parse(ip),
             window ?? TimeSpan.FromMilliseconds(300), CancellationToken.None);
         return answers.Select(a => NodeOfMac(a.Mac)).Distinct().Order().ToList();
+    }
+
+    /// <summary>Each node registration's resourceVersion ("name=version", sorted): equal lists mean nobody wrote one.</summary>
+    public async Task<IReadOnlyList<string>> RegistrationVersionsAsync() =>
+        (await Client.CoordinationV1.ListNamespacedLeaseAsync("kube-system")).Items
+            .Where(l => l.Metadata.Name.StartsWith("hybrid-node-", StringComparison.Ordinal))
+            .Select(l => $"{l.Metadata.Name}={l.Metadata.ResourceVersion}").Order().ToList();
+
+    /// <summary>
+    /// Drops the LAN heartbeats a node receives (<paramref name="inbound"/>) or sends, in an nftables table of
+    /// the test's own in the node's namespace; disposing the result removes the table again.
+    /// </summary>
+    public async Task<IAsyncDisposable> DropHeartbeatsAsync(string node, bool inbound)
+    {
+        var ns = Lab.Node(node).Namespace;
+        var hook = inbound ? "input" : "output";
+        var rule = $"udp dport {Hybrid.Domain.ConfigModule.DefaultLanPort} drop"; // heartbeats go to the port both ways
+        await Lab.Network.ExecAsync(ns, new ProcessRequest(["nft", "-f", "-"])
+        {
+            StandardInput = $$"""
+                table inet hybrid_test_lan_loss {
+                  chain {{hook}} { type filter hook {{hook}} priority 0; policy accept; {{rule}}; }
+                }
+                """,
+        }, CancellationToken.None);
+        Report($"dropping {(inbound ? "inbound" : "outbound")} LAN heartbeats on {node}");
+        return new Undo(async () => await Lab.Network.ExecAsync(ns,
+            new ProcessRequest(["nft", "delete", "table", "inet", "hybrid_test_lan_loss"]) { AllowFailure = true }, CancellationToken.None));
+    }
+
+    private sealed class Undo(Func<Task> undo) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync() => await undo();
     }
 
     public Task<ArpCapture> CaptureAsync() =>
