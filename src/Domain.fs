@@ -416,6 +416,14 @@ type ProtocolNode(settings: Settings) =
             step (KernelCompleted(command, outcome, now))
         | _ -> ()
 
+    /// A fence extension was written and the kernel may answer until `answeringEndsByMs` at the latest.
+    member _.FenceExtended(id: int64, answeringEndsByMs: int64, now: int64) =
+        match pendingKernel.TryGetValue id with
+        | true, command ->
+            pendingKernel.Remove id |> ignore
+            step (KernelCompleted(command, FenceExtended answeringEndsByMs, now))
+        | _ -> ()
+
     member _.LinkChanged(up: bool, now: int64) = step (LinkChanged(up, now))
     member _.StopRequested(now: int64) = step (StopRequested now)
 
