@@ -13,8 +13,11 @@ namespace Hybrid.Sandbox.DataPlane;
 /// </summary>
 internal sealed class ServiceDataPlane : IAsyncDisposable
 {
-    private ServiceDataPlane(Kubelets kubelets, KubeProxies proxies)
+    private readonly PodNetwork _network;
+
+    private ServiceDataPlane(PodNetwork network, Kubelets kubelets, KubeProxies proxies)
     {
+        _network = network;
         Kubelets = kubelets;
         Proxies = proxies;
     }
@@ -26,16 +29,18 @@ internal sealed class ServiceDataPlane : IAsyncDisposable
         CancellationToken cancellationToken)
     {
         var runner = new ProcessRunner(loggers.CreateLogger<ProcessRunner>());
-        await PodNetwork.ConfigureNodesAsync(topology, runner, cancellationToken);
-        var kubelets = await Kubelets.StartAsync(topology, client, runner, loggers, cancellationToken);
+        var network = await PodNetwork.StartAsync(topology, runner, loggers, cancellationToken);
+        Kubelets? kubelets = null;
         try
         {
+            kubelets = await Kubelets.StartAsync(topology, client, runner, loggers, cancellationToken);
             var proxies = await KubeProxies.StartAsync(topology, client, runner, loggers, cancellationToken);
-            return new ServiceDataPlane(kubelets, proxies);
+            return new ServiceDataPlane(network, kubelets, proxies);
         }
         catch
         {
-            await kubelets.DisposeAsync();
+            if (kubelets is not null) await kubelets.DisposeAsync();
+            await network.DisposeAsync();
             throw;
         }
     }
@@ -44,5 +49,6 @@ internal sealed class ServiceDataPlane : IAsyncDisposable
     {
         await Proxies.DisposeAsync();
         await Kubelets.DisposeAsync();
+        await _network.DisposeAsync();
     }
 }

@@ -82,6 +82,9 @@ public sealed class DataPlaneTests(ITestOutputHelper output)
             Assert.Equal(Curl.TimedOut, (await Curl.GetAsync(other.Namespace, $"http://{victim.Status.PodIP}/hostname", TimeSpan.FromSeconds(1))).ExitCode);
             await lab.Network.SetLinkAsync(victim.Spec.NodeName, up: true, CancellationToken.None);
             Assert.Equal(victim.Metadata.Name, await Curl.AnswerAsync(other.Namespace, $"http://{victim.Status.PodIP}/hostname"));
+            // The kernel dropped the failed node's routes to the other pods with its link; they are back.
+            foreach (var pod in pods.Where(p => p.Spec.NodeName != victim.Spec.NodeName))
+                Assert.Equal(pod.Metadata.Name, await Curl.AnswerAsync(lab.Node(victim.Spec.NodeName).Namespace, $"http://{pod.Status.PodIP}/hostname"));
 
             // A NodePort with endpoints answers on every node; one without endpoints is refused at once.
             var served = await lab.Client.CoreV1.CreateNamespacedServiceAsync(NodePortService("served", "web"), "default");
