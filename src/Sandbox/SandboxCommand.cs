@@ -102,7 +102,8 @@ internal static class SandboxCommand
                 Console.WriteLine($"  {node.Name}: namespace {node.Namespace}, {node.Interface} {node.Ipv4} ({node.Mac}), pods {lab.Topology.PodCidr(node)}, agent log {node.LogPath}");
             Console.WriteLine($"  pods: namespaces {lab.Topology.Name}-pK, addresses from {lab.Topology.PodNetwork}; kube-proxy: nftables table " +
                               $"{DataPlane.KubeProxyRuleset.Family} {DataPlane.KubeProxyRuleset.Table} in each node");
-            Console.WriteLine($"  client: namespace {lab.ClientHost.Namespace}, {lab.ClientHost.Interface} {lab.ClientHost.Ipv4}");
+            Console.WriteLine($"  client: namespace {lab.ClientHost.Namespace}, {lab.ClientHost.Interface} {lab.ClientHost.Ipv4} " +
+                              $"(try: sudo ip netns exec {lab.ClientHost.Namespace} curl http://VIP/hostname)");
             Console.WriteLine($"  VIPs: use {lab.Topology.VipFirst}-{lab.Topology.VipLast}; API {lab.Api.BaseAddress}");
             Console.WriteLine($"sandbox ready kubeconfig={lab.KubeconfigPath}");
             try

@@ -115,18 +115,18 @@ internal static class KubeProxyRuleset
 
         // Verdicts that name no chain of the port say whose they are in a comment, for whoever reads `nft list`.
         var whose = $"comment \"{port.Id}\"";
-        if (hasInternal) s.Element(ServiceIps, $"{port.ClusterIp} . {target} : goto {internalChain}");
-        else s.Element(NoEndpointServices, $"{port.ClusterIp} . {target} {whose} : {internalVerdict}");
+        if (hasInternal) s.Element(ServiceIps, $"{port.ClusterIp} . {target}", $": goto {internalChain}");
+        else s.Element(NoEndpointServices, $"{port.ClusterIp} . {target}", $"{whose} : {internalVerdict}");
         foreach (var ip in port.ExternalIps.Concat(port.LoadBalancerIps).Distinct())
         {
-            if (usesExternalChain) s.Element(ServiceIps, $"{ip} . {target} : goto {externalChain}");
-            if (!hasExternal) s.Element(NoEndpointServices, $"{ip} . {target} {whose} : {externalVerdict}");
+            if (usesExternalChain) s.Element(ServiceIps, $"{ip} . {target}", $": goto {externalChain}");
+            if (!hasExternal) s.Element(NoEndpointServices, $"{ip} . {target}", $"{whose} : {externalVerdict}");
         }
         if (port.NodePort != 0)
         {
             var nodePort = $"{port.Protocol} . {port.NodePort}";
-            if (usesExternalChain) s.Element(ServiceNodePorts, $"{nodePort} : goto {externalChain}");
-            if (!hasExternal) s.Element(NoEndpointNodePorts, $"{nodePort} {whose} : {externalVerdict}");
+            if (usesExternalChain) s.Element(ServiceNodePorts, nodePort, $": goto {externalChain}");
+            if (!hasExternal) s.Element(NoEndpointNodePorts, nodePort, $"{whose} : {externalVerdict}");
         }
 
         if (hasInternal)
@@ -175,6 +175,7 @@ internal static class KubeProxyRuleset
         private readonly StringBuilder _rules = new();
         private readonly StringBuilder _elements = new();
         private readonly HashSet<string> _chains = new(StringComparer.Ordinal);
+        private readonly HashSet<string> _keys = new(StringComparer.Ordinal);
 
         public void Header(string body)
         {
@@ -200,8 +201,14 @@ internal static class KubeProxyRuleset
         public void Rule(string chain, string rule) =>
             _rules.Append(CultureInfo.InvariantCulture, $"add rule {Family} {Table} {chain} {rule}\n");
 
-        public void Element(string map, string element) =>
-            _elements.Append(CultureInfo.InvariantCulture, $"add element {Family} {Table} {map} {{ {element} }}\n");
+        /// <summary>Adds `key value` to a map unless the key is there already: two Services claiming one external
+        /// address and port (nothing stops a user from writing that) must not fail the whole transaction; the
+        /// first in the order of <see cref="Render"/> wins.</summary>
+        public void Element(string map, string key, string value)
+        {
+            if (_keys.Add($"{map} {key}"))
+                _elements.Append(CultureInfo.InvariantCulture, $"add element {Family} {Table} {map} {{ {key} {value} }}\n");
+        }
 
         public override string ToString() => _declarations.ToString() + _rules + _elements;
     }

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net;
 using System.Text.Json;
 using System.Threading.Channels;
@@ -197,7 +198,7 @@ internal sealed class Kubelets : IAsyncDisposable
             {
                 conditions = new[]
                 {
-                    new { type = ServingGate, status = "True", lastProbeTime = (string?)null, lastTransitionTime = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ") },
+                    new { type = ServingGate, status = "True", lastProbeTime = (string?)null, lastTransitionTime = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture) },
                 },
             },
         });
