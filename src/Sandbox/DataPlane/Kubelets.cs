@@ -40,9 +40,14 @@ internal sealed class Kubelets : IAsyncDisposable
     private readonly List<Task> _tasks = [];
     private int _lastNumber;
 
-    /// <summary>A Pod this kubelet runs, by uid.</summary>
-    public sealed record RunningPod(string Uid, string PodNamespace, string Name, PodSandbox Sandbox, PodHttpServer Server)
+    /// <summary>A Pod this kubelet runs, by uid; <see cref="GateSet"/> once its readiness gate is known to be True.</summary>
+    public sealed class RunningPod(string uid, string podNamespace, string name, PodSandbox sandbox, PodHttpServer server)
     {
+        public string Uid { get; } = uid;
+        public string PodNamespace { get; } = podNamespace;
+        public string Name { get; } = name;
+        public PodSandbox Sandbox { get; } = sandbox;
+        public PodHttpServer Server { get; } = server;
         public bool GateSet { get; set; }
     }
 

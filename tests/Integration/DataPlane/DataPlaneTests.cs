@@ -110,7 +110,7 @@ public sealed class DataPlaneTests(ITestOutputHelper output)
         await using var lab = await StartLabAsync();
         var node = lab.Nodes[0];
         // Another user of nftables in the node's namespace, as the agent's fence will be.
-        await lab.Network.ExecAsync(node.Namespace, new Sandbox.Lab.ProcessRequest(["nft", "-f", "-"])
+        await lab.Network.ExecAsync(node.Namespace, new ProcessRequest(["nft", "-f", "-"])
         {
             StandardInput = "table netdev other-owner {\n  set fence {\n    type ipv4_addr\n    elements = { 198.18.0.250 }\n  }\n}\n",
         }, CancellationToken.None);
