@@ -36,7 +36,7 @@ internal sealed class ProtocolLoop(
                 logger.LogInformation("Caches synced: Services, EndpointSlices and Leases listed");
             }
             var wake = node.NextWakeAt;
-            var wait = wake < 0 ? Idle : TimeSpan.FromMilliseconds(Math.Clamp(wake - MonotonicClock.NowMs, 0, Idle.TotalMilliseconds));
+            var wait = wake is { } at ? TimeSpan.FromMilliseconds(Math.Clamp(at - MonotonicClock.NowMs, 0, Idle.TotalMilliseconds)) : Idle;
             if (wait > TimeSpan.Zero) await inbox.WaitAsync(wait, cancellationToken);
             if (cancellationToken.IsCancellationRequested) return;
             // Everything that queued up while the loop was acting is one batch: one decision for all of it.
@@ -59,9 +59,9 @@ internal sealed class ProtocolLoop(
     /// A pass that woke late or took long delays heartbeats and fence refreshes: worth a line in the log, as a
     /// stalled node is what makes its peers arm API fences or depose it.
     /// </summary>
-    private void ReportStall(long wake, long started, long decided, int inputs, int commands)
+    private void ReportStall(long? wake, long started, long decided, int inputs, int commands)
     {
-        var late = wake < 0 ? 0 : started - wake;
+        var late = wake is { } at ? started - at : 0;
         var took = MonotonicClock.NowMs - started;
         if (late + took < StallWarning) return;
         logger.LogWarning("Protocol loop stalled: woke {Late} ms late, decided in {Decide} ms and acted in {Act} ms ({Inputs} inputs, {Commands} commands)",
