@@ -523,6 +523,14 @@ type Configuration =
     /// The registration Lease of a node.
     static member RegistrationLeaseName(node: string) = LeaseNames.registration node
 
+    /// How long to wait before retrying a failed API call (watch, status patch, Event) for the
+    /// (attempts + 1)-th time; `jitter` in [0, 1] from a random source.
+    static member ApiRetryDelayMs(attempts: int, jitter: float) : int64 =
+        RetryDelay.after ProtocolConstants.ApiRetryBase ProtocolConstants.ApiRetryCap attempts jitter
+
+    /// The label selector of the node registrations.
+    static member RegistrationSelector = LeaseKeys.Kind + "=" + LeaseKeys.RegistrationKind
+
     /// The label selector of every Lease the agent writes (its Lease watch uses it).
     static member LeaseSelector = LeaseKeys.Selector
 

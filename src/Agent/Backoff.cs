@@ -1,19 +1,17 @@
+using Hybrid.Facade;
+
 namespace Hybrid.Agent;
 
 /// <summary>
-/// Exponential backoff with equal jitter (half fixed, half random), so that many agents retrying after the same API outage do not
-/// return in lockstep.
+/// Counts the failures of one API call and waits the domain's retry delay for the next attempt (exponential with
+/// equal jitter, so agents retrying after the same outage do not return in lockstep).
 /// </summary>
-internal sealed class Backoff(TimeSpan initial, TimeSpan maximum)
+internal sealed class Backoff
 {
     private int _failures;
 
-    public TimeSpan Next()
-    {
-        var exponent = Math.Min(_failures++, 16);
-        var ceiling = Math.Min(maximum.TotalMilliseconds, initial.TotalMilliseconds * Math.Pow(2, exponent));
-        return TimeSpan.FromMilliseconds(ceiling / 2 + Random.Shared.NextDouble() * ceiling / 2);
-    }
+    public TimeSpan Next() =>
+        TimeSpan.FromMilliseconds(Configuration.ApiRetryDelayMs(_failures++, Random.Shared.NextDouble()));
 
     public void Reset() => _failures = 0;
 

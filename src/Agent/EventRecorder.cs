@@ -31,7 +31,7 @@ internal sealed class EventRecorder(
     private readonly Channel<Pending> _queue = Channel.CreateBounded<Pending>(
         new BoundedChannelOptions(2000) { FullMode = BoundedChannelFullMode.DropOldest, SingleReader = true });
     private readonly Dictionary<(string, string, string, string), long> _recent = [];
-    private readonly Backoff _backoff = new(TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(10));
+    private readonly Backoff _backoff = new();
     private Task? _worker;
 
     /// <summary>reportingInstance may have at most 128 characters.</summary>

@@ -21,7 +21,7 @@ internal sealed class ResourceWatch<TObject, TList>(
     where TObject : IKubernetesObject<V1ObjectMeta>
     where TList : IKubernetesObject<V1ListMeta>, IItems<TObject>
 {
-    private readonly Backoff _backoff = new(TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(10));
+    private readonly Backoff _backoff = new();
 
     /// <summary>Server-side watch timeout; spread so that many agents do not reconnect together.</summary>
     public static int WatchTimeoutSeconds() => 240 + Random.Shared.Next(120);

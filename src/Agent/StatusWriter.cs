@@ -139,7 +139,7 @@ internal sealed class StatusWriter(IKubernetes client, ServiceRecords services, 
             lock (_lock)
             {
                 if (!_failing.TryGetValue(key, out var failing))
-                    failing = (new Backoff(TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(10)), 0);
+                    failing = (new Backoff(), 0);
                 delay = failing.Backoff.Next();
                 _failing[key] = (failing.Backoff, MonotonicClock.NowMs + (long)delay.TotalMilliseconds);
                 if (!conflict) _pending.TryAdd(key, request);

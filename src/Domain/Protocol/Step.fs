@@ -6,6 +6,16 @@ namespace Hybrid.Domain
 
 open System
 
+/// Exponential backoff with equal jitter (half fixed, half random), so that agents retrying after the same
+/// API outage do not return in lockstep.
+[<RequireQualifiedAccess>]
+module RetryDelay =
+    /// The delay before retry number `attempts` + 1: `initial` doubling up to `cap`; `jitter` in [0, 1] comes
+    /// from the shell's random source.
+    let after (initial: Duration) (cap: Duration) (attempts: int) (jitter: float) : Duration =
+        let ceiling = min cap (initial <<< min (max attempts 0) 16)
+        ceiling / 2L + int64 (float (ceiling / 2L) * (max 0.0 (min 1.0 jitter)))
+
 /// Protocol constants that are not configuration (docs/PROTOCOL.md §2–§4).
 [<RequireQualifiedAccess>]
 module ProtocolConstants =
@@ -29,9 +39,11 @@ module ProtocolConstants =
     let BackoffBase: Duration = 100L
     let BackoffCap: Duration = 5000L
 
-    let backoff (attempts: int) (jitter: float) : Duration =
-        let ceiling = min BackoffCap (BackoffBase <<< min attempts 10)
-        ceiling / 2L + int64 (float (ceiling / 2L) * (max 0.0 (min 1.0 jitter)))
+    let backoff (attempts: int) (jitter: float) : Duration = RetryDelay.after BackoffBase BackoffCap attempts jitter
+
+    /// Backoff of the shell's other API calls (watches, status patches, Events): 200 ms doubling to 10 s.
+    let ApiRetryBase: Duration = 200L
+    let ApiRetryCap: Duration = 10_000L
 
     /// Depositions of one silent node by several deposers are staggered by rank.
     let depositionStagger (timing: Timing) = timing.HeartbeatInterval

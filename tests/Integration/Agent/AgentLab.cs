@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.NetworkInformation;
 using System.Security.Cryptography;
+using Hybrid.Facade;
 using Hybrid.Net;
 using Hybrid.Sandbox.Lab;
 using k8s;
@@ -64,8 +65,7 @@ internal sealed class AgentLab : IAsyncDisposable
                 () => lab.Nodes.All(n => agentLab.Log(n.Name).Contains("Caches synced")),
                 TimeSpan.FromSeconds(30), "every agent to sync its caches");
             await Eventually.WaitAsync(async () =>
-                (await lab.Client.CoordinationV1.ListNamespacedLeaseAsync("kube-system", cancellationToken: cancellationToken)).Items
-                .Count(l => l.Metadata.Name.StartsWith("hybrid-node-") && l.Spec.HolderIdentity is not null) == nodes,
+                (await agentLab.RegistrationsAsync(cancellationToken)).Count(l => l.Spec.HolderIdentity is not null) == nodes,
                 TimeSpan.FromSeconds(30), "a registration from every agent");
             await agentLab.WaitForSteadyStateAsync();
         }
@@ -83,9 +83,7 @@ internal sealed class AgentLab : IAsyncDisposable
     /// </summary>
     public Task WaitForSteadyStateAsync() =>
         Eventually.WaitAsync(async () =>
-            (await Client.CoordinationV1.ListNamespacedLeaseAsync("kube-system")).Items
-            .Where(l => l.Metadata.Name.StartsWith("hybrid-node-", StringComparison.Ordinal)
-                        && l.Metadata.Annotations?.TryGetValue("hybrid.kube-vip.io/state", out var state) == true && state == "joined")
+            (await RegistrationsAsync()).Where(l => l.Metadata.Annotations?.TryGetValue("hybrid.kube-vip.io/state", out var state) == true && state == "joined")
             .All(l => l.Metadata.Annotations.TryGetValue("hybrid.kube-vip.io/fence", out var fence) && fence == "lan"),
             TimeSpan.FromSeconds(30), "every joined registration to say fence=lan");
 
@@ -180,11 +178,18 @@ internal sealed class AgentLab : IAsyncDisposable
         return answers.Select(a => NodeOfMac(a.Mac)).Distinct().Order().ToList();
     }
 
+    /// <summary>Every node's registration Lease.</summary>
+    public async Task<IList<V1Lease>> RegistrationsAsync(CancellationToken cancellationToken = default) =>
+        (await Client.CoordinationV1.ListNamespacedLeaseAsync("kube-system", labelSelector: Configuration.RegistrationSelector,
+            cancellationToken: cancellationToken)).Items;
+
+    /// <summary>A node's registration Lease.</summary>
+    public Task<V1Lease> RegistrationAsync(string node) =>
+        Client.CoordinationV1.ReadNamespacedLeaseAsync(Configuration.RegistrationLeaseName(node), "kube-system");
+
     /// <summary>Each node registration's resourceVersion ("name=version", sorted): equal lists mean nobody wrote one.</summary>
     public async Task<IReadOnlyList<string>> RegistrationVersionsAsync() =>
-        (await Client.CoordinationV1.ListNamespacedLeaseAsync("kube-system")).Items
-            .Where(l => l.Metadata.Name.StartsWith("hybrid-node-", StringComparison.Ordinal))
-            .Select(l => $"{l.Metadata.Name}={l.Metadata.ResourceVersion}").Order().ToList();
+        (await RegistrationsAsync()).Select(l => $"{l.Metadata.Name}={l.Metadata.ResourceVersion}").Order().ToList();
 
     /// <summary>
     /// Drops the LAN heartbeats a node receives (<paramref name="inbound"/>) or sends, in an nftables table of

@@ -62,7 +62,7 @@ public sealed class FailoverTests(ITestOutputHelper output)
         Assert.Equal([successor], await lab.ArpRespondersAsync(Vip));
         Assert.Equal(TimeSpan.Zero, timeline.LongestOverlap(Vip, [holder]));
         // The stopping agent wrote its registration "left": nobody waits for it to fall silent.
-        var registration = await lab.Client.CoordinationV1.ReadNamespacedLeaseAsync($"hybrid-node-{holder}", "kube-system");
+        var registration = await lab.RegistrationAsync(holder);
         Assert.Equal("left", registration.Metadata.Annotations["hybrid.kube-vip.io/state"]);
         Assert.Null(registration.Spec.HolderIdentity);
     }

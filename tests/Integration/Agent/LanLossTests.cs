@@ -55,7 +55,7 @@ public sealed class LanLossTests(ITestOutputHelper output)
         {
             // Its peers cannot vouch for it any more, the API can: it arms an API fence and keeps answering.
             await Eventually.WaitAsync(async () =>
-                (await lab.Client.CoordinationV1.ReadNamespacedLeaseAsync($"hybrid-node-{holder}", "kube-system"))
+                (await lab.RegistrationAsync(holder))
                 .Metadata.Annotations is { } a && a.TryGetValue("hybrid.kube-vip.io/fence", out var fence) && fence == "api",
                 TimeSpan.FromSeconds(5), $"the mute {holder} to arm its API fence");
             await Eventually.WaitAsync(() => Stopwatch.GetElapsedTime(start) > TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(30), "5 s of muteness");
