@@ -144,8 +144,11 @@ internal sealed class StatusWriter(IKubernetes client, ServiceRecords services, 
                 _failing[key] = (failing.Backoff, MonotonicClock.NowMs + (long)delay.TotalMilliseconds);
                 if (!conflict) _pending.TryAdd(key, request);
             }
-            logger.LogWarning("{Service} status write failed ({Error}); retrying in {Delay} ms", key,
-                ApiErrors.Describe(e), (int)delay.TotalMilliseconds);
+            if (conflict)
+                logger.LogDebug("{Service} changed while its status was written; the next decision writes it again", key);
+            else
+                logger.LogWarning("{Service} status write failed ({Error}); retrying in {Delay} ms", key,
+                    ApiErrors.Describe(e), (int)delay.TotalMilliseconds);
         }
     }
 
