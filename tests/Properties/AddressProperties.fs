@@ -217,7 +217,7 @@ let ``garbage, CIDRs and unusable addresses are InvalidAddress carrying the offe
             allOf
                 [ holds (sprintf "carries %A, offending %A" t bad) (t = bad.Trim())
                   holds (sprintf "problem %A should mention %A" p problem) (p.Contains problem)
-                  holds "ours: a Warning Event" (SkipReason.audience reason = Ours "InvalidAddress")
+                  holds "ours: a Warning Event" (SkipReason.audience reason = Ours EventReason.InvalidAddress)
                   holds "described with the text" ((SkipReason.describe reason).Contains(bad.Trim())) ]
         | other -> holds (sprintf "%A gave %A" list other) false
         |> Prop.classify (problem = "CIDR") "CIDR"
