@@ -141,11 +141,15 @@ type KernelAction =
     | Withdraw of Address: byte array * Prefix: int
     | Announce of Address: byte array * FenceDeadlineMs: int64
 
+/// The type of a Kubernetes Event.
+type EventKind =
+    | Normal = 0
+    | Warning = 1
+
 type EventOutput =
     { Namespace: string
       Name: string
-      /// "Normal" or "Warning".
-      Type: string
+      Type: EventKind
       Reason: string
       Message: string }
 
@@ -287,7 +291,7 @@ module internal Convert =
     let event (e: ServiceEvent) : EventOutput =
         { Namespace = e.Service.Namespace
           Name = e.Service.Name
-          Type = (match e.Type with Normal -> "Normal" | Warning -> "Warning")
+          Type = (match e.Type with Normal -> EventKind.Normal | Warning -> EventKind.Warning)
           Reason = EventReason.name e.Reason
           Message = e.Message }
 
@@ -416,6 +420,14 @@ type ProtocolNode(settings: Settings) =
             step (KernelCompleted(command, outcome, now))
         | _ -> ()
 
+    /// A fence extension was written and the kernel may answer until `answeringEndsByMs` at the latest.
+    member _.FenceExtended(id: int64, answeringEndsByMs: int64, now: int64) =
+        match pendingKernel.TryGetValue id with
+        | true, command ->
+            pendingKernel.Remove id |> ignore
+            step (KernelCompleted(command, FenceExtended answeringEndsByMs, now))
+        | _ -> ()
+
     member _.LinkChanged(up: bool, now: int64) = step (LinkChanged(up, now))
     member _.StopRequested(now: int64) = step (StopRequested now)
 
@@ -430,8 +442,11 @@ type ProtocolNode(settings: Settings) =
         state <- next
         commands |> List.collect shell |> Array.ofList
 
-    /// When to call Tick at the latest (monotonic ms); -1 when nothing is scheduled.
-    member _.NextWakeAt = defaultArg state.NextWakeAt -1L
+    /// When to call Tick at the latest (monotonic ms); null when nothing is scheduled.
+    member _.NextWakeAt : Nullable<int64> =
+        match state.NextWakeAt with
+        | Some t -> Nullable t
+        | None -> Nullable()
     member _.Stopped = (state.Phase = Stopped)
     member _.Synced = state.View.ServicesSynced && state.View.SlicesSynced && state.View.LeasesSynced
 

@@ -41,14 +41,14 @@ internal sealed class EventRecorder(
 
     public void Enqueue(EventOutput e)
     {
-        logger.Log(e.Type == "Warning" ? LogLevel.Warning : LogLevel.Information, "{Service} {Reason}: {Message}",
+        logger.Log(e.Type == EventKind.Warning ? LogLevel.Warning : LogLevel.Information, "{Service} {Reason}: {Message}",
             $"{e.Namespace}/{e.Name}", e.Reason, e.Message);
         _queue.Writer.TryWrite(new Pending(e, false));
     }
 
     /// <summary>A Warning about this node itself (its Node object).</summary>
     public void EnqueueForNode(string reason, string message) =>
-        _queue.Writer.TryWrite(new Pending(new EventOutput("default", settings.NodeName, "Warning", reason, message), true));
+        _queue.Writer.TryWrite(new Pending(new EventOutput("default", settings.NodeName, EventKind.Warning, reason, message), true));
 
     private async Task RunAsync(CancellationToken cancellationToken)
     {
@@ -118,7 +118,7 @@ internal sealed class EventRecorder(
             Action = e.Reason,
             Reason = e.Reason,
             Note = e.Message,
-            Type = e.Type,
+            Type = e.Type.ToString(),
             Regarding = regarding,
         };
         try

@@ -19,7 +19,7 @@ internal sealed class KernelExecutor(
     Announcer? announcer,
     ILogger<KernelExecutor> logger)
 {
-    public async Task<(KernelResult Result, string? Reason)> ApplyAsync(KernelAction action, CancellationToken cancellationToken)
+    public async Task<KernelReport> ApplyAsync(KernelAction action, CancellationToken cancellationToken)
     {
         try
         {
@@ -27,51 +27,53 @@ internal sealed class KernelExecutor(
             {
                 case KernelAction.InstallFence install:
                     fence.Install(link, install.Managed.Select(b => new IPAddress(b)).ToList(), [], cancellationToken);
-                    return (KernelResult.Applied, null);
+                    return new KernelReport(KernelResult.Applied);
                 case KernelAction.ExtendFence extend:
                     var written = fence.Extend(extend.DeadlineMs, cancellationToken);
-                    return (written.Kind == FenceWriteKind.Extended ? KernelResult.Applied : KernelResult.FenceEnded, null);
+                    return written.Kind == FenceWriteKind.Extended
+                        ? new KernelReport(KernelResult.Applied, AnsweringEndsByMs: written.AnsweringEndsByMs)
+                        : new KernelReport(KernelResult.FenceEnded);
                 case { IsExpireFence: true }:
                     fence.Expire(cancellationToken);
-                    return (KernelResult.Applied, null);
+                    return new KernelReport(KernelResult.Applied);
                 case KernelAction.Admit admit:
                 {
                     // Fenced off first: the address must never be answered before the domain holds it.
                     var vip = new IPAddress(admit.Address);
                     fence.Manage([vip], cancellationToken);
                     await addresses.AddOrRefreshAsync(link.Index, vip, admit.Prefix, TimeSpan.FromMilliseconds(admit.LifetimeMs), cancellationToken);
-                    return (KernelResult.Applied, null);
+                    return new KernelReport(KernelResult.Applied);
                 }
                 case KernelAction.RefreshAddress refresh:
                 {
-                    if (MonotonicClock.NowMs >= refresh.FenceDeadlineMs) return (KernelResult.FenceEnded, null);
+                    if (MonotonicClock.NowMs >= refresh.FenceDeadlineMs) return new KernelReport(KernelResult.FenceEnded);
                     await addresses.AddOrRefreshAsync(link.Index, new IPAddress(refresh.Address), refresh.Prefix,
                         TimeSpan.FromMilliseconds(refresh.LifetimeMs), cancellationToken);
-                    return (KernelResult.Applied, null);
+                    return new KernelReport(KernelResult.Applied);
                 }
                 case KernelAction.Hold hold:
                     fence.Hold([new IPAddress(hold.Address)], cancellationToken);
-                    return (KernelResult.Applied, null);
+                    return new KernelReport(KernelResult.Applied);
                 case KernelAction.Unhold unhold:
                     fence.Release([new IPAddress(unhold.Address)], cancellationToken);
-                    return (KernelResult.Applied, null);
+                    return new KernelReport(KernelResult.Applied);
                 case KernelAction.Withdraw withdraw:
                 {
                     // Off the interface first, then no longer managed: never an unguarded moment.
                     var vip = new IPAddress(withdraw.Address);
                     await addresses.RemoveAsync(link.Index, vip, withdraw.Prefix, cancellationToken);
                     fence.Unmanage([vip], cancellationToken);
-                    return (KernelResult.Applied, null);
+                    return new KernelReport(KernelResult.Applied);
                 }
                 case KernelAction.Announce announce:
                 {
-                    if (announcer is null) return (KernelResult.Applied, null);
-                    if (MonotonicClock.NowMs >= announce.FenceDeadlineMs) return (KernelResult.FenceEnded, null);
+                    if (announcer is null) return new KernelReport(KernelResult.Applied);
+                    if (MonotonicClock.NowMs >= announce.FenceDeadlineMs) return new KernelReport(KernelResult.FenceEnded);
                     var outcome = await announcer.AnnounceAsync(new IPAddress(announce.Address), cancellationToken);
-                    return (outcome == AnnounceOutcome.Sent ? KernelResult.Applied : KernelResult.FenceEnded, null);
+                    return new KernelReport(outcome == AnnounceOutcome.Sent ? KernelResult.Applied : KernelResult.FenceEnded);
                 }
                 default:
-                    return (KernelResult.Failed, $"unknown kernel action {action}");
+                    return new KernelReport(KernelResult.Failed, $"unknown kernel action {action}");
             }
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -81,7 +83,7 @@ internal sealed class KernelExecutor(
         catch (Exception e)
         {
             logger.LogError("Kernel action {Action} failed: {Error}", Describe(action), e.Message);
-            return (KernelResult.Failed, e.Message);
+            return new KernelReport(KernelResult.Failed, e.Message);
         }
     }
 
@@ -100,3 +102,6 @@ internal sealed class KernelExecutor(
         _ => action.ToString() ?? "?",
     };
 }
+
+/// <summary>How a kernel action went; for a fence extension, until when the kernel may answer at the latest.</summary>
+internal readonly record struct KernelReport(KernelResult Result, string? Reason = null, long? AnsweringEndsByMs = null);

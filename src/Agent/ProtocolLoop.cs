@@ -36,15 +36,40 @@ internal sealed class ProtocolLoop(
                 logger.LogInformation("Caches synced: Services, EndpointSlices and Leases listed");
             }
             var wake = node.NextWakeAt;
-            var wait = wake < 0 ? Idle : TimeSpan.FromMilliseconds(Math.Clamp(wake - MonotonicClock.NowMs, 0, Idle.TotalMilliseconds));
+            var wait = wake is { } at ? TimeSpan.FromMilliseconds(Math.Clamp(at - MonotonicClock.NowMs, 0, Idle.TotalMilliseconds)) : Idle;
             if (wait > TimeSpan.Zero) await inbox.WaitAsync(wait, cancellationToken);
             if (cancellationToken.IsCancellationRequested) return;
             // Everything that queued up while the loop was acting is one batch: one decision for all of it.
-            while (inbox.TryTake(out var entry)) entry(node);
+            var started = MonotonicClock.NowMs;
+            var inputs = 0;
+            while (inbox.TryTake(out var entry))
+            {
+                entry(node);
+                inputs++;
+            }
             node.Tick(MonotonicClock.NowMs);
-            await ExecuteAsync(node.Decide(), cancellationToken);
+            var commands = node.Decide();
+            var decided = MonotonicClock.NowMs;
+            await ExecuteAsync(commands, cancellationToken);
+            ReportStall(wake, started, decided, inputs, commands.Length);
         }
     }
+
+    /// <summary>
+    /// A pass that woke late or took long delays heartbeats and fence refreshes: worth a line in the log, as a
+    /// stalled node is what makes its peers arm API fences or depose it.
+    /// </summary>
+    private void ReportStall(long? wake, long started, long decided, int inputs, int commands)
+    {
+        var late = wake is { } at ? started - at : 0;
+        var took = MonotonicClock.NowMs - started;
+        if (late + took < StallWarning) return;
+        logger.LogWarning("Protocol loop stalled: woke {Late} ms late, decided in {Decide} ms and acted in {Act} ms ({Inputs} inputs, {Commands} commands)",
+            late, decided - started, took - (decided - started), inputs, commands);
+    }
+
+    /// <summary>Half a heartbeat interval at the defaults: a delay peers can notice.</summary>
+    private const long StallWarning = 50;
 
     private async Task ExecuteAsync(ShellCommand[] commands, CancellationToken cancellationToken)
     {
@@ -75,9 +100,12 @@ internal sealed class ProtocolLoop(
                     leases.Read(read.Name, cancellationToken);
                     break;
                 case ShellCommand.Kernel k:
-                    var (result, reason) = await kernel.ApplyAsync(k.Action, cancellationToken);
+                    var report = await kernel.ApplyAsync(k.Action, cancellationToken);
                     var id = k.Id;
-                    inbox.Post(n => n.KernelCompleted(id, result, reason, MonotonicClock.NowMs));
+                    if (report.AnsweringEndsByMs is { } endsBy)
+                        inbox.Post(n => n.FenceExtended(id, endsBy, MonotonicClock.NowMs));
+                    else
+                        inbox.Post(n => n.KernelCompleted(id, report.Result, report.Reason, MonotonicClock.NowMs));
                     break;
                 case ShellCommand.WriteStatus write:
                     status.Enqueue(write);

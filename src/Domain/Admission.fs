@@ -292,8 +292,9 @@ module Addresses =
                     match Ip.tryParse item with
                     | None ->
                         let problem =
-                            if item.Contains '/' then "a CIDR, not an address"
-                            else "not an IPv4 or IPv6 address"
+                            match item.Split '/' with
+                            | [| address; _ |] when (Ip.tryParse address).IsSome -> "a CIDR, not an address"
+                            | _ -> "not an IPv4 or IPv6 address"
                         Error(item, problem)
                     | Some ip ->
                         match Ip.unusable ip with

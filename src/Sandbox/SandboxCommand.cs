@@ -5,8 +5,9 @@ namespace Hybrid.Sandbox;
 
 /// <summary>
 /// `hybrid sandbox`: builds the lab (API emulator, bridge, node namespaces each running an agent, a client
-/// namespace), prints `sandbox ready kubeconfig=FILE`, and keeps it up until SIGINT/SIGTERM; then stops the
-/// agents gracefully and removes every namespace, process and temporary file.
+/// namespace, the Service data plane: pods and kube-proxy), prints `sandbox ready kubeconfig=FILE` once all of
+/// it is up, and keeps it up until SIGINT/SIGTERM; then stops the agents gracefully and removes every
+/// namespace, process, nftables table and temporary file.
 /// </summary>
 internal static class SandboxCommand
 {
@@ -98,8 +99,11 @@ internal static class SandboxCommand
         await using (lab)
         {
             foreach (var node in lab.Nodes)
-                Console.WriteLine($"  {node.Name}: namespace {node.Namespace}, {node.Interface} {node.Ipv4} ({node.Mac}), agent log {node.LogPath}");
-            Console.WriteLine($"  client: namespace {lab.ClientHost.Namespace}, {lab.ClientHost.Interface} {lab.ClientHost.Ipv4}");
+                Console.WriteLine($"  {node.Name}: namespace {node.Namespace}, {node.Interface} {node.Ipv4} ({node.Mac}), pods {lab.Topology.PodCidr(node)}, agent log {node.LogPath}");
+            Console.WriteLine($"  pods: namespaces {lab.Topology.Name}-pK, addresses from {lab.Topology.PodNetwork}; kube-proxy: nftables table " +
+                              $"{DataPlane.KubeProxyRuleset.Family} {DataPlane.KubeProxyRuleset.Table} in each node");
+            Console.WriteLine($"  client: namespace {lab.ClientHost.Namespace}, {lab.ClientHost.Interface} {lab.ClientHost.Ipv4} " +
+                              $"(try: sudo ip netns exec {lab.ClientHost.Namespace} curl http://VIP/hostname)");
             Console.WriteLine($"  VIPs: use {lab.Topology.VipFirst}-{lab.Topology.VipLast}; API {lab.Api.BaseAddress}");
             Console.WriteLine($"sandbox ready kubeconfig={lab.KubeconfigPath}");
             try

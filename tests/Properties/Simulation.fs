@@ -172,6 +172,9 @@ type private Proc(id: int, state: NodeState) =
     member val WatchReadyAt = 0L with get, set
     member val WatchBroken = false with get, set
     member val Stopping = false with get, set
+    /// Inputs that arrived since the process last decided: like the shell's inbox, folded into one decision.
+    member val Inbox = ResizeArray<Input>()
+    member val DecisionScheduled = false with get, set
 
 type private Node(index: int, drift: int64, offset: int64) =
     member _.Index = index
@@ -204,6 +207,7 @@ type private Change =
 type private Event =
     | Deliver of node: int * proc: int * make: (int64 -> Input)
     | Tick of node: int * proc: int * generation: int
+    | Decide of node: int * proc: int
     | KernelEffect of node: int * proc: int * command: KernelCommand
     | ApiArrive of node: int * proc: int * request: Command * sentAt: int64
     | Relist of node: int * proc: int
@@ -289,13 +293,28 @@ let run (scenario: Scenario) (trace: bool) : Outcome =
                 violations.Add { At = now; Ip = ip; Nodes = answering }
 
     // ── Inputs to a process ─────────────────────────────────────────────────────────────────────
+    /// An input reaches the process's inbox (stamped with its clock now, as the shell stamps what it posts);
+    /// the process decides on everything queued a moment later, as the shell's loop drains its inbox.
     let rec deliver (n: Node) (procId: int) (make: int64 -> Input) =
         match n.Proc with
         | Some p when p.Id = procId ->
             if p.FrozenUntil > now then schedule p.FrozenUntil (Deliver(n.Index, procId, make))
             else
-                let input = make (n.Clock now)
-                let state, commands = Protocol.step p.State input
+                p.Inbox.Add(make (n.Clock now))
+                if not p.DecisionScheduled then
+                    p.DecisionScheduled <- true
+                    schedule (now + rng.Between(0L, 3L)) (Decide(n.Index, procId))
+        | _ -> ()
+
+    and decide (n: Node) (procId: int) =
+        match n.Proc with
+        | Some p when p.Id = procId ->
+            if p.FrozenUntil > now then schedule p.FrozenUntil (Decide(n.Index, procId))
+            else
+                let inputs = List.ofSeq p.Inbox
+                p.Inbox.Clear()
+                p.DecisionScheduled <- false
+                let state, commands = Protocol.apply p.State inputs
 
                 steps <- steps + 1
                 if trace && state.Required <> p.State.Required then say (fun () -> sprintf "%s requires %A" n.Name state.Required)
@@ -532,8 +551,10 @@ let run (scenario: Scenario) (trace: bool) : Outcome =
             Applied
         | ExtendFence deadline ->
             if deadline > local then
-                k.FenceDeadline <- Some deadline
-                Applied
+                // The transaction after the fresh clock read delays the element's start by up to the slack.
+                let endsBy = deadline + rng.Between(0L, Timing.KernelSlack)
+                k.FenceDeadline <- Some endsBy
+                FenceExtended endsBy
             else
                 k.FenceDeadline <- None
                 SkippedFenceEnded
@@ -602,6 +623,7 @@ let run (scenario: Scenario) (trace: bool) : Outcome =
             trackGaps ()
             match e with
             | Deliver(i, proc, make) -> deliver nodes[i] proc make
+            | Decide(i, proc) -> decide nodes[i] proc
             | Tick(i, proc, generation) ->
                 match nodes[i].Proc with
                 | Some p when p.Id = proc && p.TickGeneration = generation -> deliver nodes[i] proc (fun local -> Input.Tick local)

@@ -95,11 +95,17 @@ module Membership =
         | None -> false
 
     /// Nodes whose registration records an intent to depose `self` at `incarnation`: they stay in its
-    /// required set whatever else happens to them (docs/PROTOCOL.md §3, why (a) before (b)).
-    let pinnedAgainst (view: RegistrationView) (self: string) (incarnation: Incarnation) : string list =
+    /// required set whatever else happens to them (docs/PROTOCOL.md §3, why (a) before (b)) — until their
+    /// membership has ended and `self` has since written its registration (`lastWriteStartedAt` later than
+    /// the observation): a (b) decided before the end was decided on an older version and can no longer land,
+    /// and an incarnation whose membership ended decides no new one.
+    let pinnedAgainst (view: RegistrationView) (self: string) (incarnation: Incarnation) (lastWriteStartedAt: Instant option) : string list =
         view.Known
         |> Map.toList
         |> List.choose (fun (node, o) ->
             match o.Registration.Deposing with
-            | Some intent when intent.Target = self && intent.Incarnation = incarnation -> Some node
+            | Some intent when intent.Target = self && intent.Incarnation = incarnation ->
+                let over =
+                    o.Registration.State <> Joined && lastWriteStartedAt |> Option.exists (fun t -> t > o.ChangedSeenAt)
+                if over then None else Some node
             | _ -> None)

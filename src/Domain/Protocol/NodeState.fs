@@ -45,6 +45,9 @@ type SelfRegistration =
       /// The version is known (the Lease list is in).
       Known: bool
       Pending: (WriteId * RegistrationChange * Registration * Instant) option
+      /// When the last successful write of this incarnation was issued: it changed the version, so any
+      /// deposition (b) decided on an older version can no longer land (see Membership.pinnedAgainst).
+      LastWriteStartedAt: Instant option
       Retry: Retry option
       /// Depositions of this node in a row without a healthy LAN fence in between (rejoin backoff).
       Depositions: int

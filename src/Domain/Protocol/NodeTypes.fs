@@ -44,6 +44,9 @@ type KernelCommand =
 /// How a kernel command went.
 type KernelOutcome =
     | Applied
+    /// The fence element was written; the kernel may answer until `answeringEndsBy` at the latest (the
+    /// deadline plus the time the transaction took after the fresh clock read).
+    | FenceExtended of answeringEndsBy: Instant
     /// Not done because the fence had ended when the clock was read (fresh-clock rule).
     | SkippedFenceEnded
     | KernelFailed of reason: string

@@ -9,8 +9,10 @@ open System
 /// Protocol constants that are not configuration (docs/PROTOCOL.md §2–§4).
 [<RequireQualifiedAccess>]
 module ProtocolConstants =
-    /// Arm the API fence when the LAN fence has less than this left (a fraction of R_L).
-    let armLead (timing: Timing) = timing.LanRenewDeadline / 2L
+    /// Arm the API fence when the LAN fence has less than this left. Between echoes the LAN fence falls to
+    /// R_L − 2h at worst (the echoed sequence is up to one interval old, the echo up to one more), so half of
+    /// that margin is the alarm: normal jitter does not reach it, and a member that died leaves this long to arm.
+    let armLead (timing: Timing) = (timing.LanRenewDeadline - 2L * timing.HeartbeatInterval) / 2L
 
     /// Disarm only after the LAN fence has been healthy this long (no flapping between fences).
     let DisarmAfter: Duration = 1000L
@@ -84,6 +86,7 @@ module Protocol =
               Version = None
               Known = false
               Pending = None
+              LastWriteStartedAt = None
               Retry = None
               Depositions = 0
               RejoinNotBefore = 0L }
@@ -147,7 +150,9 @@ module Protocol =
         let add (acc: Set<string>) (node: string) (term: int64) =
             if node <> s.Self && not (Membership.ended view node term) then acc.Add node else acc
         let counted = Map.fold add (Map.fold add Set.empty s.Lan.Acked) recorded
-        Membership.pinnedAgainst view s.Self s.Incarnation |> List.fold (fun (acc: Set<string>) n -> acc.Add n) counted |> Set.toList
+        Membership.pinnedAgainst view s.Self s.Incarnation s.Registration.LastWriteStartedAt
+        |> List.fold (fun (acc: Set<string>) n -> acc.Add n) counted
+        |> Set.toList
 
     let required (s: NodeState) : string list = s.Required
 
@@ -157,6 +162,16 @@ module Protocol =
         else
             let s = { s with Membership = Membership.ofView s.View.Registrations; DerivedStale = false }
             { s with Required = computeRequired s }
+
+    /// This node has listened to the LAN for D_L (since its start, or since it last stood aside as isolated),
+    /// so its view of who is live is whole: only then does it act as a janitor (one janitor per key, not one
+    /// per node that has not heard the others yet).
+    let private listenedLongEnough (s: NodeState) =
+        s.Now - max s.IncarnationStartedAt s.ListeningSince >= (timing s).LanLeaseDuration
+
+    /// Whether this node is the janitor of `key` among the `live` nodes.
+    let private isJanitor (s: NodeState) (live: string list) (key: string) =
+        listenedLongEnough s && Ownership.janitor live key = Some s.Self
 
     /// The members this node hears, to tell whether it is isolated.
     let private hearsAnyOf (s: NodeState) (nodes: string list) =
@@ -168,7 +183,7 @@ module Protocol =
         | Some fp when fp <> s.Fingerprint && joined s -> Some(FingerprintNotInForce(s.Fingerprint, fp))
         | _ ->
             let needed = required s
-            if needed.Length >= 2 && s.Now - s.IncarnationStartedAt >= (timing s).LanLeaseDuration && not (hearsAnyOf s needed) then
+            if needed.Length >= 2 && listenedLongEnough s && not (hearsAnyOf s needed) then
                 Some(Isolated needed)
             else None
 
@@ -239,6 +254,7 @@ module Protocol =
                 { s.Registration with
                     Term = s.Registration.Term + 1L
                     Written = None
+                    LastWriteStartedAt = None
                     Retry = None
                     Depositions = s.Registration.Depositions + 1
                     // Deposed again and again (an isolated node): join again later each time, up to D_A.
@@ -384,7 +400,13 @@ module Protocol =
                     | _ -> s.ApiFence
                 let s =
                     { s with
-                        Registration = { reg with Written = Some content; Version = Some record.Version; Retry = None; Term = content.Term }
+                        Registration =
+                            { reg with
+                                Written = Some content
+                                Version = Some record.Version
+                                Retry = None
+                                Term = content.Term
+                                LastWriteStartedAt = Some startedAt }
                         ApiFence = api
                         View = { s.View with Registrations = RegistrationView.observe s.Now record content s.View.Registrations } }
                 let notes =
@@ -451,12 +473,22 @@ module Protocol =
             match vip ip with
             | Some v -> { k with Vips = k.Vips.Add(ip, f { v with Pending = None }) }
             | None -> k
-        let applied = outcome = Applied
+        let applied =
+            match outcome with
+            | Applied | FenceExtended _ -> true
+            | SkippedFenceEnded | KernelFailed _ -> false
         let s =
             match command with
             | InstallFence _ -> { s with Kernel = { k with Installed = applied; FencePending = None } }
             | ExtendFence deadline ->
-                { s with Kernel = { k with FencePending = None; FenceWritten = (if applied then Some deadline else None) } }
+                // A write that overran the kernel slack is recorded as answering until its real end: being later
+                // than the fence deadline, it is written again at once (fenceStage), with a fresh clock.
+                let written =
+                    match outcome with
+                    | FenceExtended endsBy when endsBy > deadline + Timing.KernelSlack -> Some endsBy
+                    | _ when applied -> Some deadline
+                    | _ -> None
+                { s with Kernel = { k with FencePending = None; FenceWritten = written } }
             | ExpireFence -> { s with Kernel = { k with FencePending = None; FenceWritten = (if applied then None else k.FenceWritten) } }
             | Admit(ip, _, _) ->
                 if applied then { s with Kernel = setVip ip (fun v -> { v with Admitted = true; AddressWrittenAt = Some s.Now }) }
@@ -609,7 +641,10 @@ module Protocol =
         let possible = running s && s.StandAside.IsNone
         let wanted = possible && needsFence s
         let held (since: Instant option) = since |> Option.exists (fun t -> s.Now - t < ProtocolConstants.DisarmAfter)
-        if wanted && lanAtRisk s then ApiFence
+        // A node that answers for nothing yet gives its LAN fence D_L to form (its peers' first echoes) before
+        // it writes an API fence only to claim: a cluster starting up then arms nothing.
+        let answersSomething = s.Kernel.Vips |> Map.exists (fun _ v -> v.Held || v.Admitted)
+        if wanted && lanAtRisk s && (answersSomething || listenedLongEnough s) then ApiFence
         elif armed && possible then
             // Once armed, the fence stays a while: the LAN must have been healthy for DisarmAfter, and a fence
             // no longer needed is still kept DisarmAfter from arming (needs come and go with roles).
@@ -1017,7 +1052,7 @@ module Protocol =
                         | Gone | OutOfForce -> Ownership.janitor live gid
                         | _ -> None
                     | None -> Ownership.janitor live gid
-                if deleter = Some s.Self then
+                if deleter = Some s.Self && (lease.Holder |> Option.exists (fun h -> h.Node = s.Self) || listenedLongEnough s) then
                     let id, s = nextId s
                     { s with GroupWrites = s.GroupWrites.Add(gid, { Id = id; Kind = DeleteWrite; StartedAt = s.Now }) },
                     commands @ [ DeleteLease(id, gid, lease.Version) ]
@@ -1131,7 +1166,7 @@ module Protocol =
                     | Some h -> g.Addresses |> List.map (fun ip -> ip, h)
                     | None -> [])
                 |> Map.ofList
-            let iAmJanitor (key: ServiceKey) = Ownership.janitor live (string key) = Some s.Self
+            let iAmJanitor (key: ServiceKey) = isJanitor s live (string key)
             s.View.Services
             |> Map.toList
             |> List.choose (fun (key, service) ->
@@ -1163,7 +1198,7 @@ module Protocol =
         let groupOf = s.Desired.GroupOf
         let groupById = s.Desired.GroupById
         let announced = s.Desired.Groups |> List.collect _.Addresses |> Set.ofList
-        let iAmJanitor (key: ServiceKey) = Ownership.janitor live (string key) = Some s.Self
+        let iAmJanitor (key: ServiceKey) = isJanitor s live (string key)
         let warnings =
             s.View.Services
             |> Map.toList
@@ -1233,6 +1268,7 @@ module Protocol =
               service.ChangedSeenAt + ServiceWarnings.EndpointGrace
           for KeyValue(_, r) in s.GroupRetries do
               r.At
+          max s.IncarnationStartedAt s.ListeningSince + t.LanLeaseDuration
           s.ClaimsPausedUntil ]
         |> List.filter (fun at -> at > s.Now)
         |> function
@@ -1387,7 +1423,7 @@ module Protocol =
                   match d.Retry with
                   | Some r -> r.At
                   | None -> ()
-              s.IncarnationStartedAt + t.LanLeaseDuration
+              max s.IncarnationStartedAt s.ListeningSince + t.LanLeaseDuration
               if s.Registration.Written.IsNone then s.Registration.RejoinNotBefore
               match s.ApiFence.ArmedAt with
               | Some at -> at + ProtocolConstants.DisarmAfter
@@ -1416,11 +1452,19 @@ module Protocol =
             |> run (lanStage m)
         wake m s, List.ofSeq commands
 
+    /// The clock never goes back. A gap of more than two heartbeat intervals since the previous input means
+    /// this process did not run meanwhile (frozen, starved of CPU; it is woken at least every interval): what
+    /// it did not hear then is no evidence against anybody, so its listening starts again.
+    let private advance (previous: Instant) (s: NodeState) =
+        let now = max previous s.Now
+        let stalled = s.Phase <> Starting && now - previous > 2L * (timing s).HeartbeatInterval
+        { s with Now = now; ListeningSince = (if stalled then now else s.ListeningSince) }
+
     /// One input in, the new state and what the shell must do out.
     let step (s: NodeState) (input: Input) : NodeState * Command list =
         let previous = s.Now
         let s, immediate = evolve input s
-        let s, decided = decide { s with Now = max previous s.Now }
+        let s, decided = decide (advance previous s)
         s, immediate @ decided
 
     /// Several inputs in (in order), one decision out: what a busy shell does with everything that queued up
@@ -1431,6 +1475,6 @@ module Protocol =
             |> List.fold (fun (s: NodeState, commands) input ->
                 let previous = s.Now
                 let s, c = evolve input s
-                { s with Now = max previous s.Now }, commands @ c) (s, [])
+                advance previous s, commands @ c) (s, [])
         let s, decided = decide s
         s, immediate @ decided

@@ -107,7 +107,7 @@ internal sealed class ApiEmulator : IAsyncDisposable
             .First(u => u.Scheme == "http" && !u.AbsoluteUri.Contains("unix", StringComparison.Ordinal));
         var baseAddress = new Uri($"http://{(options.Listen.Address.Equals(IPAddress.Any) ? "127.0.0.1" : options.Listen.Address.ToString())}:{address.Port}");
         endpoints.SetServerAddress($"{baseAddress.Host}:{baseAddress.Port}");
-        var simulator = options.SimulateWorkloads ? new WorkloadSimulator(resources, logger) : null;
+        var simulator = options.SimulateWorkloads ? new WorkloadSimulator(resources, logger, options.PodNetwork, options.PodReadinessGates) : null;
         return new ApiEmulator(app, options, resources, stats, faults, lab, simulator, baseAddress);
     }
 

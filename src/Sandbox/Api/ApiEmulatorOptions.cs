@@ -15,6 +15,14 @@ internal sealed record ApiEmulatorOptions
     /// <summary>Run the in-process controllers and kubelets (see <see cref="WorkloadSimulator"/>).</summary>
     public bool SimulateWorkloads { get; init; } = false;
 
+    /// <summary>Where the simulated node IPAM takes each Node's pod CIDR (a /24) from, for Nodes that have none.
+    /// The default is the lab's pod network beside its default LAN (see LabTopology.PodNetwork).</summary>
+    public IPNetwork PodNetwork { get; init; } = IPNetwork.Parse("198.18.64.0/18");
+
+    /// <summary>Readiness gates (condition types) the simulator adds to every Pod it creates; the lab's data plane
+    /// sets its gate once the Pod answers, so that a Pod is Ready only when it can serve.</summary>
+    public IReadOnlyList<string> PodReadinessGates { get; init; } = [];
+
     /// <summary>Changes kept per resource for watch resumption before older ones are compacted away.</summary>
     public int HistoryLimit { get; init; } = 10000;
 

@@ -165,9 +165,11 @@ internal static class TableRenderer
                 var restarts = statuses.Sum(s => s.Long("restartCount") ?? 0);
                 var phase = status.Str("reason") ?? status.Str("phase") ?? "Unknown";
                 if (o.Obj("metadata").Str("deletionTimestamp") is { Length: > 0 }) phase = "Terminating";
-                var gates = spec.Arr("readinessGates")?.Count ?? 0;
+                var gates = spec.Arr("readinessGates")?.OfType<JsonObject>().Select(g => g.Str("conditionType")).ToList() ?? [];
+                var gatesMet = gates.Count(g => status.Arr("conditions")?.OfType<JsonObject>().Any(c => c.Str("type") == g && c.Str("status") == "True") == true);
                 return [name, $"{ready}/{total}", phase, restarts.ToString(CultureInfo.InvariantCulture), age,
-                    status.Str("podIP") ?? "<none>", spec.Str("nodeName") ?? "<none>", status.Str("nominatedNodeName") ?? "<none>", gates == 0 ? "<none>" : $"0/{gates}"];
+                    status.Str("podIP") ?? "<none>", spec.Str("nodeName") ?? "<none>", status.Str("nominatedNodeName") ?? "<none>",
+                    gates.Count == 0 ? "<none>" : $"{gatesMet}/{gates.Count}"];
             }
             case "Deployment":
             {

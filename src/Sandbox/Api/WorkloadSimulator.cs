@@ -1,4 +1,7 @@
+using System.Buffers.Binary;
 using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
@@ -10,12 +13,18 @@ namespace Hybrid.Sandbox.Api;
 /// <summary>
 /// The lab's controller-manager and kubelets, in-process (enabled by <see cref="ApiEmulatorOptions.SimulateWorkloads"/>):
 /// <list type="bullet">
+/// <item>Node IPAM: a Node without spec.podCIDR gets the lowest free /24 of <see cref="ApiEmulatorOptions.PodNetwork"/>
+/// (the lab sets its nodes' CIDRs itself, so that it knows them before any Pod exists).</item>
 /// <item>Deployments: keeps spec.replicas Pods (owned directly by the Deployment; there are no ReplicaSets), with
 /// the template's labels plus pod-template-hash, scheduled on the least-loaded Ready Node, Running with a
-/// podIP from 10.244.N.0/24 (N per node); keeps status (replicas, updated/ready/available) current. A template
-/// change replaces the Pods; a deleted Pod is replaced (possibly on another node).</item>
-/// <item>Readiness: a Pod is Ready unless its node is not Ready or it carries the annotation or label
-/// <c>sandbox.hybrid/ready: "false"</c>.</item>
+/// podIP from the node's pod CIDR (.2 upward, as host-local IPAM hands them out); keeps status
+/// (replicas, updated/ready/available) current. A template change replaces the Pods; a deleted Pod is replaced
+/// (possibly on another node).</item>
+/// <item>Readiness gates: with <see cref="ApiEmulatorOptions.PodReadinessGates"/>, every Pod it creates gets those
+/// spec.readinessGates, as a mutating webhook would add them; whoever runs the Pod sets the conditions.</item>
+/// <item>Readiness: a Pod's containers are ready unless its node is not Ready or it carries the annotation or
+/// label <c>sandbox.hybrid/ready: "false"</c>; the Pod is Ready when its containers are and every readiness gate's
+/// condition is True.</item>
 /// <item>Services with a selector: one EndpointSlice (label kubernetes.io/service-name, managed-by
 /// endpointslice-controller.k8s.io, addressType IPv4, endpoints with nodeName, targetRef and
 /// ready/serving/terminating, ports from the resolved targetPort) and the core/v1 Endpoints object.</item>
@@ -25,20 +34,27 @@ namespace Hybrid.Sandbox.Api;
 internal sealed class WorkloadSimulator : IAsyncDisposable
 {
     public const string ReadyMarker = "sandbox.hybrid/ready";
+    /// <summary>Each node's pod CIDR is one /24 of the pod network, as kube-controller-manager's default node-cidr-mask-size.</summary>
+    public const int PodCidrPrefixLength = 24;
     private const string ManagedBy = "endpointslice-controller.k8s.io";
     private const string EndpointsMarker = "endpoints.kubernetes.io/last-change-trigger-time";
 
     private readonly ResourceService _resources;
     private readonly ILogger _logger;
+    private readonly IPNetwork _podNetwork;
+    private readonly IReadOnlyList<string> _readinessGates;
     private readonly Channel<bool> _signal = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
     private readonly CancellationTokenSource _stopping = new();
-    private readonly Dictionary<string, int> _nodeIndex = new(StringComparer.Ordinal);
     private readonly Task _loop;
 
-    public WorkloadSimulator(ResourceService resources, ILogger logger)
+    public WorkloadSimulator(ResourceService resources, ILogger logger, IPNetwork podNetwork, IReadOnlyList<string> readinessGates)
     {
+        if (podNetwork.BaseAddress.AddressFamily != AddressFamily.InterNetwork || podNetwork.PrefixLength > PodCidrPrefixLength)
+            throw new ArgumentException($"pod network {podNetwork}: must be IPv4 and hold at least one /{PodCidrPrefixLength}", nameof(podNetwork));
         _resources = resources;
         _logger = logger;
+        _podNetwork = podNetwork;
+        _readinessGates = readinessGates;
         resources.Store.Changed += OnChanged;
         _signal.Writer.TryWrite(true);
         _loop = Task.Run(RunAsync);
@@ -89,10 +105,11 @@ internal sealed class WorkloadSimulator : IAsyncDisposable
         _stopping.Dispose();
     }
 
-    private sealed record NodeInfo(string Name, bool Ready, string? InternalIp, string? Zone, int Index);
+    private sealed record NodeInfo(string Name, bool Ready, string? InternalIp, string? Zone, IPNetwork? PodCidr);
 
     private void Reconcile()
     {
+        AllocatePodCidrs();
         var nodes = _resources.List(ResourceCatalog.Nodes, null, Selector.Everything).Items.Select(n => Node(n.Node)).ToDictionary(n => n.Name);
         var readyNodes = nodes.Values.Where(n => n.Ready).OrderBy(n => n.Name, StringComparer.Ordinal).ToList();
         var pods = _resources.List(ResourceCatalog.Pods, null, Selector.Everything).Items.ToList();
@@ -134,8 +151,44 @@ internal sealed class WorkloadSimulator : IAsyncDisposable
                     && n.Obj("spec").Bool("unschedulable") != true
                     && n.Obj("metadata").Str("deletionTimestamp") is null;
         var ip = status.Arr("addresses")?.OfType<JsonObject>().FirstOrDefault(a => a.Str("type") == "InternalIP")?.Str("address");
-        if (!_nodeIndex.TryGetValue(name, out var index)) _nodeIndex[name] = index = _nodeIndex.Count + 1;
-        return new NodeInfo(name, ready, ip, n.Obj("metadata").Obj("labels").Str("topology.kubernetes.io/zone"), index);
+        var podCidr = IPNetwork.TryParse(n.Obj("spec").Str("podCIDR"), out var cidr) && cidr.BaseAddress.AddressFamily == AddressFamily.InterNetwork
+            ? cidr
+            : (IPNetwork?)null;
+        return new NodeInfo(name, ready, ip, n.Obj("metadata").Obj("labels").Str("topology.kubernetes.io/zone"), podCidr);
+    }
+
+    /// <summary>The node IPAM controller: every Node without spec.podCIDR gets the lowest /24 of the pod network no
+    /// other Node has (the first /24 stays unused, so that node K's CIDR is the K-th when nodes come in order).</summary>
+    private void AllocatePodCidrs()
+    {
+        var nodes = _resources.List(ResourceCatalog.Nodes, null, Selector.Everything).Items;
+        var used = nodes.Select(n => n.Node.Obj("spec").Str("podCIDR")).Where(c => c is not null).ToHashSet(StringComparer.Ordinal);
+        var count = 1 << (PodCidrPrefixLength - _podNetwork.PrefixLength);
+        var first = BinaryPrimitives.ReadUInt32BigEndian(_podNetwork.BaseAddress.GetAddressBytes());
+        foreach (var node in nodes.Where(n => n.Node.Obj("spec").Str("podCIDR") is null).OrderBy(n => n.Name, StringComparer.Ordinal))
+        {
+            var free = Enumerable.Range(1, count - 1)
+                .Select(i => $"{ToAddress(first + ((uint)i << (32 - PodCidrPrefixLength)))}/{PodCidrPrefixLength}")
+                .FirstOrDefault(c => !used.Contains(c));
+            if (free is null)
+            {
+                _logger.LogWarning("no free /{Prefix} in pod network {Network} for node {Node}", PodCidrPrefixLength, _podNetwork, node.Name);
+                return;
+            }
+            used.Add(free);
+            var next = (JsonObject)node.Node.DeepClone();
+            var spec = next.Ensure("spec");
+            spec["podCIDR"] = free;
+            spec["podCIDRs"] = new JsonArray(free);
+            _resources.Update(ResourceCatalog.Nodes, null, node.Name, null, next);
+        }
+    }
+
+    private static IPAddress ToAddress(uint value)
+    {
+        var bytes = new byte[4];
+        BinaryPrimitives.WriteUInt32BigEndian(bytes, value);
+        return new IPAddress(bytes);
     }
 
     private static bool Owns(StoredObject owner, StoredObject obj) =>
@@ -155,7 +208,7 @@ internal sealed class WorkloadSimulator : IAsyncDisposable
         {
             var nodeName = p.Node.Obj("spec").Str("nodeName");
             var stale = p.Node.Obj("metadata").Obj("labels").Str("pod-template-hash") != hash;
-            var orphaned = string.IsNullOrEmpty(nodeName) ? readyNodes.Count > 0 : !nodes.ContainsKey(nodeName);
+            var orphaned = string.IsNullOrEmpty(nodeName) ? readyNodes.Any(n => HasRoom(n, load)) : !nodes.ContainsKey(nodeName);
             if (stale || orphaned)
             {
                 TryDelete(ResourceCatalog.Pods, p);
@@ -165,7 +218,8 @@ internal sealed class WorkloadSimulator : IAsyncDisposable
         }
         for (var i = owned.Count; i < desired; i++)
         {
-            var node = readyNodes.OrderBy(n => load.GetValueOrDefault(n.Name)).ThenBy(n => n.Name, StringComparer.Ordinal).FirstOrDefault();
+            var node = readyNodes.Where(n => HasRoom(n, load))
+                .OrderBy(n => load.GetValueOrDefault(n.Name)).ThenBy(n => n.Name, StringComparer.Ordinal).FirstOrDefault();
             var pod = _resources.Create(ResourceCatalog.Pods, ns, NewPod(d, template, hash, node, pods));
             if (node is not null) load[node.Name] = load.GetValueOrDefault(node.Name) + 1;
             owned.Add(pod);
@@ -201,6 +255,10 @@ internal sealed class WorkloadSimulator : IAsyncDisposable
         next["status"] = status;
         _resources.Update(ResourceCatalog.Deployments, ns, d.Name, "status", next);
     }
+
+    /// <summary>A node takes Pods while its pod CIDR has a free address (.0, .1 — the node's side — and broadcast are not).</summary>
+    private static bool HasRoom(NodeInfo node, Dictionary<string, int> load) =>
+        node.PodCidr is { } cidr && load.GetValueOrDefault(node.Name) < (1 << (32 - cidr.PrefixLength)) - 3;
 
     private static JsonObject Condition(JsonObject? oldStatus, string type, string value, string reason, string message, bool withUpdateTime)
     {
@@ -246,9 +304,17 @@ internal sealed class WorkloadSimulator : IAsyncDisposable
             ["blockOwnerDeletion"] = true,
         });
         var spec = (template.Obj("spec")?.DeepClone() as JsonObject) ?? new JsonObject();
+        if (_readinessGates.Count > 0)
+        {
+            var gates = spec.Arr("readinessGates") ?? new JsonArray();
+            foreach (var gate in _readinessGates.Where(g => !gates.OfType<JsonObject>().Any(o => o.Str("conditionType") == g)))
+                gates.Add(new JsonObject { ["conditionType"] = gate });
+            spec["readinessGates"] = gates;
+        }
         var containers = spec.Arr("containers")?.OfType<JsonObject>().ToList() ?? [];
+        var ip = node is null ? null : AllocatePodIp(node, pods);
         JsonObject status;
-        if (node is null)
+        if (node is null || ip is null)
         {
             status = new JsonObject
             {
@@ -256,7 +322,8 @@ internal sealed class WorkloadSimulator : IAsyncDisposable
                 ["conditions"] = new JsonArray(new JsonObject
                 {
                     ["type"] = "PodScheduled", ["status"] = "False", ["lastProbeTime"] = null, ["lastTransitionTime"] = now,
-                    ["reason"] = "Unschedulable", ["message"] = "0/0 nodes are available: no Ready node.",
+                    ["reason"] = "Unschedulable",
+                ["message"] = node is null ? "0/0 nodes are available: no Ready node." : $"node {node.Name} has no free pod address",
                 }),
                 ["qosClass"] = "BestEffort",
             };
@@ -264,12 +331,11 @@ internal sealed class WorkloadSimulator : IAsyncDisposable
         else
         {
             spec["nodeName"] = node.Name;
-            var ip = AllocatePodIp(node, pods);
             var ready = node.Ready && labels.Str(ReadyMarker) != "false" && meta.Obj("annotations").Str(ReadyMarker) != "false";
             status = new JsonObject
             {
                 ["phase"] = "Running",
-                ["conditions"] = PodConditions(ready, now),
+                ["conditions"] = PodConditions(ready && spec.Arr("readinessGates") is not { Count: > 0 }, ready, now),
                 ["hostIP"] = node.InternalIp,
                 ["hostIPs"] = node.InternalIp is null ? null : new JsonArray(new JsonObject { ["ip"] = node.InternalIp }),
                 ["podIP"] = ip,
@@ -298,48 +364,61 @@ internal sealed class WorkloadSimulator : IAsyncDisposable
         return new JsonObject { ["apiVersion"] = "v1", ["kind"] = "Pod", ["metadata"] = meta, ["spec"] = spec, ["status"] = status };
     }
 
-    private static JsonArray PodConditions(bool ready, string now)
+    private static JsonArray PodConditions(bool ready, bool containersReady, string now)
     {
         JsonObject C(string type, bool value) => new()
         {
             ["type"] = type, ["status"] = value ? "True" : "False", ["lastProbeTime"] = null, ["lastTransitionTime"] = now,
         };
-        return new JsonArray(C("PodReadyToStartContainers", true), C("Initialized", true), C("Ready", ready), C("ContainersReady", ready), C("PodScheduled", true));
+        return new JsonArray(C("PodReadyToStartContainers", true), C("Initialized", true), C("Ready", ready), C("ContainersReady", containersReady), C("PodScheduled", true));
     }
 
-    private static string AllocatePodIp(NodeInfo node, List<StoredObject> pods)
+    /// <summary>The lowest address of the node's pod CIDR from .2 up (.1 is the node's side) that no Pod has; null when
+    /// the node has no CIDR yet or the CIDR is full.</summary>
+    private static string? AllocatePodIp(NodeInfo node, List<StoredObject> pods)
     {
-        var prefix = $"10.244.{node.Index % 256}.";
-        var used = pods.Select(p => p.Node.Obj("status").Str("podIP")).Where(ip => ip is not null && ip.StartsWith(prefix, StringComparison.Ordinal)).ToHashSet();
-        for (var host = 2; host < 255; host++)
+        if (node.PodCidr is not { } cidr) return null;
+        var used = pods.Select(p => p.Node.Obj("status").Str("podIP")).Where(ip => ip is not null).ToHashSet(StringComparer.Ordinal);
+        var first = BinaryPrimitives.ReadUInt32BigEndian(cidr.BaseAddress.GetAddressBytes());
+        var size = 1u << (32 - cidr.PrefixLength);
+        for (var host = 2u; host < size - 1; host++)
         {
-            var ip = prefix + host.ToString(CultureInfo.InvariantCulture);
+            var ip = ToAddress(first + host).ToString();
             if (!used.Contains(ip)) return ip;
         }
-        return prefix + "254";
+        return null;
     }
 
     private static bool IsReady(JsonObject pod) =>
         pod.Obj("status").Arr("conditions")?.OfType<JsonObject>().Any(c => c.Str("type") == "Ready" && c.Str("status") == "True") == true;
 
-    /// <summary>Keeps a simulated pod's Ready condition in line with its node and the sandbox.hybrid/ready marker.</summary>
+    private static bool HasCondition(JsonObject pod, string type) =>
+        pod.Obj("status").Arr("conditions")?.OfType<JsonObject>().Any(c => c.Str("type") == type && c.Str("status") == "True") == true;
+
+    /// <summary>
+    /// Keeps a simulated pod's ContainersReady condition in line with its node and the sandbox.hybrid/ready marker,
+    /// and its Ready condition with that and its readiness gates (as the kubelet does).
+    /// </summary>
     private void ReconcilePodReadiness(StoredObject p, Dictionary<string, NodeInfo> nodes)
     {
         var meta = p.Node.Obj("metadata");
         if (meta.Arr("ownerReferences")?.OfType<JsonObject>().Any(r => r.Str("kind") == "Deployment") != true) return;
         var nodeName = p.Node.Obj("spec").Str("nodeName");
         if (string.IsNullOrEmpty(nodeName) || !nodes.TryGetValue(nodeName, out var node)) return;
-        var want = node.Ready && meta.Obj("labels").Str(ReadyMarker) != "false" && meta.Obj("annotations").Str(ReadyMarker) != "false";
-        if (IsReady(p.Node) == want) return;
+        var containersReady = node.Ready && meta.Obj("labels").Str(ReadyMarker) != "false" && meta.Obj("annotations").Str(ReadyMarker) != "false";
+        var gatesMet = p.Node.Obj("spec").Arr("readinessGates")?.OfType<JsonObject>()
+            .All(g => HasCondition(p.Node, g.Str("conditionType") ?? "")) ?? true;
+        var want = new Dictionary<string, bool> { ["Ready"] = containersReady && gatesMet, ["ContainersReady"] = containersReady };
+        if (want.All(w => HasCondition(p.Node, w.Key) == w.Value)) return;
         var next = (JsonObject)p.Node.DeepClone();
         var now = Json.Timestamp(DateTimeOffset.UtcNow);
         foreach (var c in next.Obj("status").Arr("conditions")?.OfType<JsonObject>() ?? [])
-            if (c.Str("type") is "Ready" or "ContainersReady")
+            if (c.Str("type") is { } type && want.TryGetValue(type, out var value) && (c.Str("status") == "True") != value)
             {
-                c["status"] = want ? "True" : "False";
+                c["status"] = value ? "True" : "False";
                 c["lastTransitionTime"] = now;
             }
-        foreach (var cs in next.Obj("status").Arr("containerStatuses")?.OfType<JsonObject>() ?? []) cs["ready"] = want;
+        foreach (var cs in next.Obj("status").Arr("containerStatuses")?.OfType<JsonObject>() ?? []) cs["ready"] = containersReady;
         _resources.Update(ResourceCatalog.Pods, p.Namespace, p.Name, "status", next);
     }
 

@@ -2,6 +2,7 @@ using System.Net;
 using System.Text.Json.Nodes;
 using Hybrid.Net;
 using Hybrid.Sandbox.Api;
+using Hybrid.Sandbox.DataPlane;
 using k8s;
 using k8s.Models;
 using Microsoft.Extensions.Logging;
@@ -22,6 +23,9 @@ internal sealed record LabOptions
 
     public bool StartAgents { get; init; } = true;
 
+    /// <summary>Run the Service data plane: pods in namespaces with HTTP servers, kube-proxy in nftables.</summary>
+    public bool DataPlane { get; init; } = true;
+
     public TimeSpan AgentRestartDelay { get; init; } = TimeSpan.FromSeconds(3);
 
     /// <summary>Tear the namespaces down from signal handlers (tests); `hybrid sandbox` handles signals itself.</summary>
@@ -31,8 +35,9 @@ internal sealed record LabOptions
 /// <summary>
 /// The whole lab, as `hybrid sandbox` and the integration tests use it: the Kubernetes API emulator (with
 /// simulated workloads), the network namespaces (a bridge, N nodes, a client), one API bridge per node,
-/// a Node object per node, and one agent process per node. Disposing it stops the agents gracefully and
-/// removes every namespace, process and temporary file.
+/// a Node object per node (with its pod CIDR), the Service data plane (pods and kube-proxy, see
+/// <see cref="ServiceDataPlane"/>), and one agent process per node. Disposing it stops the agents gracefully,
+/// then the data plane, and removes every namespace, process and temporary file.
 /// </summary>
 internal sealed class HybridLab : IAsyncDisposable
 {
@@ -66,6 +71,9 @@ internal sealed class HybridLab : IAsyncDisposable
 
     public string KubeconfigPath { get; }
     public AgentSupervisor? Agents { get; private set; }
+
+    /// <summary>Pods and kube-proxy; null when the lab was started without them.</summary>
+    public ServiceDataPlane? DataPlane { get; private set; }
     public IReadOnlyList<LabHost> Nodes => Topology.Nodes;
     public LabHost ClientHost => Topology.Client;
 
@@ -83,6 +91,8 @@ internal sealed class HybridLab : IAsyncDisposable
             {
                 UnixListeners = topology.Nodes.Select(n => new UnixListener(n.Name, n.ApiSocketPath)).ToList(),
                 SimulateWorkloads = true,
+                PodNetwork = topology.PodNetwork,
+                PodReadinessGates = options.DataPlane ? [Kubelets.ServingGate] : [],
             }, cancellationToken);
             var kubeconfig = options.KubeconfigPath ?? Path.Combine(topology.RunDirectory, "kubeconfig");
             api.WriteKubeconfig(kubeconfig);
@@ -96,6 +106,8 @@ internal sealed class HybridLab : IAsyncDisposable
                     logger: loggers.CreateLogger<ApiBridge>()));
                 await lab.CreateNodeObjectAsync(node, cancellationToken);
             }
+            if (options.DataPlane)
+                lab.DataPlane = await ServiceDataPlane.StartAsync(topology, client, loggers, cancellationToken);
 
             if (options.StartAgents)
             {
@@ -136,6 +148,7 @@ internal sealed class HybridLab : IAsyncDisposable
             new() { Type = "Hostname", Address = node.Name },
         };
         if (node.Ipv6 is { } v6) addresses.Add(new V1NodeAddress { Type = "InternalIP", Address = v6.ToString() });
+        var podCidr = Topology.PodCidr(node).ToString();
         await Client.CoreV1.CreateNodeAsync(new V1Node
         {
             Metadata = new V1ObjectMeta
@@ -143,6 +156,7 @@ internal sealed class HybridLab : IAsyncDisposable
                 Name = node.Name,
                 Labels = new Dictionary<string, string> { ["kubernetes.io/hostname"] = node.Name, ["kubernetes.io/os"] = "linux" },
             },
+            Spec = new V1NodeSpec { PodCIDR = podCidr, PodCIDRs = [podCidr] },
             Status = new V1NodeStatus
             {
                 Addresses = addresses,
@@ -208,6 +222,11 @@ internal sealed class HybridLab : IAsyncDisposable
         {
             try { await Agents.DisposeAsync(); }
             catch (Exception e) { _logger.LogWarning("Stopping the agents: {Error}", e.Message); }
+        }
+        if (DataPlane is not null)
+        {
+            try { await DataPlane.DisposeAsync(); }
+            catch (Exception e) { _logger.LogWarning("Stopping the data plane: {Error}", e.Message); }
         }
         foreach (var bridge in _bridges)
         {

@@ -49,6 +49,12 @@ internal sealed record LabHost(
 /// extra hosts; a bridge-side peer has the same MAC ending in :01. IPv6 (optional): fd48:5942::/64 with the
 /// same offsets written as hex digits (node at .11 → fd48:5942::11), no DAD.
 /// </para>
+/// <para>
+/// Pods (<see cref="PodNetwork"/>): the lowest /18 of 198.18.0.0/15 that overlaps neither the LAN nor
+/// 198.19.0.0/24 (kept for the lab's future internet namespace); node K gets its K-th /24 as its pod CIDR, .1 of
+/// which is the node's side of every pod link. With the default LAN that is 198.18.64.0/18, node-1 → 198.18.65.0/24.
+/// Pod namespaces are `NAME-pK`, K counting up within a run.
+/// </para>
 /// </summary>
 internal sealed partial class LabTopology
 {
@@ -65,6 +71,13 @@ internal sealed partial class LabTopology
     /// <summary>How many addresses at the top of the subnet are advised for VIPs (.200–.254 of a /24).</summary>
     public const int VipPoolSize = 55;
 
+    /// <summary>Prefix length of the pod network, and of each node's pod CIDR within it (room for 63 nodes).</summary>
+    public const int PodNetworkPrefixLength = 18;
+    public const int PodCidrPrefixLength = 24;
+
+    /// <summary>Kept free for the lab's future internet namespace behind a router at the LAN's .1.</summary>
+    public static readonly IPNetwork InternetRange = IPNetwork.Parse("198.19.0.0/24");
+
     /// <summary>Room for the NUL of sockaddr_un.sun_path (108 bytes on Linux).</summary>
     private const int MaxUnixSocketPath = 107;
     private static readonly IPNetwork Benchmarking = IPNetwork.Parse("198.18.0.0/15");
@@ -72,9 +85,10 @@ internal sealed partial class LabTopology
 
     private readonly uint _network;
 
-    private LabTopology(LabSpec spec, uint network, int prefixLength, bool ipv6, string runDirectory)
+    private LabTopology(LabSpec spec, uint network, int prefixLength, uint podNetwork, bool ipv6, string runDirectory)
     {
         _network = network;
+        PodNetwork = new IPNetwork(ToAddress(podNetwork), PodNetworkPrefixLength);
         Name = spec.Name;
         PrefixLength = prefixLength;
         Subnet = new IPNetwork(ToAddress(network), prefixLength);
@@ -123,6 +137,26 @@ internal sealed partial class LabTopology
     public IPAddress VipFirst { get; }
     public IPAddress VipLast { get; }
 
+    /// <summary>Where every pod address comes from (see the class comment); disjoint from the LAN.</summary>
+    public IPNetwork PodNetwork { get; }
+
+    /// <summary>Node K's pod CIDR: the K-th /24 of <see cref="PodNetwork"/>.</summary>
+    /// <exception cref="ArgumentException">Not a node of this lab.</exception>
+    public IPNetwork PodCidr(LabHost node)
+    {
+        if (node.Index < 1 || node.Index > Nodes.Count || Nodes[node.Index - 1] != node)
+            throw new ArgumentException($"'{node.Name}' is not a node of lab '{Name}'", nameof(node));
+        var first = ToUInt32(PodNetwork.BaseAddress) + ((uint)node.Index << (32 - PodCidrPrefixLength));
+        return new IPNetwork(ToAddress(first), PodCidrPrefixLength);
+    }
+
+    /// <summary>.1 of the node's pod CIDR: the node's end of each of its pods' links, and their default gateway.</summary>
+    public IPAddress PodGateway(LabHost node) => ToAddress(ToUInt32(PodCidr(node).BaseAddress) + 1);
+
+    /// <summary>The namespace of the lab's K-th pod (K ≥ 1): `NAME-pK`.</summary>
+    public string PodNamespace(int number) =>
+        number >= 1 ? $"{Name}-p{number}" : throw new ArgumentOutOfRangeException(nameof(number), number, "pod numbers start at 1");
+
     /// <summary>Advised IPv6 VIP range (inclusive), or null when IPv6 is off.</summary>
     public IPAddress? Ipv6VipFirst => Ipv6Enabled ? Ula(200) : null;
     public IPAddress? Ipv6VipLast => Ipv6Enabled ? Ula(254) : null;
@@ -162,7 +196,7 @@ internal sealed partial class LabTopology
 
     /// <summary>
     /// True when <paramref name="namespaceName"/> is one the lab called <paramref name="labName"/> creates:
-    /// `NAME-lan`, `NAME-client`, `NAME-node-K`, `NAME-ROLE` (one lowercase word). Matching exactly these forms
+    /// `NAME-lan`, `NAME-client`, `NAME-node-K`, `NAME-pK` (a pod), `NAME-ROLE` (one lowercase word). Matching exactly these forms
     /// keeps the sweep of lab `a` away from the namespaces of lab `a-b` (`a-b-lan` is not `a-` + a role).
     /// </summary>
     public static bool IsLabNamespace(string labName, string namespaceName) =>
@@ -182,7 +216,7 @@ internal sealed partial class LabTopology
         var analysis = Analyse(spec);
         errors = analysis.Errors;
         topology = errors.Count == 0
-            ? new LabTopology(spec, analysis.Network, analysis.PrefixLength, spec.Ipv6, RunDirectoryFor(spec.Name, spec.TempRoot))
+            ? new LabTopology(spec, analysis.Network, analysis.PrefixLength, analysis.PodNetwork, spec.Ipv6, RunDirectoryFor(spec.Name, spec.TempRoot))
             : null;
         return topology is not null;
     }
@@ -228,6 +262,22 @@ internal sealed partial class LabTopology
 
     private static long SubnetSize(int prefixLength) => 1L << (32 - prefixLength);
 
+    private static uint ToUInt32(IPAddress address) => BinaryPrimitives.ReadUInt32BigEndian(address.GetAddressBytes());
+
+    private static bool Overlaps(IPNetwork a, IPNetwork b) => a.Contains(b.BaseAddress) || b.Contains(a.BaseAddress);
+
+    /// <summary>The lowest /18 of 198.18.0.0/15 clear of the LAN and of the internet range, or null.</summary>
+    private static uint? FreePodNetwork(IPNetwork lan)
+    {
+        var first = ToUInt32(Benchmarking.BaseAddress);
+        for (uint block = 0; block < 1u << (PodNetworkPrefixLength - 15); block++)
+        {
+            var candidate = new IPNetwork(ToAddress(first + (block << (32 - PodNetworkPrefixLength))), PodNetworkPrefixLength);
+            if (!Overlaps(candidate, lan) && !Overlaps(candidate, InternetRange)) return ToUInt32(candidate.BaseAddress);
+        }
+        return null;
+    }
+
     private static IPAddress ToAddress(uint value)
     {
         var bytes = new byte[4];
@@ -235,7 +285,7 @@ internal sealed partial class LabTopology
         return new IPAddress(bytes);
     }
 
-    private sealed record Analysis(IReadOnlyList<string> Errors, uint Network, int PrefixLength);
+    private sealed record Analysis(IReadOnlyList<string> Errors, uint Network, int PrefixLength, uint PodNetwork);
 
     private static Analysis Analyse(LabSpec spec)
     {
@@ -255,6 +305,7 @@ internal sealed partial class LabTopology
             errors.Add($"nodes: must be 1..{MaxNodes}, got {spec.Nodes}");
 
         uint network = 0;
+        uint podNetwork = 0;
         var prefixLength = -1;
         var subnet = spec.Subnet ?? "";
         var slash = subnet.IndexOf('/');
@@ -284,6 +335,16 @@ internal sealed partial class LabTopology
                 errors.Add($"subnet '{subnet}': host bits are set; the network is {ToAddress(network)}/{prefixLength}");
             if (prefixLength < 15 || !Benchmarking.Contains(ToAddress(network)))
                 errors.Add($"subnet '{subnet}': must lie inside 198.18.0.0/15 (the benchmarking range), so nothing can collide with a real network");
+            else
+            {
+                var lan = new IPNetwork(ToAddress(network), prefixLength);
+                if (Overlaps(lan, InternetRange))
+                    errors.Add($"subnet '{subnet}': overlaps {InternetRange}, which is kept for the lab's internet namespace");
+                else if (FreePodNetwork(lan) is { } pods)
+                    podNetwork = pods;
+                else
+                    errors.Add($"subnet '{subnet}': leaves no /{PodNetworkPrefixLength} of 198.18.0.0/15 free for pod addresses; use a smaller subnet");
+            }
             if (prefixLength > MaxPrefixLength)
                 errors.Add($"subnet '{subnet}': prefix length must be at most /{MaxPrefixLength}, got /{prefixLength}");
             else if (spec.Nodes is >= 1 and <= MaxNodes)
@@ -304,7 +365,7 @@ internal sealed partial class LabTopology
                 errors.Add($"temp directory: '{socket}' contains characters socat treats as syntax; use a plainer TMPDIR");
         }
 
-        return new Analysis(errors, network, prefixLength);
+        return new Analysis(errors, network, prefixLength, podNetwork);
     }
 
     [GeneratedRegex("^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")]
@@ -313,6 +374,6 @@ internal sealed partial class LabTopology
     [GeneratedRegex("^[a-z]+$")]
     private static partial Regex RoleRegex();
 
-    [GeneratedRegex("^(node-[0-9]+|[a-z]+)$")]
+    [GeneratedRegex("^(node-[0-9]+|p[0-9]+|[a-z]+)$")]
     private static partial Regex SweepRoleRegex();
 }

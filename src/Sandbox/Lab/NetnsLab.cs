@@ -22,7 +22,8 @@ namespace Hybrid.Sandbox.Lab;
 /// without IPv6, net.ipv6.conf.eth0.disable_ipv6=1. The neighbour `locktime` stays at its default (1 s).</item>
 /// </list>
 /// Creation first sweeps what an earlier run of the same name left behind. Dispose kills every process in the
-/// lab's namespaces, deletes them (which deletes the veths) and removes the run directory; it is idempotent,
+/// lab's namespaces (pods' namespaces, `NAME-pK`, included), deletes them (which deletes the veths) and removes
+/// the run directory; it is idempotent,
 /// and <see cref="LabExitGuard"/> runs the same teardown on exit and on SIGINT/SIGTERM/SIGHUP/SIGQUIT.
 /// </summary>
 internal sealed class NetnsLab : IAsyncDisposable
@@ -348,9 +349,13 @@ internal sealed class NetnsLab : IAsyncDisposable
             return;
         }
         using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        await RemoveNamespacesAsync(_runner, Namespaces, graceful, deadline.Token);
+        // Pods' namespaces come and go with the data plane; whatever of them is left goes with the lab.
+        var pods = (await ListNamespacesAsync(deadline.Token))
+            .Where(ns => LabTopology.IsLabNamespace(Topology.Name, ns) && !Namespaces.Contains(ns)).ToArray();
+        IReadOnlyList<string> namespaces = [.. Namespaces, .. pods];
+        await RemoveNamespacesAsync(_runner, namespaces, graceful, deadline.Token);
         DeleteDirectory(RunDirectory);
-        _logger.LogInformation("Lab {Lab}: removed namespaces {Namespaces}", Topology.Name, string.Join(", ", Namespaces));
+        _logger.LogInformation("Lab {Lab}: removed namespaces {Namespaces}", Topology.Name, string.Join(", ", namespaces));
     }
 
     /// <summary>

@@ -66,7 +66,8 @@ internal sealed class AgentLab : IAsyncDisposable
             await Eventually.WaitAsync(async () =>
                 (await lab.Client.CoordinationV1.ListNamespacedLeaseAsync("kube-system", cancellationToken: cancellationToken)).Items
                 .Count(l => l.Metadata.Name.StartsWith("hybrid-node-") && l.Spec.HolderIdentity is not null) == nodes,
-                TimeSpan.FromSeconds(30), "a heartbeat from every agent");
+                TimeSpan.FromSeconds(30), "a registration from every agent");
+            await agentLab.WaitForSteadyStateAsync();
         }
         catch
         {
@@ -75,6 +76,18 @@ internal sealed class AgentLab : IAsyncDisposable
         }
         return agentLab;
     }
+
+    /// <summary>
+    /// Waits until every joined node's LAN fence holds, so none keeps an API fence: from then on nobody writes
+    /// its registration until something changes.
+    /// </summary>
+    public Task WaitForSteadyStateAsync() =>
+        Eventually.WaitAsync(async () =>
+            (await Client.CoordinationV1.ListNamespacedLeaseAsync("kube-system")).Items
+            .Where(l => l.Metadata.Name.StartsWith("hybrid-node-", StringComparison.Ordinal)
+                        && l.Metadata.Annotations?.TryGetValue("hybrid.kube-vip.io/state", out var state) == true && state == "joined")
+            .All(l => l.Metadata.Annotations.TryGetValue("hybrid.kube-vip.io/fence", out var fence) && fence == "lan"),
+            TimeSpan.FromSeconds(30), "every joined registration to say fence=lan");
 
     public string Log(string node)
     {

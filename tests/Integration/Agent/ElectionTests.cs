@@ -211,9 +211,10 @@ public sealed class ElectionTests(ITestOutputHelper output)
         var before = await CreateThirtyAsync(lab);
 
         // Crash (kill -9, eth0 stays up): its kernel fence stops each VIP's answers before another node starts.
-        var crashed = lab.Lab.Nodes[0].Name;
+        var crashed = before.Values.GroupBy(v => v).MaxBy(g => g.Count())!.Key;
         var crashedGroups = before.Where(kv => kv.Value == crashed).Select(kv => kv.Key).ToList();
         Assert.NotEmpty(crashedGroups);
+        await lab.WaitForSteadyStateAsync(); // an API fence armed during the burst of claims would be waited out (D_A)
         var afterCrash = new Dictionary<string, string>();
         await using (var watch = await ResponderWatch.StartAsync(lab, crashedGroups))
         {
@@ -234,7 +235,8 @@ public sealed class ElectionTests(ITestOutputHelper output)
         Assert.All(before.Where(kv => kv.Value != crashed), kv => Assert.Equal(kv.Value, afterCrash[kv.Key]));
 
         // Partition: a holder loses the API but the LAN vouches for it, so it keeps every group it has.
-        var cut = lab.Lab.Nodes[1].Name;
+        var cut = afterCrash.Values.First();
+        await lab.WaitForSteadyStateAsync(); // the survivors disarm the API fences they armed while node-1 was dying
         var registrations = await lab.RegistrationVersionsAsync();
         var cutAt = Stopwatch.GetTimestamp();
         lab.Lab.Partition(cut);

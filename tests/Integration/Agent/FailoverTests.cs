@@ -61,9 +61,10 @@ public sealed class FailoverTests(ITestOutputHelper output)
         await lab.WaitForHoldersAsync(Vip, [successor]);
         Assert.Equal([successor], await lab.ArpRespondersAsync(Vip));
         Assert.Equal(TimeSpan.Zero, timeline.LongestOverlap(Vip, [holder]));
-        // The stopping agent released its heartbeat too: nobody waits for it to time out.
-        var heartbeat = await lab.Client.CoordinationV1.ReadNamespacedLeaseAsync($"hybrid-node-{holder}", "kube-system");
-        Assert.Null(heartbeat.Spec.HolderIdentity);
+        // The stopping agent wrote its registration "left": nobody waits for it to fall silent.
+        var registration = await lab.Client.CoordinationV1.ReadNamespacedLeaseAsync($"hybrid-node-{holder}", "kube-system");
+        Assert.Equal("left", registration.Metadata.Annotations["hybrid.kube-vip.io/state"]);
+        Assert.Null(registration.Spec.HolderIdentity);
     }
 
     [Fact]
@@ -73,6 +74,7 @@ public sealed class FailoverTests(ITestOutputHelper output)
         await lab.ExposeSeedExampleAsync(Vip);
         var holder = await lab.WaitForIngressAsync("http1", Vip);
         await lab.WaitForHoldersAsync(Vip, [holder]);
+        await lab.WaitForSteadyStateAsync(); // an API fence armed while claiming would be waited out (D_A)
         await using var watch = await ResponderWatch.StartAsync(lab, Vip);
 
         // kill -9 with eth0 up: the address stays on the interface, the kernel fence stops the answers.

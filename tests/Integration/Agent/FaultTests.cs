@@ -23,6 +23,7 @@ public sealed class FaultTests(ITestOutputHelper output)
         var holder = await lab.WaitForIngressAsync("http1", Vip);
         await lab.WaitForHoldersAsync(Vip, [holder]);
         await using var watch = await ResponderWatch.StartAsync(lab, Vip);
+        await lab.WaitForSteadyStateAsync();
         var registrations = await lab.RegistrationVersionsAsync();
 
         lab.Lab.InjectFault(new JsonObject { ["kind"] = "dropWatches" });

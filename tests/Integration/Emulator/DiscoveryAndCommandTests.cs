@@ -31,7 +31,7 @@ public sealed class DiscoveryAndCommandTests
               - type: Ready
                 status: "True"
             """))).EnsureSuccess();
-        // Typed kubectl commands send protobuf bodies.
+        // Typed kubectl commands send protobuf bodies. Node IPAM gives node-1 198.18.65.0/24 (the pod network's first /24 stays unused).
         (await h.KubectlAsync("create", "deployment", "web", "--image=nginx:1.27", "--replicas=1", "--port=8080")).EnsureSuccess();
         (await h.KubectlAsync("create", "namespace", "plunder")).EnsureSuccess();
         (await h.KubectlAsync("create", "configmap", "settings", "--from-literal=mode=arp")).EnsureSuccess();
@@ -59,10 +59,10 @@ public sealed class DiscoveryAndCommandTests
         Assert.Matches(@"web\s+1/1\s+1\s+1\s+\d+s", (await h.KubectlAsync("get", "deploy")).EnsureSuccess().Stdout);
         Assert.Matches(@"plndr-svcs-lock\s+node-1\s+\d+s", (await h.KubectlAsync("get", "leases", "-n", "kube-system")).EnsureSuccess().Stdout);
         (await h.KubectlAsync("expose", "deployment", "web", "--port=80", "--target-port=8080")).EnsureSuccess();
-        await Eventually.WaitAsync(async () => System.Text.RegularExpressions.Regex.IsMatch((await h.KubectlAsync("get", "ep")).Stdout, @"web\s+10\.244\.\d+\.\d+:8080\s+\d+s"),
+        await Eventually.WaitAsync(async () => System.Text.RegularExpressions.Regex.IsMatch((await h.KubectlAsync("get", "ep")).Stdout, @"web\s+198\.18\.65\.\d+:8080\s+\d+s"),
             TimeSpan.FromSeconds(10), "kubectl get ep to show the pod");
         var wide = (await h.KubectlAsync("get", "po", "-o", "wide")).EnsureSuccess().Stdout;
-        Assert.Matches(@"web-\S+\s+1/1\s+Running\s+0\s+\d+s\s+10\.244\.\d+\.\d+\s+node-1", wide);
+        Assert.Matches(@"web-\S+\s+1/1\s+Running\s+0\s+\d+s\s+198\.18\.65\.\d+\s+node-1", wide);
         (await h.KubectlAsync("scale", "deployment", "web", "--replicas=2")).EnsureSuccess();
         (await h.KubectlAsync("rollout", "status", "deployment/web", "--timeout=20s")).EnsureSuccess();
         Assert.Equal(2, (await h.Client.CoreV1.ListNamespacedPodAsync("default", labelSelector: "app=web")).Items.Count);

@@ -58,7 +58,12 @@ public sealed class WorkloadSimulationTests
         }, TimeSpan.FromSeconds(10), "three Ready pods");
         Assert.Equal(3, pods.Select(p => p.Spec.NodeName).Distinct().Count());
         Assert.All(pods, p => Assert.Equal("Running", p.Status.Phase));
-        Assert.All(pods, p => Assert.StartsWith("10.244.", p.Status.PodIP));
+        // Node IPAM gave each node its own /24 of the pod network, and each pod an address from its node's /24.
+        var cidrs = (await client.CoreV1.ListNodeAsync()).Items.ToDictionary(n => n.Metadata.Name, n => System.Net.IPNetwork.Parse(n.Spec.PodCIDR));
+        Assert.Equal(3, cidrs.Values.Distinct().Count());
+        Assert.All(cidrs.Values, c => Assert.True(c.PrefixLength == 24 && System.Net.IPNetwork.Parse("198.18.64.0/18").Contains(c.BaseAddress), $"{c}"));
+        Assert.All(pods, p => Assert.True(cidrs[p.Spec.NodeName].Contains(System.Net.IPAddress.Parse(p.Status.PodIP)), $"{p.Status.PodIP} outside {cidrs[p.Spec.NodeName]}"));
+        Assert.All(pods, p => Assert.NotEqual(cidrs[p.Spec.NodeName].BaseAddress.ToString()[..^1] + "1", p.Status.PodIP));
         Assert.All(pods, p => Assert.Equal("Deployment", p.Metadata.OwnerReferences.Single().Kind));
 
         var deployment = await Eventually.WaitAsync(async () =>
@@ -112,6 +117,51 @@ public sealed class WorkloadSimulationTests
     }
 
     [Fact]
+    public async Task A_pod_with_a_readiness_gate_is_ready_and_an_endpoint_only_once_its_gate_condition_is_true()
+    {
+        const string gate = "example.com/serving";
+        await using var h = await EmulatorHarness.StartAsync(_ => new ApiEmulatorOptions { SimulateWorkloads = true, PodReadinessGates = [gate] });
+        var client = h.Client;
+        await client.CoreV1.CreateNodeAsync(Node("node-1", 1));
+        await client.AppsV1.CreateNamespacedDeploymentAsync(new V1Deployment
+        {
+            Metadata = new V1ObjectMeta { Name = "web" },
+            Spec = new V1DeploymentSpec
+            {
+                Replicas = 1,
+                Selector = new V1LabelSelector { MatchLabels = new Dictionary<string, string> { ["app"] = "web" } },
+                Template = new V1PodTemplateSpec
+                {
+                    Metadata = new V1ObjectMeta { Labels = new Dictionary<string, string> { ["app"] = "web" } },
+                    Spec = new V1PodSpec { Containers = [new V1Container { Name = "web", Image = "nginx" }] },
+                },
+            },
+        }, "default");
+        await client.CoreV1.CreateNamespacedServiceAsync(new V1Service
+        {
+            Metadata = new V1ObjectMeta { Name = "web" },
+            Spec = new V1ServiceSpec { Selector = new Dictionary<string, string> { ["app"] = "web" }, Ports = [new V1ServicePort { Port = 80 }] },
+        }, "default");
+
+        var pod = await Eventually.WaitAsync(async () => (await client.CoreV1.ListNamespacedPodAsync("default")).Items.SingleOrDefault(p => p.Status?.PodIP is not null),
+            TimeSpan.FromSeconds(10), "a running pod");
+        Assert.Equal(gate, Assert.Single(pod.Spec.ReadinessGates).ConditionType);
+        Assert.Equal("False", pod.Status.Conditions.Single(c => c.Type == "Ready").Status);
+        Assert.Equal("True", pod.Status.Conditions.Single(c => c.Type == "ContainersReady").Status);
+        var slice = await Eventually.WaitAsync(async () => (await client.DiscoveryV1.ListNamespacedEndpointSliceAsync("default")).Items.SingleOrDefault(s => s.Endpoints?.Count == 1),
+            TimeSpan.FromSeconds(10), "a slice with the pod");
+        Assert.False(slice.Endpoints[0].Conditions.Ready);
+
+        var patch = $"{{\"status\":{{\"conditions\":[{{\"type\":\"{gate}\",\"status\":\"True\"}}]}}}}";
+        await client.CoreV1.PatchNamespacedPodStatusAsync(new V1Patch(patch, V1Patch.PatchType.StrategicMergePatch), pod.Metadata.Name, "default");
+        await Eventually.WaitAsync(async () => (await client.DiscoveryV1.ListNamespacedEndpointSliceAsync("default")).Items
+            .Any(s => s.Endpoints?.SingleOrDefault()?.Conditions.Ready == true), TimeSpan.FromSeconds(10), "the endpoint to turn ready");
+        var ready = await client.CoreV1.ReadNamespacedPodAsync(pod.Metadata.Name, "default");
+        Assert.Equal("True", ready.Status.Conditions.Single(c => c.Type == "Ready").Status);
+        Assert.Equal("True", ready.Status.Conditions.Single(c => c.Type == gate).Status);
+    }
+
+    [Fact]
     public async Task A_watcher_sees_the_slice_for_a_hand_made_pod_once_its_service_exists()
     {
         await using var h = await EmulatorHarness.StartAsync(_ => new ApiEmulatorOptions { SimulateWorkloads = true });
@@ -122,7 +172,7 @@ public sealed class WorkloadSimulationTests
         {
             Metadata = new V1ObjectMeta { Name = "manual", Labels = new Dictionary<string, string> { ["app"] = "db" } },
             Spec = new V1PodSpec { NodeName = "node-1", Containers = [new V1Container { Name = "db", Image = "postgres:17" }] },
-            Status = new V1PodStatus { Phase = "Running", PodIP = "10.244.9.9", Conditions = [new V1PodCondition { Type = "Ready", Status = "True" }] },
+            Status = new V1PodStatus { Phase = "Running", PodIP = "198.18.69.9", Conditions = [new V1PodCondition { Type = "Ready", Status = "True" }] },
         }, "default", cancellationToken: cts.Token);
         await h.Client.CoreV1.CreateNamespacedServiceAsync(new V1Service
         {
@@ -137,10 +187,10 @@ public sealed class WorkloadSimulationTests
             break;
         }
         var endpoint = Assert.Single(seen!.Endpoints);
-        Assert.Equal("10.244.9.9", endpoint.Addresses.Single());
+        Assert.Equal("198.18.69.9", endpoint.Addresses.Single());
         Assert.Equal("node-1", endpoint.NodeName);
         Assert.Equal(5432, seen.Ports.Single().Port);
         // The pod was made by hand (no Deployment owns it): the simulator leaves its status alone.
-        Assert.Equal("10.244.9.9", (await h.Client.CoreV1.ReadNamespacedPodAsync("manual", "default")).Status.PodIP);
+        Assert.Equal("198.18.69.9", (await h.Client.CoreV1.ReadNamespacedPodAsync("manual", "default")).Status.PodIP);
     }
 }

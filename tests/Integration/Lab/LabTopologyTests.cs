@@ -113,8 +113,54 @@ public sealed class LabTopologyTests
     [InlineData("a", "ab-lan", false)]
     [InlineData("a", "a-node-", false)]
     [InlineData("a-b", "a-b-node-1", true)]
+    [InlineData("a", "a-p12", true)]
+    [InlineData("a", "a-b-p12", false)]
     public void Sweep_matches_only_the_namespaces_of_that_lab(string lab, string namespaceName, bool expected) =>
         Assert.Equal(expected, LabTopology.IsLabNamespace(lab, namespaceName));
+
+    [Fact]
+    public void Pods_get_a_slash_24_per_node_beside_the_default_lan_and_their_namespaces_carry_the_lab_prefix()
+    {
+        var topology = LabTopology.Create(new LabSpec(Name: "hyb", Nodes: 3));
+
+        Assert.Equal(IPNetwork.Parse("198.18.64.0/18"), topology.PodNetwork);
+        Assert.Equal(IPNetwork.Parse("198.18.65.0/24"), topology.PodCidr(topology.Node(1)));
+        Assert.Equal(IPNetwork.Parse("198.18.67.0/24"), topology.PodCidr(topology.Node(3)));
+        Assert.Equal(IPAddress.Parse("198.18.66.1"), topology.PodGateway(topology.Node(2)));
+        Assert.Equal("hyb-p7", topology.PodNamespace(7));
+        Assert.True(LabTopology.IsLabNamespace("hyb", topology.PodNamespace(7)));
+        Assert.Throws<ArgumentException>(() => topology.PodCidr(topology.Client));
+    }
+
+    [Theory]
+    [InlineData("198.18.0.0/24", 50)]
+    [InlineData("198.18.64.0/24", 50)]
+    [InlineData("198.18.0.0/17", 50)]
+    [InlineData("198.18.0.0/16", 50)]
+    [InlineData("198.19.128.0/17", 50)]
+    [InlineData("198.19.255.240/28", 3)]
+    public void Pod_addresses_never_overlap_the_lan_or_the_internet_range(string subnet, int nodes)
+    {
+        var topology = LabTopology.Create(new LabSpec(Name: "hyb", Nodes: nodes, Subnet: subnet, Ipv6: false));
+
+        var cidrs = topology.Nodes.Select(topology.PodCidr).ToList();
+        Assert.Equal(cidrs.Count, cidrs.Distinct().Count());
+        Assert.All(cidrs, c =>
+        {
+            Assert.True(topology.PodNetwork.Contains(c.BaseAddress), $"{c} outside {topology.PodNetwork}");
+            Assert.False(topology.Subnet.Contains(c.BaseAddress) || c.Contains(topology.Subnet.BaseAddress), $"{c} overlaps the LAN {topology.Subnet}");
+            Assert.False(LabTopology.InternetRange.Contains(c.BaseAddress) || c.Contains(LabTopology.InternetRange.BaseAddress), $"{c} overlaps {LabTopology.InternetRange}");
+            Assert.True(IPNetwork.Parse("198.18.0.0/15").Contains(c.BaseAddress));
+        });
+        Assert.DoesNotContain(topology.Hosts, h => topology.PodNetwork.Contains(h.Ipv4));
+    }
+
+    [Theory]
+    [InlineData("198.19.0.0/24", "kept for the lab's internet namespace")]
+    [InlineData("198.19.0.128/25", "kept for the lab's internet namespace")]
+    [InlineData("198.18.0.0/15", "kept for the lab's internet namespace")]
+    public void A_lan_over_the_internet_range_is_refused(string subnet, string expected) =>
+        Assert.Contains(LabTopology.Validate(new LabSpec(Name: "hyt", Subnet: subnet)), e => e.Contains(expected));
 
     [Fact]
     public void Socket_paths_that_do_not_fit_sockaddr_un_are_rejected()
