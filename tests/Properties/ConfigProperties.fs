@@ -24,10 +24,10 @@ let private expectedDefaults: Config =
       PrefixV6 = 128
       Arp = true
       ArpRate = 3000L
-      // docs/PROTOCOL.md §7: h = 100 ms, R_L = 300 ms, D_L = 450 ms, D_A = 3 s, R_A = 2 s, P_A = 0.5 s.
+      // docs/PROTOCOL.md §7: h = 100 ms, R_L = 400 ms, D_L = 450 ms, D_A = 3 s, R_A = 2 s, P_A = 0.5 s.
       Timing =
         { HeartbeatInterval = 100L
-          LanRenewDeadline = 300L
+          LanRenewDeadline = 400L
           LanLeaseDuration = 450L
           ApiLeaseDuration = 3000L
           ApiRenewDeadline = 2000L

@@ -182,7 +182,7 @@ let ``kube-vip's usual lease settings (5 s, 3 s, 1 s) are accepted with the LAN 
     let c = configWith [ "vip_leaseduration", "5"; "vip_renewdeadline", "3"; "vip_retryperiod", "1" ]
     Assert.Equal(
         { HeartbeatInterval = 100L
-          LanRenewDeadline = 300L
+          LanRenewDeadline = 400L
           LanLeaseDuration = 450L
           ApiLeaseDuration = 5000L
           ApiRenewDeadline = 3000L

@@ -14,7 +14,7 @@ let private epsilon = 10m
 
 /// The rules of §7, each with the variable a refusal names: the refused configurations.
 let private broken (h: int64) (rl: int64) (dl: int64) (da: int64) (ra: int64) (pa: int64) : string list =
-    [ if decimal rl < 2m * decimal h then "lan_renew_deadline"
+    [ if decimal rl <= 2m * decimal h then "lan_renew_deadline"
       if decimal dl * (1m - rho) <= decimal rl * (1m + rho) + epsilon then "lan_lease_duration"
       if pa >= ra then "vip_retryperiod"
       if decimal da * (1m - rho) <= decimal ra * (1m + rho) + epsilon then "vip_leaseduration" ]
@@ -40,7 +40,7 @@ let private classifyRules (h, rl, dl, da, ra, pa) (p: Property) =
     let rules = broken h rl dl da ra pa
     p
     |> Prop.classify rules.IsEmpty "accepted"
-    |> Prop.classify (List.contains "lan_renew_deadline" rules) "R_L < 2h"
+    |> Prop.classify (List.contains "lan_renew_deadline" rules) "R_L <= 2h"
     |> Prop.classify (List.contains "lan_lease_duration" rules) "D_L too close to R_L"
     |> Prop.classify (List.contains "vip_retryperiod" rules) "P_A >= R_A"
     |> Prop.classify (List.contains "vip_leaseduration" rules) "D_A too close to R_A"
