@@ -354,3 +354,71 @@ let ``the later of two fences allows whatever either allows, the earlier only wh
                   (FenceBound.later Lapsed a = a && FenceBound.earlier Unbounded a = a)
               holds "Unbounded absorbs a later, Lapsed an earlier" (FenceBound.later Unbounded a = Unbounded && FenceBound.earlier Lapsed a = Lapsed)
               holds "Until allows strictly before its instant" (match a with Until d -> allows a = (at < d) | Lapsed -> not (allows a) | Unbounded -> allows a) ])
+
+// ── Standing aside and reappearing ──────────────────────────────────────────────────────────────────
+
+/// One frame of node-b as it arrives: after `gap` ms, a new sequence (its first part, or a later part only) or
+/// another part of the sequence last heard, saying Aside or not.
+type private Arrival = { Gap: Instant; NewSeq: bool; Part: int; Aside: bool }
+
+let private genArrivals =
+    let genArrival =
+        gen {
+            let! gap = Gen.frequency [ 6, chooseL 0L 150L; 1, chooseL 400L 600L ]
+            let! newSeq = bool 4 1
+            let! part = if newSeq then Gen.frequency [ 5, Gen.constant 0; 1, Gen.constant 1 ] else Gen.constant 1
+            let! aside = bool 1 1
+            return { Gap = gap; NewSeq = newSeq; Part = part; Aside = aside }
+        }
+    Gen.choose (1, 8) |> Gen.bind (fun n -> Gen.listOfLength n genArrival)
+
+[<Property(MaxTest = 200)>]
+let ``a peer stands aside while it was heard within the window and the first part of its latest sequence said so`` () =
+    let genCase = Gen.map2 (fun a w -> a, w) genArrivals (chooseL 0L 700L)
+    forAll genCase (fun (arrivals, wait) ->
+        let m = membershipOf Peers
+        // The model: a new sequence is hearing the peer; only the first part of a new sequence says whether it stands aside.
+        let step (lan, seq, now, heardAt, aside) (a: Arrival) =
+            let now = now + a.Gap
+            // Sequences start at 1: a later part before anything was heard is of a new sequence.
+            let a = if seq = 0u then { a with NewSeq = true } else a
+            let seq = if a.NewSeq then seq + 1u else seq
+            let f = { frame "node-b" 1UL seq with Aside = a.Aside; Part = a.Part; Parts = 2 }
+            let lan, _ = receive now m f lan
+            let heardAt = if a.NewSeq then Some now else heardAt
+            let aside = if a.NewSeq && a.Part = 0 then a.Aside else aside
+            lan, seq, now, heardAt, aside
+        let lan, _, last, heardAt, aside = arrivals |> List.fold step (Lan.initial 0L, 0u, 1000L, None, false)
+        let now = last + wait
+        let heard = heardAt |> Option.exists (fun at -> now - at < t.LanLeaseDuration)
+        let expected = heard && aside
+        holds (sprintf "at %d (heard %A, aside %b): %b" now heardAt aside (Lan.standsAside now t.LanLeaseDuration lan "node-b"))
+            (Lan.standsAside now t.LanLeaseDuration lan "node-b" = expected
+             && Lan.hears now t.LanLeaseDuration lan "node-b" = heard
+             && not (Lan.standsAside now t.LanLeaseDuration lan "node-c"))
+        |> Prop.classify expected "stands aside"
+        |> Prop.classify (aside && not heard) "said Aside, not heard lately"
+        |> Prop.classify (arrivals |> List.exists (fun a -> not a.NewSeq && a.Aside <> aside)) "a later part said otherwise")
+
+[<Property(MaxTest = 200)>]
+let ``a peer reappears when it is first heard, or heard again after a silence of D_L or more`` () =
+    forAll genArrivals (fun arrivals ->
+        let m = membershipOf Peers
+        let results, _ =
+            arrivals
+            |> List.mapFold
+                (fun (lan, seq, now, heardAt: Instant option) (a: Arrival) ->
+                    let now = now + a.Gap
+                    // Sequences start at 1: a later part before anything was heard is of a new sequence.
+                    let a = if seq = 0u then { a with NewSeq = true } else a
+                    let seq = if a.NewSeq then seq + 1u else seq
+                    let lan, verdict = receive now m { frame "node-b" 1UL seq with Part = a.Part; Parts = 2 } lan
+                    let expected = a.NewSeq && (heardAt |> Option.forall (fun at -> now - at >= t.LanLeaseDuration))
+                    (a, heardAt, now, verdict, expected), (lan, seq, now, (if a.NewSeq then Some now else heardAt)))
+                (Lan.initial 0L, 0u, 1000L, None)
+        allOf
+            [ for (a, heardAt, now, verdict, expected) in results do
+                  match verdict with
+                  | Ok r -> holds (sprintf "%A at %d, last heard %A: reappeared %b" a now heardAt r.Reappeared) (r.Reappeared = expected)
+                  | Error e -> holds (sprintf "%A dropped: %A" a e) false ]
+        |> Prop.classify (results |> List.exists (fun (a, h, now, _, _) -> a.NewSeq && h |> Option.exists (fun at -> now - at >= t.LanLeaseDuration))) "heard again after a silence")
