@@ -66,6 +66,49 @@ let ``a frame decodes to exactly the frame that was encoded, Aside flag and Refu
         |> Prop.classify (frame.Echoes |> List.exists (fun e -> e.Seq = 0x7FFFFFFFu)) "largest sequence echoed"
         |> Prop.classify (frame.Parts > 1) "a part of several")
 
+[<Property>]
+let ``the Aside flag is bit 0 of the flags byte and Refusing the top bit of an echo's sequence, so every build reads them alike`` () =
+    // docs/PROTOCOL.md §1 and the wire layout: magic, version, flags (bit 0 = Aside), ...; each echo is member,
+    // incarnation and a sequence whose top bit says Refusing. Read here straight from the bytes.
+    forAll genFrame (fun frame ->
+        let datagram = FrameCodec.encode Key frame
+        let nameLength = int datagram[26]
+        let echoesAt = 27 + nameLength + 2 + 8 * frame.Claims.Length + 2
+        let refusingBits = [ for i in 0 .. frame.Echoes.Length - 1 -> datagram[echoesAt + 12 * i + 8] &&& 0x80uy <> 0uy ]
+        allOf
+            [ holds (sprintf "flags byte %02x for Aside %b" datagram[3] frame.Aside) (datagram[3] = (if frame.Aside then 1uy else 0uy))
+              holds (sprintf "top bits %A" refusingBits) (refusingBits = (frame.Echoes |> List.map _.Refusing)) ]
+        |> Prop.classify frame.Aside "aside"
+        |> Prop.classify (frame.Echoes |> List.exists _.Refusing) "some echo refusing")
+
+[<Property>]
+let ``a signed datagram whose Aside bit or Refusing bit alone differs decodes to the frame that says so`` () =
+    // A sender sets these bits and signs: the receiver must read each of them independently of everything else.
+    let genCase =
+        gen {
+            let! frame = genFrame
+            let! target = if frame.Echoes.IsEmpty then Gen.constant None else Gen.frequency [ 1, Gen.constant None; 2, Gen.choose (0, frame.Echoes.Length - 1) |> Gen.map Some ]
+            return frame, target
+        }
+    forAll genCase (fun (frame, target) ->
+        let body = FrameCodec.encode Key frame
+        let body = body[.. body.Length - 33]
+        let expected =
+            match target with
+            | None ->
+                body[3] <- body[3] ^^^ 1uy
+                { frame with Aside = not frame.Aside }
+            | Some i ->
+                let at = 27 + int body[26] + 2 + 8 * frame.Claims.Length + 2 + 12 * i + 8
+                body[at] <- body[at] ^^^ 0x80uy
+                { frame with Echoes = frame.Echoes |> List.mapi (fun j e -> if j = i then { e with Refusing = not e.Refusing } else e) }
+        let datagram = Array.append body (ClusterKey.sign Key body 0 body.Length)
+        match FrameCodec.decode Key datagram with
+        | Ok decoded -> holds (sprintf "%A" decoded) (decoded = expected)
+        | Error e -> holds (sprintf "%A" e) false
+        |> Prop.classify target.IsNone "Aside flipped"
+        |> Prop.classify target.IsSome "Refusing flipped")
+
 /// A whole frame as the protocol sends it (part 0 of 1): a node's echoes of up to 400 members and its claims.
 let private genWholeFrame =
     genFrameWith 100 400 |> Gen.map (fun f -> { f with Part = 0; Parts = 1 })
