@@ -334,12 +334,13 @@ let ``when a holder falls silent only its groups wait for its deposition, and on
         |> Prop.classify (holders |> Map.forall (fun _ h -> h <> victim)) "victim held nothing")
 
 [<Property>]
-let ``the successor of rank r claims r lease durations after the group was orphaned`` () =
+let ``the first successor claims as soon as the group is orphaned, and each next one a lease duration after the one before`` () =
+    // A better-ranked successor that stays silent for D_L is presumed unable to claim; the next one steps in.
     forAll (Gen.map2 (fun since rank -> since, rank) (chooseL 0L 1_000_000L) (Gen.choose (0, 6))) (fun (since, rank) ->
-        let due = Ownership.claimDue timing since rank
+        let due r = Ownership.claimDue timing since r
         allOf
-            [ holds (sprintf "rank %d due at %d" rank due) (due = since + int64 rank * timing.LanLeaseDuration)
-              holds "the first claims at once" (Ownership.claimDue timing since 0 = since) ])
+            [ holds "the first at once" (due 0 = since)
+              holds (sprintf "rank %d at %d, rank %d at %d" rank (due rank) (rank + 1) (due (rank + 1))) (due (rank + 1) - due rank = timing.LanLeaseDuration) ])
 
 // ── Rendezvous ranking and janitors ─────────────────────────────────────────────────────────────────
 

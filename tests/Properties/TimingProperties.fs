@@ -86,3 +86,18 @@ let ``every broken rule is reported once, naming its variable and the variable i
 let ``the defaults satisfy every rule`` () =
     let t = DefaultTiming
     Assert.Empty(broken t.HeartbeatInterval t.LanRenewDeadline t.LanLeaseDuration t.ApiLeaseDuration t.ApiRenewDeadline t.ApiRetryPeriod)
+
+[<Fact>]
+let ``R_L exactly 2h is refused and the smallest R_L above it accepted`` () =
+    // An echo is up to two intervals old when the next one arrives: at R_L = 2h the LAN fence lapses between echoes.
+    let create rl = Timing.create 100L rl 1000L 3000L 2000L 500L
+    match create 200L with
+    | Error [ p ] -> Assert.Equal("lan_renew_deadline", p.Variable)
+    | other -> Assert.Fail(sprintf "R_L = 2h gave %A" other)
+    Assert.True(Result.isOk (create 201L))
+
+[<Fact>]
+let ``at the defaults the API fence is armed when the LAN fence has 100 ms left, half its 200 ms margin between echoes`` () =
+    // docs/PROTOCOL.md §2, when to arm: (R_L - 2h)/2 = (400 - 200)/2 ms.
+    Assert.Equal(400L, DefaultTiming.LanRenewDeadline)
+    Assert.Equal(100L, ProtocolConstants.armLead DefaultTiming)
