@@ -243,6 +243,25 @@ let ``a datagram that does not decode is counted as dropped, never thrown`` () =
         holds (sprintf "dropped %d of %d" node.Summary.FramesDropped datagrams.Length) (node.Summary.FramesDropped = int64 datagrams.Length))
 
 [<Property>]
+let ``a heartbeat signed with another key is dropped and counted as failing its signature, never heard`` () =
+    // Another cluster on the segment, or a stale key: its frames must not count as a member heard.
+    let OtherKey = clusterKey OtherKeyText
+    forAll (Gen.choose (0, 5)) (fun forged ->
+        let node = started ()
+        let heartbeat i : Frame =
+            { Node = "node-b"; Incarnation = Incarnation 9UL; Seq = uint32 (i + 1); Fingerprint = 0UL; Aside = false
+              Part = 0; Parts = 1; Claims = []; Echoes = [] }
+        for i in 0 .. forged - 1 do
+            node.DatagramReceived(FrameCodec.encode OtherKey (heartbeat i), 20L)
+        node.Decide() |> ignore
+        let dropped = node.State.Lan.Dropped
+        allOf
+            [ holds (sprintf "%A" dropped) (dropped.TryFind(Undecodable BadSignature) |> Option.defaultValue 0L = int64 forged)
+              holds "counted in the summary" (node.Summary.FramesDropped = int64 forged)
+              holds "nobody heard" node.State.Lan.Peers.IsEmpty ]
+        |> Prop.classify (forged = 0) "none forged")
+
+[<Property>]
 let ``the frames a node sends are signed datagrams that decode to this node's heartbeat`` () =
     forAll (Gen.elements [ "node-a"; "n"; String.replicate 60 "x" + ".example" ]) (fun name ->
         let node = ProtocolNode(settingsOf [ "vip_nodename", name ])
