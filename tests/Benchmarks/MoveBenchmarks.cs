@@ -77,7 +77,7 @@ internal abstract class MoveBenchmark : IBenchmark
 internal sealed class FailoverBenchmark : MoveBenchmark
 {
     public override string Name => "failover";
-    public override string Description => "node failure (agent killed, eth0 down) → first gratuitous ARP from the new holder, ≥10 runs (target p99 ≤ 2 s) [--runs N] [--election]";
+    public override string Description => "node failure (agent killed, eth0 down) → first gratuitous ARP from the new holder, ≥10 runs (target p99 ≤ 600 ms: D_L 450 ms after the last heartbeat, then deposition and claim) [--runs N] [--election]";
 
     protected override async Task TakeAwayAsync(BenchLab lab, string node, CancellationToken cancellationToken)
     {
@@ -89,7 +89,7 @@ internal sealed class FailoverBenchmark : MoveBenchmark
 internal sealed class HandoverBenchmark : MoveBenchmark
 {
     public override string Name => "handover";
-    public override string Description => "graceful stop (SIGTERM) of the holder → first gratuitous ARP from the new holder, ≥10 runs (target p99 ≤ 200 ms) [--runs N] [--election]";
+    public override string Description => "graceful stop (SIGTERM) of the holder → first gratuitous ARP from the new holder, ≥10 runs (target p99 ≤ 100 ms: one Left write, successors claim at once) [--runs N] [--election]";
 
     protected override Task TakeAwayAsync(BenchLab lab, string node, CancellationToken cancellationToken) =>
         lab.Agents.StopAsync(node, graceful: true, cancellationToken);
