@@ -535,8 +535,10 @@ module Protocol =
                             setVip ip (fun v ->
                                 { v with Announce = v.Announce |> Option.map (fun a -> { a with Sent = a.Sent + 1; LastSentAt = s.Now }) }) }
                 | _ -> { s with Kernel = setVip ip id }
+        // A fence write that took effect changes no role (the fence stage follows the deadline it recorded);
+        // re-running the ownership pass for each one, every few milliseconds, would cost it all its CPU.
         match command, outcome with
-        | (ExtendFence _ | ExpireFence), Applied -> s
+        | (ExtendFence _ | ExpireFence), (Applied | FenceExtended _) -> s
         | (RefreshAddress _ | Announce _), _ -> { s with MaintenanceDueAt = Some s.Now }
         | _ -> stale { s with MaintenanceDueAt = Some s.Now }
 
