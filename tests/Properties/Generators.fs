@@ -90,7 +90,7 @@ let genAcceptedTiming: Gen<Timing> =
           4,
           gen {
               let! h = chooseL 10L 1000L
-              let! rl = chooseL (2L * h + 1L) (2L * h + 2000L)
+              let! rl = chooseL (2L * h + 2L * Timing.KernelSlack) (2L * h + 2000L)
               let! dl = chooseL 1L 3000L |> Gen.map (exceeding rl)
               let! pa = chooseL 50L 3000L
               let! ra = chooseL (pa + 1L) (pa + 10_000L)

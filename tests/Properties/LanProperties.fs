@@ -355,6 +355,33 @@ let ``the later of two fences allows whatever either allows, the earlier only wh
               holds "Unbounded absorbs a later, Lapsed an earlier" (FenceBound.later Unbounded a = Unbounded && FenceBound.earlier Lapsed a = Lapsed)
               holds "Until allows strictly before its instant" (match a with Until d -> allows a = (at < d) | Lapsed -> not (allows a) | Unbounded -> allows a) ])
 
+// ── Claims in split frames ──────────────────────────────────────────────────────────────────────────
+
+/// The parts of one sequence of node-b, each carrying `claims`, in `order` of arrival.
+[<Property(MaxTest = 200)>]
+let ``a claim is read from whichever part of its sequence arrives first, so an echo of that sequence means it was seen`` () =
+    let genCase =
+        gen {
+            let! parts = Gen.choose (2, 4)
+            let! order = Gen.shuffle [ 0 .. parts - 1 ]
+            let! claims = Gen.listOfLength 3 (Gen.choose (1, 1_000_000) |> Gen.map uint64)
+            let! lost = Gen.choose (0, parts - 1)
+            return parts, List.ofArray order |> List.filter ((<>) lost), claims |> List.distinct
+        }
+    forAll genCase (fun (parts, order, claims) ->
+        let m = membershipOf Peers
+        let arrive (lan, seen) part =
+            let f = { frame "node-b" 1UL 5u with Part = part; Parts = parts; Claims = claims }
+            let lan, verdict = receive 1000L m f lan
+            lan, (match verdict with Ok r -> seen @ r.NewClaims | Error _ -> seen)
+        let lan, seen = order |> List.fold arrive (Lan.initial 0L, [])
+        let heardSeq = lan.Peers.TryFind "node-b" |> Option.map _.LastSeq
+        // Whatever part came first and whichever was lost, the sequence this node now echoes carries the claims seen.
+        holds (sprintf "parts %A of %d: seen %A, echoing %A" order parts seen heardSeq)
+            (heardSeq = Some 5u && List.sort seen = List.sort claims)
+        |> Prop.classify (order.Head <> 0) "a later part arrived first"
+        |> Prop.classify (not (List.contains 0 order)) "part 0 lost")
+
 // ── Standing aside and reappearing ──────────────────────────────────────────────────────────────────
 
 /// One frame of node-b as it arrives: after `gap` ms, a new sequence (its first part, or a later part only) or
@@ -373,11 +400,11 @@ let private genArrivals =
     Gen.choose (1, 8) |> Gen.bind (fun n -> Gen.listOfLength n genArrival)
 
 [<Property(MaxTest = 200)>]
-let ``a peer stands aside while it was heard within the window and the first part of its latest sequence said so`` () =
+let ``a peer stands aside while it was heard within the window and the first part of its latest sequence to arrive said so`` () =
     let genCase = Gen.map2 (fun a w -> a, w) genArrivals (chooseL 0L 700L)
     forAll genCase (fun (arrivals, wait) ->
         let m = membershipOf Peers
-        // The model: a new sequence is hearing the peer; only the first part of a new sequence says whether it stands aside.
+        // The model: a new sequence is hearing the peer; the first part of a new sequence to arrive says whether it stands aside.
         let step (lan, seq, now, heardAt, aside) (a: Arrival) =
             let now = now + a.Gap
             // Sequences start at 1: a later part before anything was heard is of a new sequence.
@@ -386,7 +413,7 @@ let ``a peer stands aside while it was heard within the window and the first par
             let f = { frame "node-b" 1UL seq with Aside = a.Aside; Part = a.Part; Parts = 2 }
             let lan, _ = receive now m f lan
             let heardAt = if a.NewSeq then Some now else heardAt
-            let aside = if a.NewSeq && a.Part = 0 then a.Aside else aside
+            let aside = if a.NewSeq then a.Aside else aside
             lan, seq, now, heardAt, aside
         let lan, _, last, heardAt, aside = arrivals |> List.fold step (Lan.initial 0L, 0u, 1000L, None, false)
         let now = last + wait

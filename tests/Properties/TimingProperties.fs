@@ -14,7 +14,7 @@ let private epsilon = 10m
 
 /// The rules of §7, each with the variable a refusal names: the refused configurations.
 let private broken (h: int64) (rl: int64) (dl: int64) (da: int64) (ra: int64) (pa: int64) : string list =
-    [ if decimal rl <= 2m * decimal h then "lan_renew_deadline"
+    [ if decimal rl < 2m * decimal h + 2m * epsilon then "lan_renew_deadline"
       if decimal dl * (1m - rho) <= decimal rl * (1m + rho) + epsilon then "lan_lease_duration"
       if pa >= ra then "vip_retryperiod"
       if decimal da * (1m - rho) <= decimal ra * (1m + rho) + epsilon then "vip_leaseduration" ]
@@ -27,7 +27,7 @@ let private genTiming =
     let near (b: int64) = Gen.frequency [ 3, chooseL (b - 3L) (b + 3L); 1, chooseL (max 1L (b - 500L)) (b + 2000L) ]
     gen {
         let! h = chooseL 1L 500L
-        let! rl = near (2L * h)
+        let! rl = near (2L * h + 2L * Timing.KernelSlack)
         let rl = max 1L rl
         let! dl = near (boundary rl)
         let! ra = chooseL 2L 10_000L
@@ -40,7 +40,7 @@ let private classifyRules (h, rl, dl, da, ra, pa) (p: Property) =
     let rules = broken h rl dl da ra pa
     p
     |> Prop.classify rules.IsEmpty "accepted"
-    |> Prop.classify (List.contains "lan_renew_deadline" rules) "R_L <= 2h"
+    |> Prop.classify (List.contains "lan_renew_deadline" rules) "R_L < 2h + 2ε"
     |> Prop.classify (List.contains "lan_lease_duration" rules) "D_L too close to R_L"
     |> Prop.classify (List.contains "vip_retryperiod" rules) "P_A >= R_A"
     |> Prop.classify (List.contains "vip_leaseduration" rules) "D_A too close to R_A"
@@ -88,13 +88,16 @@ let ``the defaults satisfy every rule`` () =
     Assert.Empty(broken t.HeartbeatInterval t.LanRenewDeadline t.LanLeaseDuration t.ApiLeaseDuration t.ApiRenewDeadline t.ApiRetryPeriod)
 
 [<Fact>]
-let ``R_L exactly 2h is refused and the smallest R_L above it accepted`` () =
-    // An echo is up to two intervals old when the next one arrives: at R_L = 2h the LAN fence lapses between echoes.
+let ``R_L just under 2h plus twice the kernel slack is refused and R_L at it accepted`` () =
+    // An echo is up to two intervals old when the next one arrives, and the API fence is armed half the margin
+    // left ahead: with a margin under 2ε the alarm would come less than the kernel slack before the fence ends.
     let create rl = Timing.create 100L rl 1000L 3000L 2000L 500L
-    match create 200L with
-    | Error [ p ] -> Assert.Equal("lan_renew_deadline", p.Variable)
-    | other -> Assert.Fail(sprintf "R_L = 2h gave %A" other)
-    Assert.True(Result.isOk (create 201L))
+    for rl in [ 200L; 219L ] do
+        match create rl with
+        | Error [ p ] -> Assert.Equal("lan_renew_deadline", p.Variable)
+        | other -> Assert.Fail(sprintf "R_L = %d gave %A" rl other)
+    Assert.True(Result.isOk (create 220L))
+    Assert.True(ProtocolConstants.armLead (Result.defaultValue DefaultTiming (create 220L)) >= Timing.KernelSlack)
 
 [<Fact>]
 let ``at the defaults the API fence is armed when the LAN fence has 100 ms left, half its 200 ms margin between echoes`` () =
