@@ -75,6 +75,8 @@ internal sealed class ProtocolLoop(
     {
         foreach (var command in commands)
         {
+            if (command is not ShellCommand.SendDatagrams && logger.IsEnabled(LogLevel.Trace))
+                logger.LogTrace("Performing {Command}", command);
             switch (command)
             {
                 case ShellCommand.SendDatagrams send:

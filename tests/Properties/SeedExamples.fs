@@ -131,6 +131,18 @@ let ``the seed's three services on one node: one VIP, two statuses, one warning,
         Assert.Equal<Set<Ip>>(Set [ vip ], SingleNode.answering later)
 
 [<Fact>]
+let ``a node taking over a service keeps the status its previous holder wrote until it answers, then names itself`` () =
+    for election in [ false; true ] do
+        let entry = { Ip = "192.168.0.220"; IpMode = Some "VIP"; Ports = [ tcp 80 ] }
+        let previous = { http1 with Ingress = [ entry ]; Annotations = http1.Annotations.Add(Annotations.VipHost, "node-old") }
+        let settled = oneNode election [ previous ]
+        Assert.Equal<Set<Ip>>(Set [ vip ], SingleNode.answering settled)
+        Assert.Equal(0, settled.IngressCleared)
+        let status = settled.Services[http1.Key]
+        Assert.Equal<IngressEntry list>([ entry ], status.Ingress)
+        Assert.Equal(Some "node-a", status.Annotations.TryFind Annotations.VipHost)
+
+[<Fact>]
 let ``a service is advertised only once loadbalancerIPs or spec.loadBalancerIP is populated`` () =
     let bare = service "default" "nginx"
     Assert.Equal(AwaitingAddress [], (Desired.compute DefaultConfig [ bare ] []).States[bare.Key])

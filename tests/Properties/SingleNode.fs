@@ -17,7 +17,9 @@ type World =
       Addresses: Set<Ip>
       Events: ServiceEvent list
       /// Lease and status writes so far.
-      Writes: int }
+      Writes: int
+      /// Status writes that emptied an ingress list that had entries.
+      IngressCleared: int }
 
 let private record (w: World) (write: LeaseWrite) (previous: LeaseRecord option) : LeaseRecord =
     let kept = previous |> Option.map _.Annotations |> Option.defaultValue Map.empty
@@ -75,13 +77,15 @@ let private execute (w: World) (command: Command) : World * Input list =
     | WriteStatus(key, ingress, vipHost) ->
         match w.Services.TryFind key with
         | Some s ->
+            let cleared = match ingress with Some [] when not s.Ingress.IsEmpty -> 1 | _ -> 0
             let s = match ingress with Some entries -> { s with Ingress = entries } | None -> s
             let s =
                 match vipHost with
                 | Some(Some h) -> { s with Annotations = s.Annotations.Add(Annotations.VipHost, h) }
                 | Some None -> { s with Annotations = s.Annotations.Remove Annotations.VipHost }
                 | None -> s
-            { w with Services = w.Services.Add(key, s); Writes = w.Writes + 1 }, [ ServiceUpserted(s, now) ]
+            { w with Services = w.Services.Add(key, s); Writes = w.Writes + 1; IngressCleared = w.IngressCleared + cleared },
+            [ ServiceUpserted(s, now) ]
         | None -> w, []
     | Emit e -> { w with Events = w.Events @ [ e ] }, []
     | SendFrame _ | Note _ -> w, []
@@ -115,7 +119,8 @@ let start (config: Config) (services: Service list) (slices: EndpointSlice list)
           FenceUntil = None
           Addresses = Set.empty
           Events = []
-          Writes = 0 }
+          Writes = 0
+          IngressCleared = 0 }
     drain
         w
         [ Started(Incarnation 0x5eed_0001UL, [], true, 0L)

@@ -1198,7 +1198,9 @@ module Protocol =
                             ips
                             |> List.filter (fun ip -> announcedBy.ContainsKey ip && (s.Kernel.Vips.TryFind ip |> Option.exists _.Held || announcedBy[ip] <> s.Self))
                             |> List.map (Status.entry service)
-                        write ingress (if ingress.IsEmpty then None else Some s.Self)
+                        // Until this node answers for an address of the group, the status stays as the previous
+                        // holder left it: clearing it for the moment of a takeover would tell clients it is gone.
+                        if ingress.IsEmpty then None else write ingress (Some s.Self)
                     | Some(Unserved _) -> clear ()
                     | _ -> None
                 | Some(Skipped _)
