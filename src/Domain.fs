@@ -330,6 +330,8 @@ type ProtocolNode(settings: Settings) =
         | NodeDeposed node -> [ log LogLevelName.Warning "Deposed {Node}" [ box node ] ]
         | DeposedBy node ->
             [ log LogLevelName.Warning "This node was deposed by {Node}; withdrawing everything and joining again" [ box node ] ]
+        | RegistrationDeleted ->
+            [ log LogLevelName.Warning "This node's registration was deleted; withdrawing everything and joining again" [] ]
         | StandingAside reason ->
             let text = Ownership.describeRelease (StoodAside reason)
             let eventReason =

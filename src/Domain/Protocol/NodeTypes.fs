@@ -72,6 +72,7 @@ type Notice =
     | DeposingNode of node: string * silentFor: Duration
     | NodeDeposed of node: string
     | DeposedBy of node: string
+    | RegistrationDeleted
     | StandingAside of StandAsideReason
     | StandingAsideEnded
     | ClaimAcknowledgementTimedOut of group: string * missing: string list

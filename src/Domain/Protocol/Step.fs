@@ -254,9 +254,10 @@ module Protocol =
         let x = (x ^^^ (x >>> 27)) * 0x94d049bb133111ebUL
         Incarnation(x ^^^ (x >>> 31))
 
-    /// Deposed: everything this incarnation held is withdrawn by its successor incarnation, which joins
-    /// under a new term (docs/PROTOCOL.md §3). The kernel commands come from decide (every VIP unwanted).
-    let private deposed (by: string) (s: NodeState) =
+    /// Deposed, or its registration deleted: everything this incarnation held is withdrawn by its successor
+    /// incarnation, which joins under a new term (docs/PROTOCOL.md §3). The kernel commands come from decide
+    /// (every VIP unwanted).
+    let private restartIncarnation (why: Notice) (s: NodeState) =
         { s with
             Incarnation = nextIncarnation s.Incarnation
             IncarnationStartedAt = s.Now
@@ -279,14 +280,14 @@ module Protocol =
             Contests = Map.empty
             OwnershipStale = true
             DerivedStale = true },
-        [ Note(DeposedBy by) ]
+        [ Note why ]
 
     /// My own registration as observed: a deposition of this incarnation, or the version to write from.
     let private observeOwn (lease: LeaseRecord) (r: Registration) (s: NodeState) =
         let s = { s with Registration = { s.Registration with Known = true } }
         match r.State with
         | Deposed by when r.Incarnation = s.Incarnation && joined s ->
-            deposed by { s with Registration = { s.Registration with Version = Some lease.Version } }
+            restartIncarnation (DeposedBy by) { s with Registration = { s.Registration with Version = Some lease.Version } }
         | _ when r.Incarnation = s.Incarnation || s.Registration.Written.IsNone ->
             { s with Registration = { s.Registration with Version = Some lease.Version } }, []
         | _ -> s, []
@@ -335,7 +336,14 @@ module Protocol =
             match view.Known |> Map.tryPick (fun node _ -> if LeaseNames.registration node = name then Some node else None) with
             | Some node ->
                 let s = derivedStale { s with View = { s.View with Registrations = RegistrationView.deleted now node view } }
-                if node = s.Self then { s with Registration = { s.Registration with Version = None } }, [] else s, []
+                if node <> s.Self then s, []
+                else
+                    let s = { s with Registration = { s.Registration with Version = None } }
+                    // Others count a member whose registration is gone as silent D_L later and may take its groups:
+                    // a joined node whose registration was deleted starts over, as if deposed.
+                    match s.Phase with
+                    | Starting | Running when joined s -> restartIncarnation RegistrationDeleted s
+                    | _ -> s, []
             | None -> s, []
 
     let private listLeases (now: Instant) (leases: LeaseRecord list) (s: NodeState) =
