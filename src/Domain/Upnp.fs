@@ -298,10 +298,11 @@ module GoDuration =
                         let fractionPart =
                             if fraction = 0 then 0m
                             else Decimal.Parse("0." + s.Substring(whole + 1, fraction), Globalization.CultureInfo.InvariantCulture)
-                        let value = wholePart * nanos + Decimal.Truncate(fractionPart * nanos)
-                        let sum = total + value
-                        if wholePart > maxNanos || sum > maxNanos then Error "out of range"
-                        else components (rest.Substring unitLength) sum
+                        // Checked before multiplying: 20 digits of hours would overflow even a decimal.
+                        if wholePart > maxNanos / nanos then Error "out of range"
+                        else
+                            let sum = total + wholePart * nanos + Decimal.Truncate(fractionPart * nanos)
+                            if sum > maxNanos then Error "out of range" else components (rest.Substring unitLength) sum
         if body = "0" then Ok 0L
         elif body = "" then Error "not a duration such as 30s, 90m or 1h"
         else
