@@ -409,6 +409,15 @@ module Upnp =
     /// lease has run out: then the gateway has removed it itself).
     let PermanentDeleteGiveUpAfter: Duration = 60L * 60_000L
 
+    /// How long one SOAP call or description fetch may take before it counts as no answer.
+    let CallTimeout: Duration = 5000L
+
+    /// How long a search listens for answers. M-SEARCH asks with MX = 1 (answer within a second), and the
+    /// request is sent twice, 250 ms apart, against a lost datagram.
+    let SearchListen: Duration = 1500L
+    let SearchMx = 1
+    let SearchRepeatGap: Duration = 250L
+
     /// Longest mapping description sent (gateways keep short descriptions; miniupnpd truncates to 64 bytes).
     let DescriptionLimit = 60
 
