@@ -601,9 +601,10 @@ module Upnp =
         | ReadRetry(_, retryAt) -> [], gateway, [ retryAt ]
         | Reading _ -> [], gateway, []
 
-    /// One key: what is known about it, what is wanted of it.
+    /// One key: what is known about it, what is wanted of it, and whether it is wanted by a group held here
+    /// whose VIP is not on the interface at this moment (`paused`).
     let private decideMapping (wants: Wants) (localVips: Set<Ip>) (now: Instant) (gateway: Gateway)
-                              (known: MappingState option) (wanted: Mapping option) =
+                              (known: MappingState option) (wanted: Mapping option) (paused: bool) =
         let add failures (m: Mapping) = [ AddMapping(gateway, m) ], Some { Mapping = m; Phase = Adding failures }, []
         let delete failures since (s: MappingState) =
             let source = if localVips.Contains s.Mapping.Client then Some s.Mapping.Client else None
@@ -611,6 +612,9 @@ module Upnp =
         let wait (s: MappingState) wake = [], Some s, Option.toList wake
         match known, wanted with
         | None, None -> [], None, []
+        // Held, but the VIP is not on the interface (not added yet, or withdrawn while the fence is down): a
+        // mapping is sent from its VIP, so nothing can be sent now, and nothing is deleted either.
+        | Some s, None when paused -> wait s None
         | None, Some m -> add 0 m
         | Some s, _ when (match s.Phase with Adding _ | Deleting _ -> true | _ -> false) -> wait s None
         | Some s, Some m when s.Mapping.Client <> m.Client ->
@@ -637,8 +641,9 @@ module Upnp =
             | DeleteRetry(_, failures, since, retryAt) -> if retryAt <= now then delete failures since s else wait s (Some retryAt)
             | _ -> delete 0 now s
 
-    /// What must happen now. `localVips`: the VIPs on this node's interface right now (a delete is sent from
-    /// the VIP while it is still here).
+    /// What must happen now. `localVips`: the VIPs on this node's interface right now. A mapping is added or
+    /// refreshed only while its VIP is here (it is sent from the VIP); a delete is sent from the VIP while it is
+    /// still here, else from any address.
     let decide (wants: Wants) (localVips: Set<Ip>) (state: UpnpState) (now: Instant) : UpnpDecision =
         if not wants.Enabled then
             { Commands = []; State = state; NextWakeAt = None; Problems = wants.Problems }
@@ -646,7 +651,8 @@ module Upnp =
             let discoveryCommands, discovery, discoveryWakes = decideDiscovery now state.Discovery
             let externals = state.Gateways |> Map.map (fun _ g -> decideExternal now g)
             let gateways = externals |> Map.map (fun _ (_, g, _) -> g)
-            let wanted = wantedMappings wants state
+            let wantedHeld = wantedMappings wants state
+            let wanted = wantedHeld |> Map.filter (fun _ m -> localVips.Contains m.Client)
             let keys = Set.union (state.Mappings |> Map.keys |> Set.ofSeq) (wanted |> Map.keys |> Set.ofSeq)
             let step =
                 keys
@@ -654,7 +660,9 @@ module Upnp =
                     (fun (acc: Step) key ->
                         let commands, next, wakes =
                             match state.Gateways.TryFind key.Gateway with
-                            | Some g -> decideMapping wants localVips now g.Gateway (state.Mappings.TryFind key) (wanted.TryFind key)
+                            | Some g ->
+                                decideMapping wants localVips now g.Gateway (state.Mappings.TryFind key) (wanted.TryFind key)
+                                    (wantedHeld.ContainsKey key && not (wanted.ContainsKey key))
                             | None -> [], state.Mappings.TryFind key, []
                         { Commands = acc.Commands @ commands
                           Mappings = (match next with Some s -> acc.Mappings.Add(key, s) | None -> acc.Mappings.Remove key)

@@ -18,6 +18,7 @@ let private disabled = configWith []
 
 let private Vips = [ v4 198 18 0 220; v4 198 18 0 221; v4 198 18 0 222 ]
 let private VipV6 = ip "2001:db8::220"
+let private AllVips = set Vips
 
 let private GatewayA = { Id = GatewayId "uuid:a::WANIPConnection:2"; ControlUrl = "http://198.18.0.1:5000/ctl/IPConn"; ServiceType = "urn:schemas-upnp-org:service:WANIPConnection:2" }
 let private GatewayB = { Id = GatewayId "uuid:b::WANPPPConnection:1"; ControlUrl = "http://198.18.0.2:5000/ctl/PPP"; ServiceType = "urn:schemas-upnp-org:service:WANPPPConnection:1" }
@@ -86,7 +87,7 @@ let ``with enable_upnp off nothing is forwarded and an annotated Service held he
     forAll (Gen.zip (bool 1 1) (Gen.elements TrueSpellings)) (fun (held, spelling) ->
         let s = service "default" "web" |> annotate Annotations.ForwardUpnp spelling
         let w = Upnp.wants disabled [ candidate held [ Vips[0] ] s ]
-        let d = Upnp.decide w Set.empty Upnp.initial Now
+        let d = Upnp.decide w AllVips Upnp.initial Now
         allOf
             [ holds "nothing forwarded" w.Forwards.IsEmpty
               holds "no calls, not even a search" d.Commands.IsEmpty
@@ -175,7 +176,7 @@ let ``only the holder of a Service's group maps its ports`` () =
         let a = { web "a" 80 Vips[0] with HeldHere = heldA }
         let b = { web "b" 81 Vips[1] with HeldHere = heldB }
         let w = Upnp.wants enabled [ a; b ]
-        let d = Upnp.decide w Set.empty (withGateways [ GatewayA ] Now) Now
+        let d = Upnp.decide w AllVips (withGateways [ GatewayA ] Now) Now
         let mapped = adds d |> List.map _.Service |> Set.ofList
         let expected = (if heldA then [ a.Service.Key ] else []) @ (if heldB then [ b.Service.Key ] else []) |> Set.ofList
         holds (sprintf "mapped %A" mapped) (mapped = expected)
@@ -233,10 +234,10 @@ let ``a mapping is sent again before its lease ends, half-way through it`` () =
     forAll (Gen.choose (1, 7200)) (fun seconds ->
         let s = { service "default" "web" with Ports = [ tcp 80 ] } |> forwarded |> annotate Annotations.UpnpLeaseDuration (sprintf "%ds" seconds)
         let w = Upnp.wants enabled [ candidate true [ Vips[0] ] s ]
-        let _, mapped = round succeed w Set.empty (withGateways [ GatewayA ] Now) Now
+        let _, mapped = round succeed w AllVips (withGateways [ GatewayA ] Now) Now
         let lease = int64 seconds * 1000L
-        let quiet = Upnp.decide w Set.empty mapped (Now + lease / 2L - 1L)
-        let due = Upnp.decide w Set.empty mapped (Now + lease / 2L)
+        let quiet = Upnp.decide w AllVips mapped (Now + lease / 2L - 1L)
+        let due = Upnp.decide w AllVips mapped (Now + lease / 2L)
         allOf
             [ holds "nothing sent before half the lease" (adds quiet).IsEmpty
               holds (sprintf "wakes at half the lease, not later: %A" quiet.NextWakeAt) (quiet.NextWakeAt = Some(Now + lease / 2L))
@@ -250,19 +251,19 @@ let ``a permanent mapping is sent again every half hour`` () =
         let s = web "web" 80 Vips[0]
         let s = { s with Service = s.Service |> annotate Annotations.UpnpLeaseDuration text }
         let w = Upnp.wants enabled [ s ]
-        let _, mapped = round succeed w Set.empty (withGateways [ GatewayA ] Now) Now
-        let due = Upnp.decide w Set.empty mapped (Now + Upnp.PermanentReassertEvery)
-        let quiet = Upnp.decide w Set.empty mapped (Now + Upnp.PermanentReassertEvery - 1L)
+        let _, mapped = round succeed w AllVips (withGateways [ GatewayA ] Now) Now
+        let due = Upnp.decide w AllVips mapped (Now + Upnp.PermanentReassertEvery)
+        let quiet = Upnp.decide w AllVips mapped (Now + Upnp.PermanentReassertEvery - 1L)
         holds "re-asserted on time" ((adds due).Length = 1 && (adds quiet).IsEmpty))
 
 [<Property>]
 let ``no second call for a mapping while one is in flight`` () =
     forAll (Gen.choose (0, 5)) (fun extraDecides ->
         let w = Upnp.wants enabled [ web "web" 80 Vips[0] ]
-        let first = Upnp.decide w Set.empty (withGateways [ GatewayA ] Now) Now
+        let first = Upnp.decide w AllVips (withGateways [ GatewayA ] Now) Now
         let later =
             [ 1..extraDecides ]
-            |> List.scan (fun (d: UpnpDecision) i -> Upnp.decide w Set.empty d.State (Now + int64 i * 1000L)) first
+            |> List.scan (fun (d: UpnpDecision) i -> Upnp.decide w AllVips d.State (Now + int64 i * 1000L)) first
             |> List.tail
         allOf
             [ holds "one add at first" ((adds first).Length = 1)
@@ -270,12 +271,27 @@ let ``no second call for a mapping while one is in flight`` () =
                   holds "nothing more while it is in flight" (adds d).IsEmpty ])
 
 [<Property>]
+let ``a mapping is sent only while its VIP is on this node, and kept meanwhile`` () =
+    forAll (Gen.zip (bool 1 1) (Gen.choose (1, 3_600_000))) (fun (mappedBefore, later) ->
+        let w = Upnp.wants enabled [ web "web" 80 Vips[0] ]
+        let start = withGateways [ GatewayA ] Now
+        let state = if mappedBefore then snd (round succeed w (set [ Vips[0] ]) start Now) else start
+        let away = Upnp.decide w (set [ Vips[1] ]) state (Now + int64 later)
+        let back = Upnp.decide w (set [ Vips[0] ]) away.State (Now + int64 later)
+        allOf
+            [ holds (sprintf "no add or delete while the VIP is away: %A" away.Commands) ((adds away).IsEmpty && (deletes away).IsEmpty)
+              holds "what was mapped is still known" (away.State.Mappings.ContainsKey(keyOf 80) = mappedBefore)
+              holds "sent once the VIP is back (if due)"
+                  ((adds back).Length = (if mappedBefore && later < 1_800_000 then 0 else 1)) ]
+        |> Prop.classify mappedBefore "mapped before")
+
+[<Property>]
 let ``a hand-over keeps the gateway's entry: the VIP moves with the group and the new holder refreshes it`` () =
     forAll (Gen.choose (1, 100_000)) (fun later ->
         let mine = web "web" 80 Vips[0]
         let _, mapped = round succeed (Upnp.wants enabled [ mine ]) (set [ Vips[0] ]) (withGateways [ GatewayA ] Now) Now
         let handedOver = Upnp.wants enabled [ { mine with HeldHere = false } ]
-        let d = Upnp.decide handedOver Set.empty mapped (Now + int64 later)
+        let d = Upnp.decide handedOver AllVips mapped (Now + int64 later)
         allOf
             [ holds (sprintf "no delete: %A" d.Commands) (deletes d).IsEmpty
               holds "forgotten here" (not (d.State.Mappings.ContainsKey(keyOf 80))) ])
@@ -326,8 +342,8 @@ let ``a delete ends when the gateway has no such entry, refuses it for good, or 
     forAll (Gen.zip genCase (Gen.choose (1, 5))) (fun ((failure, ends), leaseHours) ->
         let mine = web "web" 80 Vips[0]
         let mine = { mine with Service = mine.Service |> annotate Annotations.UpnpLeaseDuration (sprintf "%dh" leaseHours) }
-        let _, mapped = round succeed (Upnp.wants enabled [ mine ]) Set.empty (withGateways [ GatewayA ] Now) Now
-        let d = Upnp.decide (Upnp.wants enabled []) Set.empty mapped (Now + 1L)
+        let _, mapped = round succeed (Upnp.wants enabled [ mine ]) AllVips (withGateways [ GatewayA ] Now) Now
+        let d = Upnp.decide (Upnp.wants enabled []) AllVips mapped (Now + 1L)
         let failed = Upnp.evolve d.State (Now + 2L) Jitter.none (DeleteFailed(keyOf 80, failure))
         let leaseEnd = Now + 1L + int64 leaseHours * 3_600_000L
         let retriedPastLease = Upnp.evolve { failed with Mappings = failed.Mappings |> Map.map (fun _ s -> { s with Phase = Deleting(3, Now + 1L) }) } leaseEnd Jitter.none (DeleteFailed(keyOf 80, failure))
@@ -356,10 +372,10 @@ let ``retries wait between half and all of a delay that doubles from one second 
 let ``discovery never gives up: a search that finds nothing is retried, ever more slowly up to a minute`` () =
     forAll (Gen.choose (1, 60)) (fun misses ->
         let step (state: UpnpState, now: Instant, searches: Instant list) _ =
-            let d = Upnp.decide (Upnp.wants enabled []) Set.empty state now
+            let d = Upnp.decide (Upnp.wants enabled []) AllVips state now
             let searched = d.Commands |> List.contains Discover
             let state = if searched then Upnp.evolve d.State now Jitter.none (Discovered []) else d.State
-            let wake = (Upnp.decide (Upnp.wants enabled []) Set.empty state now).NextWakeAt
+            let wake = (Upnp.decide (Upnp.wants enabled []) AllVips state now).NextWakeAt
             state, (match wake with Some w -> w | None -> now), (if searched then now :: searches else searches)
         let _, _, searches = List.fold step (Upnp.initial, Now, []) [ 1..misses ]
         let gaps = searches |> List.rev |> List.pairwise |> List.map (fun (a, b) -> b - a)
@@ -373,18 +389,18 @@ let ``a gateway that answers after the agent started is found by a later search`
     forAll (Gen.choose (1, 10)) (fun misses ->
         let w = Upnp.wants enabled [ web "web" 80 Vips[0] ]
         let rec run (state: UpnpState) now n =
-            let d = Upnp.decide w Set.empty state now
+            let d = Upnp.decide w AllVips state now
             if d.Commands |> List.exists (function AddMapping _ -> true | _ -> false) then Some d
             elif n > 100 then None
             else
                 let answer c = if c = Discover && n < misses then Discovered [] else succeed c
                 let state = d.Commands |> List.fold (fun s c -> Upnp.evolve s now Jitter.none (answer c)) d.State
-                let next = Upnp.decide w Set.empty state now
+                let next = Upnp.decide w AllVips state now
                 run state (if next.Commands.IsEmpty then defaultArg next.NextWakeAt (now + 1L) else now) (n + 1)
         let problemsWhileSearching =
-            let d = Upnp.decide w Set.empty Upnp.initial Now
+            let d = Upnp.decide w AllVips Upnp.initial Now
             let missed = Upnp.evolve d.State Now Jitter.none (Discovered [])
-            (Upnp.decide w Set.empty missed Now).Problems
+            (Upnp.decide w AllVips missed Now).Problems
         allOf
             [ holds "the mapping is added once the gateway answers" (run Upnp.initial Now 0).IsSome
               holds (sprintf "while none answers the Service says so: %A" problemsWhileSearching)
@@ -396,9 +412,9 @@ let ``error 725 switches the gateway to permanent leases and sends the mapping a
         let mine = web "web" 80 Vips[0]
         let mine = { mine with Service = mine.Service |> annotate Annotations.UpnpLeaseDuration (sprintf "%ds" seconds) }
         let w = Upnp.wants enabled [ mine ]
-        let first = Upnp.decide w Set.empty (withGateways [ GatewayA ] Now) Now
+        let first = Upnp.decide w AllVips (withGateways [ GatewayA ] Now) Now
         let refused = Upnp.evolve first.State (Now + 5L) Jitter.none (AddFailed(keyOf 80, SoapFault(725, "OnlyPermanentLeasesSupported")))
-        let again = Upnp.decide w Set.empty refused (Now + 5L)
+        let again = Upnp.decide w AllVips refused (Now + 5L)
         holds (sprintf "%A" (adds again)) ((adds again |> List.map _.Lease) = [ Permanent ] && refused.Gateways[GatewayA.Id].PermanentOnly))
 
 [<Property>]
@@ -407,7 +423,7 @@ let ``a failed add is retried with backoff and reported as a problem of the Serv
     forAll (Gen.zip genFailure (Gen.choose (1, 6))) (fun (failure, times) ->
         let w = Upnp.wants enabled [ web "web" 80 Vips[0] ]
         let rec fail (state: UpnpState) now n =
-            let d = Upnp.decide w Set.empty state now
+            let d = Upnp.decide w AllVips state now
             if n = 0 then d, state, now
             else
                 match adds d with
@@ -454,12 +470,12 @@ let ``a gateway found at a new control URL gets every mapping again at once`` ()
     forAll (Gen.choose (1, 3)) (fun services ->
         let ws = [ for i in 1..services -> web (sprintf "s%d" i) (80 + i) Vips[(i - 1) % Vips.Length] ]
         let w = Upnp.wants enabled ws
-        let _, mapped = round succeed w Set.empty (withGateways [ GatewayA ] Now) Now
+        let _, mapped = round succeed w AllVips (withGateways [ GatewayA ] Now) Now
         let moved = { GatewayA with ControlUrl = "http://198.18.0.1:6000/ctl/IPConn" }
         let same = Upnp.evolve mapped (Now + 10L) Jitter.none (Discovered [ GatewayA ])
         let relocated = Upnp.evolve mapped (Now + 10L) Jitter.none (Discovered [ moved ])
-        let dSame = Upnp.decide w Set.empty same (Now + 10L)
-        let dMoved = Upnp.decide w Set.empty relocated (Now + 10L)
+        let dSame = Upnp.decide w AllVips same (Now + 10L)
+        let dMoved = Upnp.decide w AllVips relocated (Now + 10L)
         allOf
             [ holds "same URL: nothing sent" (adds dSame).IsEmpty
               holds (sprintf "moved: all %d sent to the new URL" services)
@@ -469,9 +485,9 @@ let ``a gateway found at a new control URL gets every mapping again at once`` ()
 let ``a call that gets no answer starts a new search at once`` () =
     forAll (Gen.elements [ Unreachable "connection refused"; Unreachable "timeout"; Malformed "truncated" ]) (fun failure ->
         let w = Upnp.wants enabled [ web "web" 80 Vips[0] ]
-        let d = Upnp.decide w Set.empty (withGateways [ GatewayA ] Now) Now
+        let d = Upnp.decide w AllVips (withGateways [ GatewayA ] Now) Now
         let failed = Upnp.evolve d.State (Now + 7L) Jitter.none (AddFailed(keyOf 80, failure))
-        let next = Upnp.decide w Set.empty failed (Now + 7L)
+        let next = Upnp.decide w AllVips failed (Now + 7L)
         holds "searched again" (next.Commands |> List.contains Discover))
 
 [<Property>]
@@ -483,7 +499,7 @@ let ``the external address is reported for Services with a mapping in place, on 
             match c with
             | AddMapping(_, m) when not succeeds && m.Service = key "default" "web" -> AddFailed(m.Key, SoapFault(718, "ConflictInMappingEntry"))
             | c -> succeed c
-        let _, state = round answer w Set.empty (withGateways gateways Now) Now
+        let _, state = round answer w AllVips (withGateways gateways Now) Now
         allOf
             [ holds "mapped: the gateway's external address" ((Upnp.externalAddresses state (key "default" "web")) = (if succeeds then [ WanIp ] else []))
               holds "another Service is unaffected" ((Upnp.externalAddresses state (key "default" "other")) = [ WanIp ])
@@ -551,7 +567,7 @@ let ``once calls are answered again, the gateway holds exactly what this node's 
         }
     forAll genCase (fun (phases, final) ->
         let runRound (gateway, state: UpnpState, now: Instant) (wants: Wants) (fates: Fate list) =
-            let d = Upnp.decide wants Set.empty state now
+            let d = Upnp.decide wants AllVips state now
             let gateway, state, _ =
                 d.Commands
                 |> List.fold
@@ -571,7 +587,7 @@ let ``once calls are answered again, the gateway holds exactly what this node's 
         let rec calm (gateway, state, now) n =
             let acc = runRound (gateway, state, now) final []
             let _, state', _ = acc
-            if n > 60 || (settled state' && (Upnp.decide final Set.empty state' (let _, _, t = acc in t)).Commands.IsEmpty) then acc, n
+            if n > 60 || (settled state' && (Upnp.decide final AllVips state' (let _, _, t = acc in t)).Commands.IsEmpty) then acc, n
             else calm acc (n + 1)
         let (gateway, state, _), rounds = calm chaos 0
         let wanted =

@@ -25,12 +25,6 @@ internal sealed class GatewayHttp(SocketFactory sockets) : IDisposable
         return client.SendAsync(request, HttpCompletionOption.ResponseContentRead, cancellationToken);
     }
 
-    /// <summary>Forgets the pool of a source address that left this host (a VIP that moved away).</summary>
-    public void Forget(IPAddress source)
-    {
-        if (clients.TryRemove(source, out var client)) client.Dispose();
-    }
-
     private HttpClient Create(IPAddress source)
     {
         var handler = new SocketsHttpHandler
@@ -38,7 +32,7 @@ internal sealed class GatewayHttp(SocketFactory sockets) : IDisposable
             UseProxy = false,
             AllowAutoRedirect = false,
             UseCookies = false,
-            // Gateways restart and renumber; a pooled connection is worth little between refreshes.
+            // Gateways restart and renumber, and VIPs move away; a pooled connection is worth little between refreshes.
             PooledConnectionIdleTimeout = TimeSpan.FromSeconds(10),
             MaxResponseHeadersLength = 16,
             ConnectCallback = async (context, token) =>

@@ -112,6 +112,13 @@ internal sealed partial class UpnpForwarder(
         {
             return;
         }
+        catch (Exception e)
+        {
+            // A bug or a surprise of the platform must not leave the call "in flight" for ever: report it as a
+            // failed call, which the rules retry with backoff.
+            LogUnexpected(e, command.ToString() ?? "");
+            outcome = Unexpected(command, $"{e.GetType().Name}: {e.Message}");
+        }
         lock (gate) state = Upnp.evolve(state, NowMs, JitterModule.ofFraction(Random.Shared.NextDouble()), outcome);
         Log(outcome);
         wake.Writer.TryWrite(true);
@@ -169,6 +176,14 @@ internal sealed partial class UpnpForwarder(
         }
     }
 
+    private static UpnpOutcome Unexpected(UpnpCommand command, string detail) => command switch
+    {
+        UpnpCommand.ReadExternalAddress read => UpnpOutcome.NewExternalAddressFailed(read.Item.Id, CallFailure.NewMalformed(detail)),
+        UpnpCommand.AddMapping add => UpnpOutcome.NewAddFailed(add.Item2.Key, CallFailure.NewMalformed(detail)),
+        UpnpCommand.DeleteMapping delete => UpnpOutcome.NewDeleteFailed(delete.Item2, CallFailure.NewMalformed(detail)),
+        _ => UpnpOutcome.NewDiscoveryFailed(detail),
+    };
+
     private void Log(UpnpOutcome outcome)
     {
         switch (outcome)
@@ -204,6 +219,9 @@ internal sealed partial class UpnpForwarder(
                 break;
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "UPnP call {Command} failed unexpectedly")]
+    private partial void LogUnexpected(Exception exception, string command);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "No UPnP gateway answered; searching again later")]
     private partial void LogNoGateway();
