@@ -57,6 +57,7 @@ internal sealed partial class MiniUpnpdGateway : IAsyncDisposable
     private readonly ILogger logger;
     private readonly IDisposable exitRegistration;
     private Task? teardown;
+    private bool stopped;
 
     private MiniUpnpdGateway(MiniUpnpdOptions options, Process process, ILogger logger)
     {
@@ -75,7 +76,8 @@ internal sealed partial class MiniUpnpdGateway : IAsyncDisposable
         get { lock (output) return output.ToString(); }
     }
 
-    public bool HasExited => process.HasExited;
+    /// <summary>True once miniupnpd has exited (also after dispose).</summary>
+    public bool HasExited => Volatile.Read(ref stopped) || process.HasExited;
 
     /// <summary>
     /// Loads the nftables skeleton, starts miniupnpd and waits until it serves HTTP.
@@ -237,6 +239,7 @@ internal sealed partial class MiniUpnpdGateway : IAsyncDisposable
                 await process.WaitForExitAsync(CancellationToken.None);
             }
         }
+        Volatile.Write(ref stopped, true);
         if (NetnsLab.NamespaceExists(options.Namespace)) await DeleteTableAsync(options);
         try
         {
