@@ -31,6 +31,7 @@ internal sealed class UpnpLab : IAsyncDisposable
     public static readonly IPAddress InternetHost = IPAddress.Parse("198.19.0.1");
 
     private readonly List<string> namespaces = [];
+    private readonly IDisposable exitRegistration;
     private StunResponder? stun;
 
     private UpnpLab(string prefix)
@@ -39,6 +40,8 @@ internal sealed class UpnpLab : IAsyncDisposable
         Router = prefix + "-gw";
         Internet = prefix + "-inet";
         RunDirectory = Path.Combine(Path.GetTempPath(), prefix);
+        // A test run stopped by a signal or an exit still removes the namespaces (SIGKILL: the next run's sweep).
+        exitRegistration = LabExitGuard.Register(DeleteNamespacesAsync, onSignals: true);
     }
 
     public string Node { get; }
@@ -76,7 +79,7 @@ internal sealed class UpnpLab : IAsyncDisposable
         foreach (var ns in new[] { Node, Router, Internet })
         {
             await Ip(ct, "netns", "add", ns);
-            namespaces.Add(ns);
+            lock (namespaces) namespaces.Add(ns);
             await Ip(ct, "-n", ns, "link", "set", "lo", "up");
         }
         await Ip(ct, "link", "add", "eth0", "netns", Node, "type", "veth", "peer", "name", "lan0", "netns", Router);
@@ -183,14 +186,25 @@ internal sealed class UpnpLab : IAsyncDisposable
         }
     }
 
+    private async Task DeleteNamespacesAsync()
+    {
+        string[] doomed;
+        lock (namespaces)
+        {
+            doomed = [.. Enumerable.Reverse(namespaces)];
+            namespaces.Clear();
+        }
+        foreach (var ns in doomed)
+            await ProcessRunner.Default.RunAsync(new ProcessRequest(["ip", "netns", "del", ns]) { AllowFailure = true }, CancellationToken.None);
+        if (Directory.Exists(RunDirectory)) Directory.Delete(RunDirectory, recursive: true);
+    }
+
     public async ValueTask DisposeAsync()
     {
         await StopGatewayAsync();
         if (stun is not null) await stun.DisposeAsync();
-        foreach (var ns in Enumerable.Reverse(namespaces))
-            await ProcessRunner.Default.RunAsync(new ProcessRequest(["ip", "netns", "del", ns]) { AllowFailure = true }, CancellationToken.None);
-        namespaces.Clear();
-        if (Directory.Exists(RunDirectory)) Directory.Delete(RunDirectory, recursive: true);
+        await DeleteNamespacesAsync();
+        exitRegistration.Dispose();
     }
 }
 
