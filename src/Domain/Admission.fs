@@ -150,6 +150,7 @@ module Annotations =
     let AllowWithoutEndpoints = "kube-vip.io/allow-reconcile-without-endpoints"
     let LoadBalancerHostname = "kube-vip.io/loadbalancerHostname"
     let ForwardUpnp = "kube-vip.io/forwardUPNP"
+    let UpnpLeaseDuration = "kube-vip.io/upnp-lease-duration"
     let HwAddr = "kube-vip.io/hwaddr"
 
     let isTrue (service: Service) key =
