@@ -171,8 +171,9 @@ type Mapping =
 
 /// Where a mapping this node is responsible for stands.
 type MappingPhase =
-    /// AddPortMapping in flight; `failures` so far (for the backoff).
-    | Adding of failures: int
+    /// AddPortMapping in flight; `failures` so far (for the backoff) and why the last one failed (a retry is
+    /// still failing, as far as anyone knows, until it succeeds).
+    | Adding of failures: int * lastFailure: FailureReason option
     | Mapped of at: Instant
     /// The gateway may have lost it (it moved or restarted): add again now.
     | Unconfirmed
@@ -217,6 +218,12 @@ type UpnpCommand =
     | AddMapping of Gateway * Mapping
     /// DeletePortMapping, sent from `source` when it is Some (the VIP, still on this node) or from any address.
     | DeleteMapping of Gateway * MappingKey * source: Ip option
+
+/// What the forwarder tells the node's protocol after each change: the gateways' external addresses on which
+/// each Service has a port mapped now (for its status), and the problems only the gateway revealed.
+type ForwardingReport =
+    { External: Map<ServiceKey, Ip list>
+      Problems: Set<ServiceKey * ForwardProblem> }
 
 type UpnpDecision =
     { Commands: UpnpCommand list
@@ -355,18 +362,27 @@ module ForwardProblem =
     let private portText (port: ServicePort) = sprintf "%d/%s" port.Port port.Protocol
 
     /// The stable Event reason.
-    let eventReason problem =
+    let reason problem =
         match problem with
-        | UpnpDisabled -> "UPnPDisabled"
-        | InvalidForwardAnnotation _ | InvalidLeaseDuration _ -> "UPnPInvalidAnnotation"
-        | NoIpv4Address -> "UPnPNoIPv4Address"
-        | UnsupportedProtocol _ -> "UPnPUnsupportedProtocol"
-        | PortTaken _ -> "UPnPPortTaken"
-        | NoGatewayFound -> "UPnPNoGateway"
-        | MappingFailed(_, _, ConflictInMappingEntry) -> "UPnPConflict"
-        | MappingFailed(_, _, NotAuthorized) -> "UPnPNotAuthorized"
-        | MappingFailed(_, _, GatewayUnreachable _) -> "UPnPGatewayUnreachable"
-        | MappingFailed _ -> "UPnPMappingFailed"
+        | UpnpDisabled -> EventReason.UPnPDisabled
+        | InvalidForwardAnnotation _ | InvalidLeaseDuration _ -> EventReason.UPnPInvalidAnnotation
+        | NoIpv4Address -> EventReason.UPnPNoIPv4Address
+        | UnsupportedProtocol _ -> EventReason.UPnPUnsupportedProtocol
+        | PortTaken _ -> EventReason.UPnPPortTaken
+        | NoGatewayFound -> EventReason.UPnPNoGateway
+        | MappingFailed(_, _, ConflictInMappingEntry) -> EventReason.UPnPConflict
+        | MappingFailed(_, _, NotAuthorized) -> EventReason.UPnPNotAuthorized
+        | MappingFailed(_, _, GatewayUnreachable _) -> EventReason.UPnPGatewayUnreachable
+        | MappingFailed _ -> EventReason.UPnPMappingFailed
+
+    /// The Event's `reason` field.
+    let eventReason problem = EventReason.name (reason problem)
+
+    /// Problems that only calling the gateway reveals (the rest follow from the Services alone).
+    let isRuntime problem =
+        match problem with
+        | NoGatewayFound | MappingFailed _ -> true
+        | _ -> false
 
     /// The Event message.
     let describe problem =
@@ -605,7 +621,7 @@ module Upnp =
     /// whose VIP is not on the interface at this moment (`paused`).
     let private decideMapping (wants: Wants) (localVips: Set<Ip>) (now: Instant) (gateway: Gateway)
                               (known: MappingState option) (wanted: Mapping option) (paused: bool) =
-        let add failures (m: Mapping) = [ AddMapping(gateway, m) ], Some { Mapping = m; Phase = Adding failures }, []
+        let add failures last (m: Mapping) = [ AddMapping(gateway, m) ], Some { Mapping = m; Phase = Adding(failures, last) }, []
         let delete failures since (s: MappingState) =
             let source = if localVips.Contains s.Mapping.Client then Some s.Mapping.Client else None
             [ DeleteMapping(gateway, s.Mapping.Key, source) ], Some { s with Phase = Deleting(failures, since) }, []
@@ -615,24 +631,24 @@ module Upnp =
         // Held, but the VIP is not on the interface (not added yet, or withdrawn while the fence is down): a
         // mapping is sent from its VIP, so nothing can be sent now, and nothing is deleted either.
         | Some s, None when paused -> wait s None
-        | None, Some m -> add 0 m
+        | None, Some m -> add 0 None m
         | Some s, _ when (match s.Phase with Adding _ | Deleting _ -> true | _ -> false) -> wait s None
         | Some s, Some m when s.Mapping.Client <> m.Client ->
             // Another internal client on the same port: the gateway would refuse the add (718) while the old
             // entry exists, so remove ours first; the add follows once the delete is through.
             match s.Phase with
-            | AddRetry(reason, _, _) when not (FailureReason.outcomeUnknown reason) -> add 0 m
+            | AddRetry(reason, _, _) when not (FailureReason.outcomeUnknown reason) -> add 0 None m
             | DeleteRetry(_, failures, since, retryAt) -> if retryAt <= now then delete failures since s else wait s (Some retryAt)
             | _ -> delete 0 now s
         | Some s, Some m ->
             match s.Phase with
-            | _ when s.Mapping <> m -> add 0 m
-            | Mapped at when refreshAt m.Lease at <= now -> add 0 m
+            | _ when s.Mapping <> m -> add 0 None m
+            | Mapped at when refreshAt m.Lease at <= now -> add 0 None m
             | Mapped at -> wait s (Some(refreshAt m.Lease at))
-            | Unconfirmed -> add 0 m
-            | AddRetry(_, failures, retryAt) -> if retryAt <= now then add failures m else wait s (Some retryAt)
+            | Unconfirmed -> add 0 None m
+            | AddRetry(reason, failures, retryAt) -> if retryAt <= now then add failures (Some reason) m else wait s (Some retryAt)
             // A delete of the same mapping that is wanted again (the Service came back): overwrite instead.
-            | DeleteRetry _ -> add 0 m
+            | DeleteRetry _ -> add 0 None m
             | Adding _ | Deleting _ -> wait s None
         | Some s, None when handedOver wants s.Mapping -> [], None, []
         | Some s, None ->
@@ -673,7 +689,8 @@ module Upnp =
                 |> Map.toList
                 |> List.choose (fun (key, s) ->
                     match s.Phase with
-                    | AddRetry(reason, _, _) when wanted.ContainsKey key ->
+                    | AddRetry(reason, _, _)
+                    | Adding(_, Some reason) when wanted.ContainsKey key ->
                         Some(s.Mapping.Service,
                              MappingFailed(key.Gateway, { Protocol = MappingProtocol.name key.Protocol; Port = key.ExternalPort }, reason))
                     | _ -> None)
@@ -739,7 +756,7 @@ module Upnp =
 
     let private failuresOf phase =
         match phase with
-        | Adding f | Deleting(f, _) | AddRetry(_, f, _) | DeleteRetry(_, f, _, _) -> f
+        | Adding(f, _) | Deleting(f, _) | AddRetry(_, f, _) | DeleteRetry(_, f, _, _) -> f
         | Mapped _ | Unconfirmed -> 0
 
     let private addFailed (at: Instant) (jitter: Jitter) key (failure: CallFailure) (state: UpnpState) =
@@ -814,3 +831,19 @@ module Upnp =
             | _ -> None)
         |> List.distinct
         |> List.sortWith (fun a b -> Ip.Order(a, b))
+
+    /// What the node's protocol needs to know after a decision or an outcome: every Service's external
+    /// addresses, and the runtime problems of the last decision.
+    let report (state: UpnpState) (problems: (ServiceKey * ForwardProblem) list) : ForwardingReport =
+        let services = state.Mappings |> Map.toList |> List.map (fun (_, s) -> s.Mapping.Service) |> List.distinct
+        { External =
+            services
+            |> List.choose (fun key ->
+                match externalAddresses state key with
+                | [] -> None
+                | ips -> Some(key, ips))
+            |> Map.ofList
+          Problems = problems |> List.filter (snd >> ForwardProblem.isRuntime) |> Set.ofList }
+
+    /// Nothing forwarded, nothing wrong.
+    let noReport: ForwardingReport = { External = Map.empty; Problems = Set.empty }

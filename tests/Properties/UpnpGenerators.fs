@@ -32,7 +32,8 @@ let Now: Instant = 1_000_000L
 
 /// kube-vip's variables for node-a with services on, overridden by `pairs`.
 let configWith (pairs: (string * string) list) : Config =
-    match Config.parse (Map.ofList ([ "vip_nodename", "node-a"; "svc_enable", "true" ] @ pairs)) None with
+    let key = System.Convert.ToBase64String(Array.init 32 byte)
+    match Config.parse (Map.ofList ([ "vip_nodename", "node-a"; "svc_enable", "true"; "lan_key", key ] @ pairs)) None with
     | Ok c -> c
     | Error errors -> failwithf "test configuration rejected: %A" errors
 

@@ -115,6 +115,8 @@ module Protocol =
           Kernel = { Installed = false; FenceWritten = None; FencePending = None; Vips = Map.empty }
           StandAside = None
           EmittedWarnings = Set.empty
+          ForwardWants = Upnp.wants config []
+          Forwarding = Upnp.noReport
           Transitions = []
           NextWriteId = 1L
           Assignments = Map.empty
@@ -607,6 +609,9 @@ module Protocol =
             match s.Phase with
             | Stopping _ | Stopped -> { s with Now = now }, []
             | _ -> stale { s with Now = now; Phase = Stopping now }, []
+        | ForwardingReported(report, now) ->
+            // Status and Events follow the report in the next ownership pass.
+            if report = s.Forwarding then { s with Now = now }, [] else stale { s with Now = now; Forwarding = report }, []
 
     // ════════════════════════════════════════════════════════════════════════════════════════════════
     // Decide, stage 1: the node's own registration (join, fence mode, intent, leave)
@@ -1196,6 +1201,7 @@ module Protocol =
                             ips
                             |> List.filter (fun ip -> announcedBy.ContainsKey ip && (s.Kernel.Vips.TryFind ip |> Option.exists _.Held || announcedBy[ip] <> s.Self))
                             |> List.map (Status.entry service)
+                        let ingress = if ingress.IsEmpty then [] else ingress @ Forwarding.ingress s service
                         write ingress (if ingress.IsEmpty then None else Some s.Self)
                     | Some(Unserved _) -> clear ()
                     | _ -> None
@@ -1233,6 +1239,7 @@ module Protocol =
                 | _ -> [])
             |> List.filter (fun w -> iAmJanitor w.Service)
             |> Set.ofList
+            |> Set.union (Forwarding.warnings s)
         let fresh = Set.difference warnings s.EmittedWarnings |> Set.toList |> List.map Emit
         let membersUsing (ip: Ip) =
             match groupOf.TryFind ip |> Option.bind groupById.TryFind with
@@ -1312,6 +1319,7 @@ module Protocol =
             let entitled = entitlement s m
             let roles = s.Desired.Groups |> List.map (fun g -> g.Id, role s m entitled assignments[g.Id] g) |> Map.ofList
             let s = { s with Assignments = assignments; Roles = roles }
+            let s = { s with ForwardWants = Forwarding.wants s roles }
             let s, writes = groupWrites s roles
             let s, deletes = staleLeases s m live
             let s, kernel = vipCommands s m roles

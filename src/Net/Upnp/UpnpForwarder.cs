@@ -12,14 +12,14 @@ namespace Hybrid.Net;
 /// with the domain's timeout), folds every outcome back with <see cref="Upnp.evolve"/>, and decides again when
 /// an outcome arrives, the wants change, or the decision's wake-up time comes. It decides nothing itself.
 /// <para>
-/// The agent passes what it wants with <see cref="Update"/> (from <see cref="Upnp.wants"/> over its Services
-/// and the groups it holds, plus the VIPs on its interface) and reads <see cref="ExternalAddresses"/> and
-/// <see cref="Problems"/> when <c>onChanged</c> fires. Stopping keeps every mapping: its VIP moves to the next
-/// holder, who refreshes it.
+/// The agent passes what its protocol wants with <see cref="Update"/> (every Service's forward, whether this
+/// node holds its group, and the VIPs it answers for) and gets a <see cref="ForwardingReport"/> after every
+/// decision (external addresses for status, problems for Events), which it hands back to the protocol.
+/// Stopping keeps every mapping: its VIP moves to the next holder, who refreshes it.
 /// </para>
 /// </summary>
 internal sealed partial class UpnpForwarder(
-    GatewayDiscovery discovery, IgdClient client, TimeProvider time, System.Action onChanged, ILogger<UpnpForwarder> logger)
+    GatewayDiscovery discovery, IgdClient client, TimeProvider time, Action<ForwardingReport> report, ILogger<UpnpForwarder> logger)
 {
     private readonly Lock gate = new();
     private readonly Channel<bool> wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
@@ -43,16 +43,19 @@ internal sealed partial class UpnpForwarder(
         get { lock (gate) return problems; }
     }
 
-    /// <summary>Replaces what is wanted and which VIPs are on this node; the next decision follows at once.</summary>
-    public void Update(Wants next, IEnumerable<Ip> vips)
+    /// <summary>Replaces what is wanted and which VIPs this node answers for; the next decision follows at once.</summary>
+    public void Update(ForwardingRequest next)
     {
         lock (gate)
         {
-            wants = next;
-            localVips = SetModule.OfSeq(vips);
+            wants = next.Wants;
+            localVips = next.LocalVips;
         }
         wake.Writer.TryWrite(true);
     }
+
+    /// <inheritdoc cref="Update(ForwardingRequest)"/>
+    public void Update(Wants next, IEnumerable<Ip> vips) => Update(new ForwardingRequest(next, SetModule.OfSeq(vips)));
 
     /// <summary>The gateways' external addresses on which <paramref name="service"/> has a port mapped.</summary>
     public IReadOnlyList<Ip> ExternalAddresses(ServiceKey service)
@@ -69,12 +72,15 @@ internal sealed partial class UpnpForwarder(
             while (!cancellationToken.IsCancellationRequested)
             {
                 UpnpDecision decision;
+                ForwardingReport changed;
                 lock (gate)
                 {
                     decision = Upnp.decide(wants, localVips, state, NowMs);
                     state = decision.State;
                     problems = decision.Problems;
+                    changed = Upnp.report(state, problems);
                 }
+                report(changed);
                 foreach (var command in decision.Commands) inFlight.Add(ExecuteAsync(command, cancellationToken));
                 inFlight.RemoveAll(t => t.IsCompleted);
                 await WaitAsync(decision.NextWakeAt, cancellationToken);
@@ -122,7 +128,6 @@ internal sealed partial class UpnpForwarder(
         lock (gate) state = Upnp.evolve(state, NowMs, JitterModule.ofFraction(Random.Shared.NextDouble()), outcome);
         Log(outcome);
         wake.Writer.TryWrite(true);
-        onChanged();
     }
 
     private async Task<UpnpOutcome> CallAsync(UpnpCommand command, CancellationToken cancellationToken)

@@ -200,7 +200,7 @@ public sealed class UpnpForwardingTests
 
         public static ForwarderRun Start(NodeClient client, Wants wants)
         {
-            var forwarder = new UpnpForwarder(client.Discovery, client.Igd, TimeProvider.System, () => { }, NullLogger<UpnpForwarder>.Instance);
+            var forwarder = new UpnpForwarder(client.Discovery, client.Igd, TimeProvider.System, _ => { }, NullLogger<UpnpForwarder>.Instance);
             forwarder.Update(wants, [UpnpLab.VipIp]);
             return new ForwarderRun(forwarder);
         }
