@@ -2,7 +2,8 @@
 // data in src/Domain/*.fs: no I/O, no clock, no randomness, no logging, no exceptions. The shell observes
 // the world, feeds it to a ProtocolNode, and executes the commands that come back. This file is the only
 // surface C# uses: plain records and arrays in and out, strings that may be null, no F# options or lists,
-// no curried functions.
+// no curried functions. One exception: UPnP forwarding's values (ForwardingRequest, ForwardingReport) pass
+// through the protocol loop unread, between this node and the UpnpForwarder, which runs the pure Upnp rules.
 namespace Hybrid.Facade
 
 open System
