@@ -17,6 +17,7 @@ namespace Hybrid.Integration.Upnp;
 public sealed class UpnpAgentTests(ITestOutputHelper output)
 {
     private const string Vip = "198.18.0.225";
+    private const string Vip2 = "198.18.0.226";
     private const int Port = 32380;
     private const string ForwardUpnp = "kube-vip.io/forwardUPNP";
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(45);
@@ -54,7 +55,7 @@ public sealed class UpnpAgentTests(ITestOutputHelper output)
         }, CancellationToken.None)).StandardOutput;
 
     [Fact]
-    public async Task A_forwarded_Service_answers_from_the_Internet_the_next_holder_maps_it_again_and_removing_the_annotation_deletes_the_mapping()
+    public async Task A_forwarded_Service_answers_from_the_Internet_the_next_holder_maps_it_again_a_newer_Service_waits_for_the_port_and_removing_the_annotation_deletes_the_mapping()
     {
         Requires.Tool("miniupnpd", "miniupnpd-nftables");
         Requires.Tool("curl", "curl");
@@ -85,16 +86,32 @@ public sealed class UpnpAgentTests(ITestOutputHelper output)
         Assert.Contains(await Curl.AnswerAsync(router.InternetNamespace, url, Patience), pods);
         lab.Report($"after killing {holder}: {next} holds {Vip} and mapped {Port} again");
 
-        // No longer forwarded: the holder deletes the mapping, the Internet reaches nothing, status drops the address.
+        // A newer Service wanting the same external port: the older keeps it, the holder says so in a Warning.
+        await lab.ApplyAsync(Manifests.Service("web2", Vip2, port: Port, app: "web", annotations: new Dictionary<string, string> { [ForwardUpnp] = "true" }));
+        var taken = await lab.WaitForEventAsync("web2", "UPnPPortTaken", Patience);
+        Assert.Equal("Warning", taken.Type);
+        Assert.Contains("forwarded for default/web, which is older", taken.Note, StringComparison.Ordinal);
+        Assert.Contains(await Curl.AnswerAsync(router.InternetNamespace, url, Patience), pods);
+        Assert.Null(ExternalEntry(await lab.ServiceAsync("web2")));
+
+        // web no longer forwarded: the holder deletes its mapping, status drops the address, and the port goes
+        // to web2, which wanted it too.
         (await lab.Kubectl.RunAsync("annotate", "service", "web", ForwardUpnp + "-")).EnsureSuccess();
-        await Eventually.WaitAsync(async () => !(await RouterRulesAsync(lab)).Contains(Vip, StringComparison.Ordinal), Patience,
-            $"miniupnpd to drop the mapping to {Vip}");
-        Assert.False((await Curl.GetAsync(router.InternetNamespace, url)).Answered, "the Internet still reaches web after its mapping was deleted");
+        await Eventually.WaitAsync(async () => await RouterRulesAsync(lab) is var r && !r.Contains(Vip, StringComparison.Ordinal) && r.Contains(Vip2, StringComparison.Ordinal),
+            Patience, $"miniupnpd to map {Port} to {Vip2} instead of {Vip}");
         await Eventually.WaitAsync(async () =>
         {
             var service = await lab.ServiceAsync("web");
-            return ExternalEntry(service) is null && service.Status?.LoadBalancer?.Ingress?.Any(i => i.Ip == Vip) == true;
-        }, Patience, $"web's status to keep {Vip} and drop {LabRouter.WanAddress}");
+            return ExternalEntry(service) is null && service.Status?.LoadBalancer?.Ingress?.Any(i => i.Ip == Vip) == true
+                   && ExternalEntry(await lab.ServiceAsync("web2")) is { IpMode: "Proxy" };
+        }, Patience, $"web's status to keep {Vip} and drop {LabRouter.WanAddress}, and web2's to list it");
+
+        // web2 no longer forwarded either: nothing is mapped, the Internet reaches nothing.
+        (await lab.Kubectl.RunAsync("annotate", "service", "web2", ForwardUpnp + "-")).EnsureSuccess();
+        await Eventually.WaitAsync(async () => !(await RouterRulesAsync(lab)).Contains(Vip2, StringComparison.Ordinal), Patience,
+            $"miniupnpd to drop the mapping to {Vip2}");
+        Assert.False((await Curl.GetAsync(router.InternetNamespace, url)).Answered, "the Internet still reaches the pods after every mapping was deleted");
+        await Eventually.WaitAsync(async () => ExternalEntry(await lab.ServiceAsync("web2")) is null, Patience, $"web2's status to drop {LabRouter.WanAddress}");
         // The VIP itself still answers on the LAN.
         Assert.Contains(await Curl.AnswerAsync(lab.ClientNamespace, $"http://{Vip}:{Port}/hostname"), pods);
     }
