@@ -18,12 +18,14 @@ internal sealed class ProtocolLoop(
     LeaseWriter leases,
     StatusWriter status,
     EventRecorder events,
+    UpnpForwarder? forwarder,
     ILogger<ProtocolLoop> logger)
 {
     /// <summary>How long the loop sleeps when the node scheduled nothing (it always does while running).</summary>
     private static readonly TimeSpan Idle = TimeSpan.FromSeconds(1);
 
     private bool _synced;
+    private long _forwardingSeen = -1;
 
     /// <summary>Runs until the node has stopped (after StopRequested) or <paramref name="cancellationToken"/> fires.</summary>
     public async Task RunAsync(CancellationToken cancellationToken)
@@ -50,9 +52,18 @@ internal sealed class ProtocolLoop(
             node.Tick(MonotonicClock.NowMs);
             var commands = node.Decide();
             var decided = MonotonicClock.NowMs;
+            HandOverForwarding();
             await ExecuteAsync(commands, cancellationToken);
             ReportStall(wake, started, decided, inputs, commands.Length);
         }
+    }
+
+    /// <summary>The UPnP forwarder (enable_upnp) works towards what the last decision wants, when that changed.</summary>
+    private void HandOverForwarding()
+    {
+        if (forwarder is null || node.ForwardingChanges == _forwardingSeen) return;
+        _forwardingSeen = node.ForwardingChanges;
+        forwarder.Update(node.Forwarding);
     }
 
     /// <summary>

@@ -67,6 +67,17 @@ type EventReason =
     | NoEligibleNode
     | EligibleNodesNotLive
     | NoLiveNode
+    /// UPnP port forwarding (docs/UPNP.md): why a Service held here is not (fully) forwarded.
+    | UPnPDisabled
+    | UPnPInvalidAnnotation
+    | UPnPNoIPv4Address
+    | UPnPUnsupportedProtocol
+    | UPnPPortTaken
+    | UPnPNoGateway
+    | UPnPConflict
+    | UPnPNotAuthorized
+    | UPnPGatewayUnreachable
+    | UPnPMappingFailed
 
 [<RequireQualifiedAccess>]
 module EventReason =
@@ -85,6 +96,16 @@ module EventReason =
         | EventReason.NoEligibleNode -> "NoEligibleNode"
         | EventReason.EligibleNodesNotLive -> "EligibleNodesNotLive"
         | EventReason.NoLiveNode -> "NoLiveNode"
+        | EventReason.UPnPDisabled -> "UPnPDisabled"
+        | EventReason.UPnPInvalidAnnotation -> "UPnPInvalidAnnotation"
+        | EventReason.UPnPNoIPv4Address -> "UPnPNoIPv4Address"
+        | EventReason.UPnPUnsupportedProtocol -> "UPnPUnsupportedProtocol"
+        | EventReason.UPnPPortTaken -> "UPnPPortTaken"
+        | EventReason.UPnPNoGateway -> "UPnPNoGateway"
+        | EventReason.UPnPConflict -> "UPnPConflict"
+        | EventReason.UPnPNotAuthorized -> "UPnPNotAuthorized"
+        | EventReason.UPnPGatewayUnreachable -> "UPnPGatewayUnreachable"
+        | EventReason.UPnPMappingFailed -> "UPnPMappingFailed"
 
 /// An Event about a Service.
 type ServiceEvent =
@@ -150,6 +171,7 @@ module Annotations =
     let AllowWithoutEndpoints = "kube-vip.io/allow-reconcile-without-endpoints"
     let LoadBalancerHostname = "kube-vip.io/loadbalancerHostname"
     let ForwardUpnp = "kube-vip.io/forwardUPNP"
+    let UpnpLeaseDuration = "kube-vip.io/upnp-lease-duration"
     let HwAddr = "kube-vip.io/hwaddr"
 
     let isTrue (service: Service) key =
@@ -273,7 +295,9 @@ module Addresses =
             match service.Annotations |> Map.tryFind Annotations.RequestedIP with
             | Some v -> firstOfFamily family (v.Split ',')
             | None -> None
-        recorded |> Option.orElse (firstOfFamily family (service.Ingress |> List.map _.Ip))
+        // Not an ipMode Proxy entry: that is a gateway's public address (UPnP), never a lease of ours.
+        let ingress = service.Ingress |> List.filter (fun i -> i.IpMode <> Some "Proxy") |> List.map _.Ip
+        recorded |> Option.orElse (firstOfFamily family ingress)
 
     /// kube-vip.io/loadbalancerIPs (comma-separated) wins over spec.loadBalancerIP. Whitespace and empty
     /// items are tolerated, duplicates collapse, at most one address per family; 0.0.0.0 and :: ask DHCP.

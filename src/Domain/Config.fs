@@ -184,8 +184,8 @@ module Config =
 
     let private lookup (env: Map<string, string>) name = env |> Map.tryFind name
 
-    /// Go's strconv.ParseBool, which kube-vip uses.
-    let private parseBool (s: string) =
+    /// Go's strconv.ParseBool, which kube-vip uses (for variables, and Hybrid also for boolean annotations).
+    let parseBool (s: string) =
         match s with
         | "1" | "t" | "T" | "TRUE" | "true" | "True" -> Some true
         | "0" | "f" | "F" | "FALSE" | "false" | "False" -> Some false

@@ -182,7 +182,7 @@ let ``garbage gives an error, never an exception`` () =
     forAll (genBytes 0 300) (fun datagram ->
         match FrameCodec.decode Key datagram with
         | Ok f -> holds (sprintf "garbage accepted as %A" f) false
-        | Error e -> holds "refused" true |> Prop.collect (match e with Malformed _ -> "Malformed" | e -> sprintf "%A" e))
+        | Error e -> holds "refused" true |> Prop.collect (match e with FrameError.Malformed _ -> "Malformed" | e -> sprintf "%A" e))
 
 [<Property(MaxTest = 500)>]
 let ``a correctly signed datagram with a malformed body gives an error or a frame, never an exception`` () =
@@ -215,7 +215,7 @@ let ``a correctly signed datagram with a malformed body gives an error or a fram
         // that the datagram does not hold.
         match FrameCodec.decode Key datagram with
         | Ok f -> holds (sprintf "%A" f) (FrameCodec.encode Key f = datagram || f.Node.Contains '\uFFFD') |> Prop.collect "accepted"
-        | Error(Malformed what) -> holds "malformed" true |> Prop.collect ("Malformed " + what)
+        | Error(FrameError.Malformed what) -> holds "malformed" true |> Prop.collect ("Malformed " + what)
         | Error e -> holds (sprintf "%A" e) (e <> BadSignature) |> Prop.collect (sprintf "%A" e))
 
 [<Xunit.Fact>]

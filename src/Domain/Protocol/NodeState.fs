@@ -189,6 +189,10 @@ type NodeState =
       Kernel: KernelState
       StandAside: StandAsideReason option
       EmittedWarnings: Set<ServiceEvent>
+      /// What UPnP forwarding should do (from the last ownership pass: every Service, whether held here).
+      ForwardWants: Wants
+      /// What the UPnP forwarder last reported.
+      Forwarding: ForwardingReport
       Transitions: Transition list
       NextWriteId: WriteId
       /// The decisions of the last ownership pass (for explanations, metrics and the facade).

@@ -120,3 +120,5 @@ type Input =
     | KernelCompleted of KernelCommand * KernelOutcome * now: Instant
     | LinkChanged of up: bool * now: Instant
     | StopRequested of now: Instant
+    /// The UPnP forwarder's state changed (enable_upnp only): external addresses for status, runtime problems.
+    | ForwardingReported of ForwardingReport * now: Instant

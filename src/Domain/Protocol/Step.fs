@@ -115,6 +115,8 @@ module Protocol =
           Kernel = { Installed = false; FenceWritten = None; FencePending = None; Vips = Map.empty }
           StandAside = None
           EmittedWarnings = Set.empty
+          ForwardWants = Upnp.wants config []
+          Forwarding = Upnp.noReport
           Transitions = []
           NextWriteId = 1L
           Assignments = Map.empty
@@ -617,6 +619,9 @@ module Protocol =
             match s.Phase with
             | Stopping _ | Stopped -> { s with Now = now }, []
             | _ -> stale { s with Now = now; Phase = Stopping now }, []
+        | ForwardingReported(report, now) ->
+            // Status and Events follow the report in the next ownership pass.
+            if report = s.Forwarding then { s with Now = now }, [] else stale { s with Now = now; Forwarding = report }, []
 
     // ════════════════════════════════════════════════════════════════════════════════════════════════
     // Decide, stage 1: the node's own registration (join, fence mode, intent, leave)
@@ -1208,7 +1213,7 @@ module Protocol =
                             |> List.map (Status.entry service)
                         // Until this node answers for an address of the group, the status stays as the previous
                         // holder left it: clearing it for the moment of a takeover would tell clients it is gone.
-                        if ingress.IsEmpty then None else write ingress (Some s.Self)
+                        if ingress.IsEmpty then None else write (ingress @ Forwarding.ingress s service) (Some s.Self)
                     | Some(Unserved _) -> clear ()
                     | _ -> None
                 | Some(Skipped _)
@@ -1245,6 +1250,7 @@ module Protocol =
                 | _ -> [])
             |> List.filter (fun w -> iAmJanitor w.Service)
             |> Set.ofList
+            |> Set.union (Forwarding.warnings s)
         let fresh = Set.difference warnings s.EmittedWarnings |> Set.toList |> List.map Emit
         let membersUsing (ip: Ip) =
             match groupOf.TryFind ip |> Option.bind groupById.TryFind with
@@ -1324,6 +1330,7 @@ module Protocol =
             let entitled = entitlement s m
             let roles = s.Desired.Groups |> List.map (fun g -> g.Id, role s m entitled assignments[g.Id] g) |> Map.ofList
             let s = { s with Assignments = assignments; Roles = roles }
+            let s = { s with ForwardWants = Forwarding.wants s roles }
             let s, writes = groupWrites s roles
             let s, deletes = staleLeases s m live
             let s, kernel = vipCommands s m roles
