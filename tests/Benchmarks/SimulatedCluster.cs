@@ -142,13 +142,43 @@ internal sealed class SimulatedCluster
         while (Now < until) Step(measured);
     }
 
+    /// <summary>
+    /// Lets the members join (3 s), then creates the Services (groups spread over the nodes as in a running
+    /// cluster, rather than all going to whichever node decided first) and runs until steady: every VIP held
+    /// and no Lease written for 10 s of simulated time.
+    /// </summary>
+    public void Settle(IReadOnlyList<ServiceInput> services, IReadOnlyList<SliceInput> slices, int expectedVips, CancellationToken cancellationToken)
+    {
+        var started = Now;
+        Run(3_000);
+        Create(services, slices);
+        var quietSince = Now;
+        var lastWrites = -1L;
+        while (Now - quietSince < 10_000)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            Run(100);
+            if (LeaseWrites != lastWrites || HeldVips != expectedVips) quietSince = Now;
+            lastWrites = LeaseWrites;
+            if (Now - started > 600_000)
+                throw new TimeoutException($"no steady state after 600 s simulated: {HeldVips} of {expectedVips} VIPs held, {LeaseWrites} Lease writes");
+        }
+    }
+
     /// <summary>Each full node's held groups and whether everyone is joined: for waiting on a steady state.</summary>
     public int HeldVips => Members.Sum(m => m.Node.Summary.HeldVips);
+
+    /// <summary>Watch events delivered to nodes so far (one per node per Lease or Service change it watches).</summary>
+    public long WatchEvents { get; private set; }
 
     private void Broadcast(Action<ProtocolNode> input, bool fullOnly = false)
     {
         foreach (var m in Members)
-            if (!fullOnly || m.Full) m.Inbox.Add(input);
+            if (!fullOnly || m.Full)
+            {
+                m.Inbox.Add(input);
+                WatchEvents++;
+            }
     }
 
     private void Execute(Member from, ShellCommand[] commands)

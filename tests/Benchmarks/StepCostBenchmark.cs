@@ -44,20 +44,7 @@ internal sealed class StepCostBenchmark : IBenchmark
         var started = cluster.Now;
         // The members join first (3 s), then the Services appear: groups spread over the nodes as in a
         // running cluster, rather than all going to whichever node decided first.
-        cluster.Run(3_000);
-        cluster.Create(services, slices);
-        // Steady: every VIP held and no Lease written for 10 s of simulated time.
-        var quietSince = cluster.Now;
-        var lastWrites = -1L;
-        while (cluster.Now - quietSince < 10_000)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            cluster.Run(100);
-            if (cluster.LeaseWrites != lastWrites || cluster.HeldVips != count) quietSince = cluster.Now;
-            lastWrites = cluster.LeaseWrites;
-            if (cluster.Now - started > 600_000)
-                throw new TimeoutException($"no steady state after 600 s simulated: {cluster.HeldVips} of {count} VIPs held, {cluster.LeaseWrites} Lease writes");
-        }
+        cluster.Settle(services, slices, count, cancellationToken);
         var steadyAfter = (cluster.Now - started) / 1000.0;
         var setup = warmUp.Elapsed;
 
@@ -95,7 +82,7 @@ internal sealed class StepCostBenchmark : IBenchmark
     /// Services on distinct IPs (198.18.0.0/15), externalTrafficPolicy Local, each with one EndpointSlice
     /// whose ready endpoints are on the first <paramref name="full"/> nodes.
     /// </summary>
-    private static (List<ServiceInput>, List<SliceInput>) Workload(int count, int full)
+    internal static (List<ServiceInput>, List<SliceInput>) Workload(int count, int full)
     {
         var services = new List<ServiceInput>(count);
         var slices = new List<SliceInput>(count);
