@@ -6,7 +6,7 @@ namespace Hybrid;
 /// Composition root of the `hybrid` executable: parses the sub-command and hands over to it. Each command
 /// owns its own options; this file only dispatches and maps Ctrl-C/SIGTERM to cancellation.
 /// </summary>
-internal static class Runtime
+internal static class CommandLine
 {
     private const string Usage = """
         hybrid - Kubernetes Service load-balancer agent for bare metal (kube-vip services-mode compatible)

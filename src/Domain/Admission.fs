@@ -103,8 +103,6 @@ module Annotations =
     let VipHost = "kube-vip.io/vipHost"
     let AllowWithoutEndpoints = "kube-vip.io/allow-reconcile-without-endpoints"
     let LoadBalancerHostname = "kube-vip.io/loadbalancerHostname"
-    let ForwardUpnp = "kube-vip.io/forwardUPNP"
-    let HwAddr = "kube-vip.io/hwaddr"
 
     let isTrue (service: Service) key =
         match service.Annotations |> Map.tryFind key with
