@@ -88,10 +88,8 @@ type ManifestOptions =
     { Namespace: string
       Image: string
       HealthPort: int
-      Services: bool
-      Arp: bool
-      InCluster: bool
-      ControlPlaneOnly: bool
+      /// The switch settings (--services, --arp, --inCluster, --taint) that are on.
+      Switched: Set<ManifestSetting>
       /// Agent variables set by flags, in flag-table order (the last occurrence of a flag wins).
       Variables: (string * string) list }
 
@@ -372,10 +370,7 @@ module Manifest =
         { Namespace = DefaultNamespace
           Image = DefaultImage
           HealthPort = DefaultHealthPort
-          Services = false
-          Arp = false
-          InCluster = false
-          ControlPlaneOnly = false
+          Switched = Set.empty
           Variables = [] }
 
     /// The port of a `[host]:port` listen address, when it has one.
@@ -400,7 +395,8 @@ module Manifest =
     /// Folds occurrences into options; the last occurrence of a flag wins, as in pflag.
     let private collect (occurrences: ManifestCommandLine.Occurrence list) =
         let last = occurrences |> List.rev |> List.distinctBy _.Flag.Name |> List.rev
-        let isOn (o: ManifestCommandLine.Occurrence) = o.Value = "true"
+        let switch setting (o: ManifestCommandLine.Occurrence) (options: ManifestOptions) =
+            { options with Switched = (if o.Value = "true" then Set.add else Set.remove) setting options.Switched }
         let variables =
             [ for f in ManifestFlags.all do
                   match f.Effect, last |> List.tryFind (fun o -> o.Flag.Name = f.Name) with
@@ -411,10 +407,8 @@ module Manifest =
             |> List.fold
                 (fun (options, errors) o ->
                     match o.Flag.Effect with
-                    | FlagEffect.Setting ManifestSetting.Services -> { options with Services = isOn o }, errors
-                    | FlagEffect.Setting ManifestSetting.Arp -> { options with Arp = isOn o }, errors
-                    | FlagEffect.Setting ManifestSetting.InCluster -> { options with InCluster = isOn o }, errors
-                    | FlagEffect.Setting ManifestSetting.ControlPlaneOnly -> { options with ControlPlaneOnly = isOn o }, errors
+                    | FlagEffect.Setting(ManifestSetting.Services | ManifestSetting.Arp | ManifestSetting.InCluster | ManifestSetting.ControlPlaneOnly as setting) ->
+                        switch setting o options, errors
                     | FlagEffect.Setting ManifestSetting.Namespace -> { options with Namespace = o.Value }, errors
                     | FlagEffect.Setting ManifestSetting.Image ->
                         if imageReference.IsMatch o.Value then { options with Image = normalizeImage o.Value }, errors
@@ -456,11 +450,12 @@ module Manifest =
     let private required kind (options: ManifestOptions) =
         if kind <> ManifestKind.DaemonSet then []
         else
-            [ if not options.Services then
+            let off setting = not (options.Switched.Contains setting)
+            [ if off ManifestSetting.Services then
                   ManifestError.Required("services", "Hybrid is kube-vip's services mode, and only that")
-              if not options.Arp then
+              if off ManifestSetting.Arp then
                   ManifestError.Required("arp", "Hybrid announces Service addresses with ARP/NDP (BGP, WireGuard and routing tables are not implemented)")
-              if not options.InCluster then
+              if off ManifestSetting.InCluster then
                   ManifestError.Required(
                       "inCluster",
                       "the agent authenticates with its ServiceAccount; mounting the node's admin.conf would give every node's agent cluster-admin"
@@ -587,7 +582,7 @@ module Manifest =
               "terminationGracePeriodSeconds", Document.Number 10L
               "nodeSelector", Document.Map [ "kubernetes.io/os", text "linux" ]
               "securityContext", Document.Map [ "seccompProfile", Document.Map [ "type", text "RuntimeDefault" ] ]
-              if options.ControlPlaneOnly then yield! controlPlaneOnly
+              if options.Switched.Contains ManifestSetting.ControlPlaneOnly then yield! controlPlaneOnly
               "containers", Document.List [ container options ] ]
         Document.Map
             [ "apiVersion", text "apps/v1"
