@@ -108,7 +108,7 @@ internal static class ProtobufDecoder
         ["AggregationRule"] = new() { [1] = new("clusterRoleSelectors", K.Msg, "LabelSelector", true) },
         ["ClusterRoleBinding"] = new() { [1] = new("metadata", K.Msg, "ObjectMeta"), [2] = new("subjects", K.Msg, "Subject", true), [3] = new("roleRef", K.Msg, "RoleRef") },
         ["RoleBinding"] = new() { [1] = new("metadata", K.Msg, "ObjectMeta"), [2] = new("subjects", K.Msg, "Subject", true), [3] = new("roleRef", K.Msg, "RoleRef") },
-        ["Subject"] = new() { [1] = new("kind", K.Str), [2] = new("apiGroup", K.Str, KeepZero: true), [3] = new("name", K.Str), [4] = new("namespace", K.Str) },
+        ["Subject"] = new() { [1] = new("kind", K.Str), [2] = new("apiGroup", K.Str), [3] = new("name", K.Str), [4] = new("namespace", K.Str) },
         ["RoleRef"] = new() { [1] = new("apiGroup", K.Str, KeepZero: true), [2] = new("kind", K.Str), [3] = new("name", K.Str) },
         ["Empty"] = new(),
     };
