@@ -6,7 +6,7 @@ namespace Hybrid;
 /// Composition root of the `hybrid` executable: parses the sub-command and hands over to it. Each command
 /// owns its own options; this file only dispatches and maps Ctrl-C/SIGTERM to cancellation.
 /// </summary>
-internal static class Runtime
+internal static class CommandLine
 {
     private const string Usage = """
         hybrid - Kubernetes Service load-balancer agent for bare metal (kube-vip services-mode compatible)
@@ -18,6 +18,8 @@ internal static class Runtime
               run the in-memory Kubernetes API emulator (for the lab and tests)
           hybrid sandbox [--nodes 3] [--name hybrid] [--subnet 198.18.0.0/24] [--kubeconfig FILE] [--env KEY=VALUE]...
               build a network-namespace lab with an emulated API server and one agent per node (needs root)
+          hybrid manifest daemonset|rbac|secret [flags]
+              print the agent's manifests as YAML; kube-vip's `manifest` flags for services mode work unchanged
           hybrid who-has IPV4 [--name hybrid]
               ask a running sandbox's LAN who answers ARP for an address (exit 0 when exactly one node does)
           hybrid --help
@@ -46,6 +48,8 @@ internal static class Runtime
                 return await ApiCommand.RunAsync(rest, stopping.Token);
             case "sandbox":
                 return await SandboxCommand.RunAsync(rest, stopping.Token);
+            case "manifest":
+                return ManifestCommand.Run(rest, Console.Out, Console.Error);
             case "who-has":
                 return await WhoHasCommand.RunAsync(rest, stopping.Token);
             default:

@@ -207,6 +207,17 @@ type SkipAudience =
 
 [<RequireQualifiedAccess>]
 module SkipReason =
+    /// Longest offending text quoted whole in a description. An Event's note may hold at most 1024 bytes
+    /// (kube-apiserver refuses longer ones), and an annotation can hold 256 kB of anything.
+    let QuotedTextLimit = 100
+
+    let private quoted (text: string) =
+        if text.Length <= QuotedTextLimit then sprintf "%A" text
+        else
+            // Never cut a surrogate pair in half.
+            let cut = if Char.IsHighSurrogate text[QuotedTextLimit - 1] then QuotedTextLimit - 1 else QuotedTextLimit
+            sprintf "%A… (%d characters)" (text.Substring(0, cut)) text.Length
+
     /// The stable Event reason of a skip, or NotOurs when the Service belongs to someone else.
     let audience reason =
         match reason with
@@ -223,7 +234,7 @@ module SkipReason =
         | ClassMismatch(None, expected) -> sprintf "no loadBalancerClass, and only class %A is handled" expected
         | ClassMismatch(Some actual, expected) ->
             sprintf "loadBalancerClass %A is not this agent's (%A)" actual expected
-        | InvalidAddress(text, problem) -> sprintf "address %A is invalid: %s" text problem
+        | InvalidAddress(text, problem) -> sprintf "address %s is invalid: %s" (quoted text) problem
         | PortConflict(earlier, port, ip) ->
             sprintf "port %d/%s on %s is already used by %O" port.Port port.Protocol (Ip.format ip) earlier
         | PolicyConflict(earlier, ip) ->

@@ -124,6 +124,9 @@ module ClusterKey =
         | true, n -> create bytes[.. n - 1]
         | _ -> Error "not base64 (the key is the base64 text of at least 16 random bytes)"
 
+    /// The key as base64 text (what lan_key and the Secret hold).
+    let text (key: ClusterKey) = Convert.ToBase64String key.Material
+
     /// HMAC-SHA256 under the key of `count` bytes of `message` from `offset`.
     let sign (key: ClusterKey) (message: byte array) (offset: int) (count: int) : byte array =
         System.Security.Cryptography.HMACSHA256.HashData(key.Material, ReadOnlySpan(message, offset, count).ToArray())

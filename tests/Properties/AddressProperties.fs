@@ -218,7 +218,7 @@ let ``garbage, CIDRs and unusable addresses are InvalidAddress carrying the offe
                 [ holds (sprintf "carries %A, offending %A" t bad) (t = bad.Trim())
                   holds (sprintf "problem %A should mention %A" p problem) (p.Contains problem)
                   holds "ours: a Warning Event" (SkipReason.audience reason = Ours EventReason.InvalidAddress)
-                  holds "described with the text" ((SkipReason.describe reason).Contains(bad.Trim())) ]
+                  holds "described with the text" ((SkipReason.describe reason).Contains(bad.Trim().Substring(0, min (bad.Trim().Length) SkipReason.QuotedTextLimit))) ]
         | other -> holds (sprintf "%A gave %A" list other) false
         |> Prop.classify (problem = "CIDR") "CIDR"
         |> Prop.classify (problem.StartsWith "not an") "garbage"
@@ -283,3 +283,26 @@ let ``vip_subnet sets the prefix VIPs are added with: one value for its family, 
                 (c.PrefixV4 = v4 && c.PrefixV6 = v6 && Desired.prefix c address = expected)
         | Error e -> holds (sprintf "%s refused: %A" text e) false
         |> Prop.classify (text.Contains ",") "both families")
+
+[<Property>]
+let ``an InvalidAddress description fits the API server's 1 kB Event note and starts with the offending text`` () =
+    let genLong =
+        gen {
+            let! repeat = Gen.choose (2, 5000)
+            let! piece = Gen.elements [ "9"; "€"; "💥"; "198.18.0.1 "; "<x>"; "addresses" ]
+            // Many distinct addresses of one family (duplicates would collapse into one).
+            if piece = "addresses" then return String.Join(",", [ for i in 1..repeat -> sprintf "fd00::%x" i ])
+            else return String.replicate repeat piece
+        }
+    forAll genLong (fun text ->
+        let s = annotate Annotations.LoadBalancerIPs text (service "default" "svc")
+        match (Desired.compute DefaultConfig [ s ] []).States[s.Key] with
+        | Skipped(InvalidAddress(t, _) as reason) ->
+            let note = SkipReason.describe reason
+            let bytes = Text.Encoding.UTF8.GetByteCount note
+            allOf
+                [ holds (sprintf "%d bytes" bytes) (bytes <= 1024)
+                  holds "well-formed UTF-16" (note |> Seq.pairwise |> Seq.forall (fun (a, b) -> not (Char.IsHighSurrogate a) || Char.IsLowSurrogate b))
+                  holds "quotes the start" (note.Contains(t.Substring(0, min t.Length 50))) ]
+        | other -> holds (sprintf "%A" other) false
+        |> Prop.classify (text.Length > SkipReason.QuotedTextLimit) "abbreviated")

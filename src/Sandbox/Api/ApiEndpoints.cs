@@ -145,7 +145,9 @@ internal sealed class ApiEndpoints(
             case ["openapi", "v2"]:
                 var accept = ctx.Request.Headers.Accept.ToString();
                 if (accept.Contains("protobuf", StringComparison.Ordinal))
-                    await WriteJsonAsync(ctx, OpenApi.V2Protobuf(), 200, "application/com.github.proto-openapi.spec.v2@v1.0+protobuf");
+                    // kube-openapi answers the deprecated '@' media type with a parseable one: Go's mime parser
+                    // (client-go) rejects '@' ("mime: unexpected content after media subtype").
+                    await WriteJsonAsync(ctx, OpenApi.V2Protobuf(), 200, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf");
                 else await WriteJsonAsync(ctx, OpenApi.V2Json());
                 return;
             case ["openapi", "v3"]:
@@ -188,7 +190,9 @@ internal sealed class ApiEndpoints(
         if (sub is not null && !rt.Subresources.Contains(sub)) throw ApiException.PathNotFound();
         if (ns is not null && !rt.Namespaced) throw ApiException.PathNotFound();
         if (rt.Namespaced && ns is null && name is not null) throw ApiException.PathNotFound();
-        var watchQuery = query["watch"].ToString() is "true" or "1";
+        // As kube-apiserver's RequestInfo: ?watch turns a collection GET into a watch; a GET of one object
+        // stays a get (only the deprecated /watch/ paths watch one object).
+        var watchQuery = name is null && QueryParameters.Flag(query, "watch");
         var verb = method switch
         {
             "GET" when legacyWatch || watchQuery => "watch",
@@ -207,7 +211,6 @@ internal sealed class ApiEndpoints(
     {
         var q = ctx.Request.Query;
         var rt = t.Resource;
-        var dryRun = q["dryRun"].ToString() == "All";
         if (t.Subresource == "scale")
         {
             await ServeScaleAsync(ctx, t);
@@ -224,7 +227,7 @@ internal sealed class ApiEndpoints(
             case "list":
             {
                 var selector = Selector.Parse(q["labelSelector"], q["fieldSelector"]);
-                long.TryParse(q["limit"], NumberStyles.None, CultureInfo.InvariantCulture, out var limit);
+                var limit = QueryParameters.Integer(q, "limit") ?? 0;
                 var page = resources.List(rt, t.Namespace, selector, limit, q["continue"]);
                 await WriteListAsync(ctx, rt, page);
                 return;
@@ -241,11 +244,10 @@ internal sealed class ApiEndpoints(
                         throw ApiException.BadRequest($"resourceVersion: Invalid value: \"{rvText}\": must be a non-negative integer");
                     fromRv = rv;
                 }
-                var timeout = long.TryParse(q["timeoutSeconds"], NumberStyles.None, CultureInfo.InvariantCulture, out var secs) && secs > 0
-                    ? TimeSpan.FromSeconds(secs) : (TimeSpan?)null;
+                var timeout = QueryParameters.Integer(q, "timeoutSeconds") is > 0 and var secs ? TimeSpan.FromSeconds(secs) : (TimeSpan?)null;
                 var accept = ctx.Request.Headers.Accept.ToString();
                 var request = new WatchRequest(rt, t.Namespace, Selector.Parse(q["labelSelector"], fieldSelector), fromRv,
-                    q["sendInitialEvents"].ToString() == "true", q["allowWatchBookmarks"].ToString() == "true", timeout,
+                    QueryParameters.Flag(q, "sendInitialEvents"), QueryParameters.Flag(q, "allowWatchBookmarks"), timeout,
                     accept.Contains("as=Table", StringComparison.Ordinal) ? TableRenderer.TableApiVersion(accept) : null,
                     q["includeObject"].ToString(), client);
                 await watches.ServeAsync(ctx, request, ctx.RequestAborted);
@@ -253,29 +255,38 @@ internal sealed class ApiEndpoints(
             }
             case "create":
             {
+                var dryRun = QueryParameters.DryRun(q, "CreateOptions");
+                var validation = QueryParameters.Validation(q, "CreateOptions");
                 var body = await ReadObjectAsync(ctx, rt);
+                Admit(ctx, rt, body, validation);
                 var o = resources.Create(rt, t.Namespace, body, dryRun);
                 await WriteObjectAsync(ctx, rt, o, 201);
                 return;
             }
             case "update":
             {
+                var dryRun = QueryParameters.DryRun(q, "UpdateOptions");
+                var validation = QueryParameters.Validation(q, "UpdateOptions");
                 var body = await ReadObjectAsync(ctx, rt);
+                Admit(ctx, rt, body, validation);
                 var o = resources.Update(rt, t.Namespace, t.Name!, t.Subresource, body, dryRun);
                 await WriteObjectAsync(ctx, rt, o, 200);
                 return;
             }
             case "patch":
             {
+                var dryRun = QueryParameters.DryRun(q, "PatchOptions");
+                var validation = QueryParameters.Validation(q, "PatchOptions");
                 var patchType = PatchTypeOf(ctx);
                 var patch = await ReadJsonAsync(ctx);
-                var (o, created) = resources.Patch(rt, t.Namespace, t.Name!, t.Subresource, patchType, patch, q["fieldManager"], dryRun);
+                var (o, created) = resources.Patch(rt, t.Namespace, t.Name!, t.Subresource, patchType, patch, q["fieldManager"], dryRun,
+                    patched => Admit(ctx, rt, patched, validation));
                 await WriteObjectAsync(ctx, rt, o, created ? 201 : 200);
                 return;
             }
             case "delete":
             {
-                var options = await ReadDeleteOptionsAsync(ctx, dryRun);
+                var options = await ReadDeleteOptionsAsync(ctx, QueryParameters.DryRun(q, "DeleteOptions"));
                 var (o, gone) = resources.Delete(rt, t.Namespace, t.Name!, options);
                 if (!gone || rt.Bucket is "services" or "pods" or "namespaces") await WriteObjectAsync(ctx, rt, o, 200);
                 else await WriteJsonAsync(ctx, ApiException.Success(rt, o.Name, o.Node.Uid()));
@@ -283,7 +294,7 @@ internal sealed class ApiEndpoints(
             }
             case "deletecollection":
             {
-                var options = await ReadDeleteOptionsAsync(ctx, dryRun);
+                var options = await ReadDeleteOptionsAsync(ctx, QueryParameters.DryRun(q, "DeleteOptions"));
                 var selector = Selector.Parse(q["labelSelector"], q["fieldSelector"]);
                 var deleted = new List<StoredObject>();
                 foreach (var item in resources.List(rt, t.Namespace, selector).Items)
@@ -295,6 +306,18 @@ internal sealed class ApiEndpoints(
                 return;
             }
         }
+    }
+
+    /// <summary>Drops the fields the kind does not have, as decoding into the API's types does; reports them
+    /// as the client asked (fieldValidation): 400 when Strict, a Warning header each when Warn.</summary>
+    private static void Admit(HttpContext ctx, ResourceType rt, JsonObject body, FieldValidation validation)
+    {
+        var unknown = KnownFields.Prune(rt, body);
+        if (unknown.Count == 0 || validation == FieldValidation.Ignore) return;
+        if (validation == FieldValidation.Strict)
+            throw ApiException.BadRequest($"{rt.Kind} in version \"{rt.Version}\" cannot be handled as a {rt.Kind}: strict decoding error: "
+                + string.Join(", ", unknown.Select(f => $"unknown field \"{f}\"")));
+        foreach (var field in unknown) ctx.Response.Headers.Append("Warning", $"299 - \"unknown field \\\"{field}\\\"\"");
     }
 
     private async Task ServeScaleAsync(HttpContext ctx, RequestTarget t)
@@ -357,7 +380,7 @@ internal sealed class ApiEndpoints(
         var q = ctx.Request.Query;
         string? policy = q["propagationPolicy"];
         string? uid = null, rv = null;
-        if (q["orphanDependents"].ToString() == "true") policy = "Orphan";
+        if (QueryParameters.Flag(q, "orphanDependents")) policy = "Orphan";
         if (ctx.Request.ContentLength is > 0 || ctx.Request.Headers.TransferEncoding.Count > 0)
         {
             using var buffer = new MemoryStream();

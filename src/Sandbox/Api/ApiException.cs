@@ -59,7 +59,23 @@ internal sealed class ApiException(int code, JsonObject status) : Exception(stat
             ["message"] = c.Message,
             ["field"] = c.Field,
         }).ToArray());
-        return new(422, Body(422, "Invalid", $"{rt.Kind} \"{name}\" is invalid: {summary}", details));
+        // GroupKind.String(): "Deployment.apps", "Service".
+        var qualifiedKind = rt.Group.Length == 0 ? rt.Kind : rt.Kind + "." + rt.Group;
+        return new(422, Body(422, "Invalid", $"{qualifiedKind} \"{name}\" is invalid: {summary}", details));
+    }
+
+    /// <summary>422 for bad request options (CreateOptions, PatchOptions...): "CreateOptions.meta.k8s.io \"\" is invalid: …".</summary>
+    public static ApiException InvalidOptions(string optionsKind, IReadOnlyList<FieldCause> causes)
+    {
+        var parts = causes.Select(c => $"{c.Field}: {c.Message}").ToList();
+        var summary = parts.Count == 1 ? parts[0] : "[" + string.Join(", ", parts) + "]";
+        var details = new JsonObject
+        {
+            ["group"] = "meta.k8s.io",
+            ["kind"] = optionsKind,
+            ["causes"] = new JsonArray(causes.Select(c => (JsonNode)new JsonObject { ["reason"] = c.Reason, ["message"] = c.Message, ["field"] = c.Field }).ToArray()),
+        };
+        return new(422, Body(422, "Invalid", $"{optionsKind}.meta.k8s.io \"\" is invalid: {summary}", details));
     }
 
     public static ApiException BadRequest(string message) => new(400, Body(400, "BadRequest", message, null));

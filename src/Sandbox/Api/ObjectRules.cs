@@ -1,61 +1,23 @@
 using System.Text.Json.Nodes;
-using System.Text.RegularExpressions;
 
 namespace Hybrid.Sandbox.Api;
 
 /// <summary>
-/// Per-kind write rules other than Services (see <see cref="ServiceRules"/>): name syntax, the defaulting the
-/// real API server applies to Deployments, Pods and Namespaces, status-subresource splits, generation
-/// bumps, and the few validations clients rely on (Deployment selector, Lease duration, EndpointSlice type).
+/// Per-kind write rules other than Services (see <see cref="ServiceRules"/>): the defaulting the real API
+/// server applies to Deployments, Pods and Namespaces, status-subresource splits, generation bumps, and the
+/// validations clients rely on (Deployment selector, Lease duration, EndpointSlice type); metadata, Events,
+/// DaemonSets, Secrets, ConfigMaps and RBAC objects have their own rule classes, dispatched from here.
 /// </summary>
-internal static partial class ObjectRules
+internal static class ObjectRules
 {
-    public enum NameKind { Dns1123Subdomain, Dns1123Label, Dns1035Label, Any }
+    public static bool IsDns1123Label(string s) => MetadataRules.Dns1123LabelErrors(s).Count == 0;
 
-    [GeneratedRegex("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
-    private static partial Regex Dns1123LabelRegex();
-
-    [GeneratedRegex("^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")]
-    private static partial Regex Dns1123SubdomainRegex();
-
-    [GeneratedRegex("^[a-z]([-a-z0-9]*[a-z0-9])?$")]
-    private static partial Regex Dns1035LabelRegex();
-
-    public static bool IsDns1123Label(string s) => s.Length <= 63 && Dns1123LabelRegex().IsMatch(s);
-
-    public static bool IsDns1123Subdomain(string s) => s.Length <= 253 && Dns1123SubdomainRegex().IsMatch(s);
+    public static bool IsDns1123Subdomain(string s) => MetadataRules.Dns1123SubdomainErrors(s).Count == 0;
 
     /// <summary>IANA_SVC_NAME: at most 15 lowercase alphanumerics or '-', at least one letter, no "--".</summary>
     public static bool IsPortName(string s) =>
         s.Length is > 0 and <= 15 && s.All(c => char.IsAsciiLetterLower(c) || char.IsAsciiDigit(c) || c == '-')
         && s.Any(char.IsAsciiLetterLower) && !s.StartsWith('-') && !s.EndsWith('-') && !s.Contains("--");
-
-    public static NameKind NameKindOf(ResourceType rt) => rt.Kind switch
-    {
-        "Service" => NameKind.Dns1035Label,
-        "Namespace" => NameKind.Dns1123Label,
-        "Event" => NameKind.Any,
-        _ => NameKind.Dns1123Subdomain,
-    };
-
-    public static void ValidateName(string name, NameKind kind, List<FieldCause> errors)
-    {
-        switch (kind)
-        {
-            case NameKind.Dns1035Label when name.Length > 63 || !Dns1035LabelRegex().IsMatch(name):
-                errors.Add(new("FieldValueInvalid", "metadata.name", $"Invalid value: \"{name}\": a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"));
-                break;
-            case NameKind.Dns1123Label when !IsDns1123Label(name):
-                errors.Add(new("FieldValueInvalid", "metadata.name", $"Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"));
-                break;
-            case NameKind.Dns1123Subdomain when !IsDns1123Subdomain(name):
-                errors.Add(new("FieldValueInvalid", "metadata.name", $"Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"));
-                break;
-            case NameKind.Any when name.Contains('/') || name is "." or "..":
-                errors.Add(new("FieldValueInvalid", "metadata.name", $"Invalid value: \"{name}\": may not contain '/'"));
-                break;
-        }
-    }
 
     /// <summary>Kind-specific defaulting and status handling on create (old is null) or update.</summary>
     public static void Prepare(ResourceType rt, JsonObject obj, JsonObject? old, bool statusWrite)
@@ -75,6 +37,15 @@ internal static partial class ObjectRules
             case "Namespace":
                 PrepareNamespace(obj, old, statusWrite);
                 break;
+            case "DaemonSet":
+                DaemonSetRules.Prepare(obj, old, statusWrite);
+                break;
+            case "Secret":
+                SecretRules.PrepareSecret(obj);
+                break;
+            case "RoleBinding" or "ClusterRoleBinding":
+                RbacRules.Prepare(rt.Kind, obj);
+                break;
             case "EndpointSlice":
                 if (old is null) obj.Meta()["generation"] = 1;
                 else if (!JsonNode.DeepEquals(Without(obj, "metadata"), Without(old, "metadata")))
@@ -86,8 +57,7 @@ internal static partial class ObjectRules
 
     public static List<FieldCause> Validate(ResourceType rt, JsonObject obj, JsonObject? old)
     {
-        var errors = new List<FieldCause>();
-        if (old is null) ValidateName(obj.Name(), NameKindOf(rt), errors);
+        var errors = MetadataRules.Validate(rt, obj, old);
         switch (rt.Kind)
         {
             case "Deployment":
@@ -137,9 +107,20 @@ internal static partial class ObjectRules
                 }
                 break;
             }
-            case "Event" when old is null && rt.IsEventsV1View:
-                if (string.IsNullOrEmpty(obj.Str("eventTime")))
-                    errors.Add(new("FieldValueRequired", "eventTime", "Required value"));
+            case "Event":
+                errors.AddRange(EventRules.Validate(rt, obj, old));
+                break;
+            case "DaemonSet":
+                errors.AddRange(DaemonSetRules.Validate(obj, old));
+                break;
+            case "Secret":
+                errors.AddRange(SecretRules.ValidateSecret(obj, old));
+                break;
+            case "ConfigMap":
+                errors.AddRange(SecretRules.ValidateConfigMap(obj, old));
+                break;
+            case "Role" or "ClusterRole" or "RoleBinding" or "ClusterRoleBinding":
+                errors.AddRange(RbacRules.Validate(rt.Kind, obj, old));
                 break;
         }
         return errors;
@@ -216,7 +197,11 @@ internal static partial class ObjectRules
             }
             if (c["resources"] is null) c["resources"] = new JsonObject();
             foreach (var p in c.Arr("ports")?.OfType<JsonObject>() ?? [])
+            {
                 if (string.IsNullOrEmpty(p.Str("protocol"))) p["protocol"] = "TCP";
+                // On the host network a container port is a host port.
+                if (spec.Bool("hostNetwork") == true && (p.Long("hostPort") ?? 0) == 0 && p.Long("containerPort") is { } port) p["hostPort"] = port;
+            }
         }
     }
 

@@ -5,8 +5,8 @@ namespace Hybrid.Sandbox.Api;
 /// <summary>
 /// Decodes request bodies in the API server's protobuf encoding (application/vnd.kubernetes.protobuf: the
 /// "k8s\0" magic, then a runtime.Unknown wrapping TypeMeta and the object) into the JSON the same object has.
-/// kubectl's typed clients send creates this way (`kubectl create deployment|namespace|configmap|secret|service`,
-/// `kubectl run`). Only the messages those commands produce are described; unknown fields are skipped, and
+/// kubectl's typed clients send creates this way (`kubectl create deployment|namespace|configmap|secret|service|
+/// serviceaccount|role|clusterrole|rolebinding|clusterrolebinding`, `kubectl run`). Only the messages those commands produce are described; unknown fields are skipped, and
 /// zero values are dropped as Go's JSON encoding omits them.
 /// </summary>
 internal static class ProtobufDecoder
@@ -87,6 +87,29 @@ internal static class ProtobufDecoder
         },
         ["EnvVar"] = new() { [1] = new("name", K.Str), [2] = new("value", K.Str) },
         ["ResourceRequirements"] = new() { [1] = new("limits", K.MapQuantity), [2] = new("requests", K.MapQuantity) },
+        ["ServiceAccount"] = new()
+        {
+            [1] = new("metadata", K.Msg, "ObjectMeta"), [2] = new("secrets", K.Msg, "ObjectReference", true),
+            [3] = new("imagePullSecrets", K.Msg, "LocalObjectReference", true), [4] = new("automountServiceAccountToken", K.Bool, KeepZero: true),
+        },
+        ["ObjectReference"] = new()
+        {
+            [1] = new("kind", K.Str), [2] = new("namespace", K.Str), [3] = new("name", K.Str), [4] = new("uid", K.Str),
+            [5] = new("apiVersion", K.Str), [6] = new("resourceVersion", K.Str), [7] = new("fieldPath", K.Str),
+        },
+        ["LocalObjectReference"] = new() { [1] = new("name", K.Str) },
+        ["ClusterRole"] = new() { [1] = new("metadata", K.Msg, "ObjectMeta"), [2] = new("rules", K.Msg, "PolicyRule", true), [3] = new("aggregationRule", K.Msg, "AggregationRule") },
+        ["Role"] = new() { [1] = new("metadata", K.Msg, "ObjectMeta"), [2] = new("rules", K.Msg, "PolicyRule", true) },
+        ["PolicyRule"] = new()
+        {
+            [1] = new("verbs", K.Str, Repeated: true), [2] = new("apiGroups", K.Str, Repeated: true), [3] = new("resources", K.Str, Repeated: true),
+            [4] = new("resourceNames", K.Str, Repeated: true), [5] = new("nonResourceURLs", K.Str, Repeated: true),
+        },
+        ["AggregationRule"] = new() { [1] = new("clusterRoleSelectors", K.Msg, "LabelSelector", true) },
+        ["ClusterRoleBinding"] = new() { [1] = new("metadata", K.Msg, "ObjectMeta"), [2] = new("subjects", K.Msg, "Subject", true), [3] = new("roleRef", K.Msg, "RoleRef") },
+        ["RoleBinding"] = new() { [1] = new("metadata", K.Msg, "ObjectMeta"), [2] = new("subjects", K.Msg, "Subject", true), [3] = new("roleRef", K.Msg, "RoleRef") },
+        ["Subject"] = new() { [1] = new("kind", K.Str), [2] = new("apiGroup", K.Str), [3] = new("name", K.Str), [4] = new("namespace", K.Str) },
+        ["RoleRef"] = new() { [1] = new("apiGroup", K.Str, KeepZero: true), [2] = new("kind", K.Str), [3] = new("name", K.Str) },
         ["Empty"] = new(),
     };
 

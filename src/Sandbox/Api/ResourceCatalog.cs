@@ -47,12 +47,24 @@ internal static class ResourceCatalog
     public static readonly ResourceType Leases = new("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, NoStrings, NoStrings, NoStrings, "leases");
     public static readonly ResourceType EventsV1 = new("events.k8s.io", "v1", "events", "event", "Event", true, NoStrings, NoStrings, NoStrings, "events");
     public static readonly ResourceType Deployments = new("apps", "v1", "deployments", "deployment", "Deployment", true, ["deploy"], ["status", "scale"], ["all"], "deployments");
+    public static readonly ResourceType Secrets = new("", "v1", "secrets", "secret", "Secret", true, NoStrings, NoStrings, NoStrings, "secrets");
+    public static readonly ResourceType ServiceAccounts = new("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, ["sa"], NoStrings, NoStrings, "serviceaccounts");
+    public static readonly ResourceType DaemonSets = new("apps", "v1", "daemonsets", "daemonset", "DaemonSet", true, ["ds"], StatusOnly, ["all"], "daemonsets");
+    public static readonly ResourceType ClusterRoles = new(Rbac, "v1", "clusterroles", "clusterrole", "ClusterRole", false, NoStrings, NoStrings, NoStrings, "clusterroles");
+    public static readonly ResourceType ClusterRoleBindings = new(Rbac, "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", false, NoStrings, NoStrings, NoStrings, "clusterrolebindings");
+    public static readonly ResourceType Roles = new(Rbac, "v1", "roles", "role", "Role", true, NoStrings, NoStrings, NoStrings, "roles");
+    public static readonly ResourceType RoleBindings = new(Rbac, "v1", "rolebindings", "rolebinding", "RoleBinding", true, NoStrings, NoStrings, NoStrings, "rolebindings");
+
+    private const string Rbac = "rbac.authorization.k8s.io";
 
     public static readonly IReadOnlyList<ResourceType> All =
-        [Services, Endpoints, Pods, Nodes, Namespaces, CoreEvents, ConfigMaps, EndpointSlices, Leases, EventsV1, Deployments];
+    [
+        Services, Endpoints, Pods, Nodes, Namespaces, CoreEvents, ConfigMaps, Secrets, ServiceAccounts, EndpointSlices, Leases, EventsV1,
+        Deployments, DaemonSets, ClusterRoles, ClusterRoleBindings, Roles, RoleBindings,
+    ];
 
     /// <summary>Groups in discovery order (the legacy core group "" is served under /api, not listed in /apis).</summary>
-    public static readonly IReadOnlyList<string> Groups = ["apps", "events.k8s.io", "discovery.k8s.io", "coordination.k8s.io"];
+    public static readonly IReadOnlyList<string> Groups = ["apps", "events.k8s.io", Rbac, "discovery.k8s.io", "coordination.k8s.io"];
 
     private static readonly Dictionary<(string GroupVersion, string Plural), ResourceType> ByPath =
         All.ToDictionary(r => (r.GroupVersion, r.Plural));

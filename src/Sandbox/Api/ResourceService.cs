@@ -72,7 +72,6 @@ internal sealed class ResourceService(ObjectStore store)
     public StoredObject Create(ResourceType rt, string? ns, JsonObject body, bool dryRun = false)
     {
         CheckTypeMeta(rt, body);
-        var errors = ObjectRules.Validate(rt, body, null);
         var canonical = Canonical(rt);
         var obj = Normalize(canonical, rt.IsEventsV1View ? EventConversion.ToCore(body) : body);
         var meta = obj.Meta();
@@ -84,7 +83,6 @@ internal sealed class ResourceService(ObjectStore store)
             if (string.IsNullOrEmpty(generate))
                 throw ApiException.Invalid(rt, "", [new("FieldValueRequired", "metadata.name", "Required value: name or generateName is required")]);
             meta["name"] = name = generate + RandomSuffix();
-            errors = ObjectRules.Validate(rt, obj, null);
         }
         if (rt.Namespaced) CheckNamespaceOpen(rt, name, meta.Str("namespace")!);
         meta["uid"] = Guid.NewGuid().ToString();
@@ -96,10 +94,12 @@ internal sealed class ResourceService(ObjectStore store)
         meta.Remove("generation");
         if (meta.Arr("finalizers") is { Count: 0 }) meta.Remove("finalizers");
 
+        // As the API server: defaults first, then validation of the defaulted object.
         if (canonical == ResourceCatalog.Services)
         {
             lock (_serviceWrites)
             {
+                var errors = MetadataRules.Validate(rt, obj, null);
                 ServiceRules.Prepare(obj, null, false);
                 errors.AddRange(ServiceRules.Validate(obj, null));
                 if (errors.Count > 0) throw ApiException.Invalid(rt, name, errors);
@@ -110,7 +110,8 @@ internal sealed class ResourceService(ObjectStore store)
             }
         }
         ObjectRules.Prepare(canonical, obj, null, false);
-        if (errors.Count > 0) throw ApiException.Invalid(rt, name, errors);
+        var invalid = ObjectRules.Validate(rt, obj, null);
+        if (invalid.Count > 0) throw ApiException.Invalid(rt, name, invalid);
         return Commit(rt, ns, name, obj, dryRun);
     }
 
@@ -176,6 +177,7 @@ internal sealed class ResourceService(ObjectStore store)
         meta["resourceVersion"] = curMeta.Str("resourceVersion");
         if (meta.Arr("finalizers") is { Count: 0 }) meta.Remove("finalizers");
         var statusWrite = subresource == "status";
+        if (statusWrite) ResetMetadataForStatus(meta, curMeta);
         var errors = new List<FieldCause>();
         if (canonical == ResourceCatalog.Services)
         {
@@ -183,6 +185,7 @@ internal sealed class ResourceService(ObjectStore store)
             {
                 if (store.Get(rt.Bucket, cur.Key)?.Rv != cur.Rv) return null;
                 ServiceRules.Prepare(next, cur.Node, statusWrite);
+                if (!statusWrite) errors.AddRange(MetadataRules.Validate(rt, next, cur.Node));
                 errors.AddRange(statusWrite ? StatusErrors(next) : ServiceRules.Validate(next, cur.Node));
                 if (errors.Count > 0) throw ApiException.Invalid(rt, name, errors);
                 var others = store.List(rt.Bucket, null).Items.Where(o => o.Key != cur.Key).Select(o => o.Node).ToList();
@@ -192,9 +195,20 @@ internal sealed class ResourceService(ObjectStore store)
             }
         }
         ObjectRules.Prepare(canonical, next, cur.Node, statusWrite);
-        errors.AddRange(ObjectRules.Validate(canonical, next, cur.Node));
+        errors.AddRange(ObjectRules.Validate(rt, next, cur.Node));
         if (errors.Count > 0) throw ApiException.Invalid(rt, name, errors);
         return Replace(rt, next, cur, dryRun);
+    }
+
+    /// <summary>metav1.ResetObjectMetaForStatus: a status write cannot change labels, annotations, finalizers
+    /// or owner references.</summary>
+    private static void ResetMetadataForStatus(JsonObject meta, JsonObject current)
+    {
+        foreach (var field in new[] { "labels", "annotations", "finalizers", "ownerReferences" })
+        {
+            if (current[field] is { } v) meta[field] = v.DeepClone();
+            else meta.Remove(field);
+        }
     }
 
     private static List<FieldCause> StatusErrors(JsonObject svc)
@@ -217,7 +231,7 @@ internal sealed class ResourceService(ObjectStore store)
     // ---------------------------------------------------------------- patch
 
     public (StoredObject Object, bool Created) Patch(ResourceType rt, string? ns, string name, string? subresource,
-        string patchType, JsonNode? patch, string? fieldManager, bool dryRun = false)
+        string patchType, JsonNode? patch, string? fieldManager, bool dryRun = false, Action<JsonObject>? admit = null)
     {
         if (patchType == "apply" && string.IsNullOrEmpty(fieldManager))
             throw ApiException.Invalid(rt, name, [new("FieldValueRequired", "fieldManager", "Required value: is required for apply patch")]);
@@ -230,6 +244,7 @@ internal sealed class ResourceService(ObjectStore store)
                 {
                     var body = (JsonObject)applied.DeepClone();
                     body.Meta()["name"] = name;
+                    admit?.Invoke(body);
                     return (Create(rt, ns, body, dryRun), true);
                 }
                 throw ApiException.NotFound(rt, name);
@@ -242,6 +257,7 @@ internal sealed class ResourceService(ObjectStore store)
                 "strategic" or "apply" => StrategicMergePatch.Apply(Canonical(rt).Kind, view, patch),
                 _ => throw new InvalidOperationException(patchType),
             };
+            admit?.Invoke(patched);
             var rvAfter = patched.Obj("metadata").Str("resourceVersion");
             var rvBefore = view.Obj("metadata").Str("resourceVersion");
             var preconditioned = rvAfter != rvBefore;

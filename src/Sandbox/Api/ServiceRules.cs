@@ -200,7 +200,6 @@ internal static class ServiceRules
         var errors = new List<FieldCause>();
         void Add(string reason, string field, string message) => errors.Add(new(reason, field, message));
 
-        if (old is null) ObjectRules.ValidateName(svc.Name(), ObjectRules.NameKind.Dns1035Label, errors);
         var spec = svc.Obj("spec") ?? new JsonObject();
         var type = spec.Str("type") ?? "ClusterIP";
         if (type is not ("ClusterIP" or "NodePort" or "LoadBalancer" or "ExternalName"))

@@ -59,6 +59,13 @@ internal static class StrategicMergePatch
             ["spec.template.metadata.ownerReferences"] = new("uid"),
             ["status.conditions"] = new("type"),
         }),
+        ["DaemonSet"] = With(PodSpec("spec.template.spec."), new Dictionary<string, ListStrategy>
+        {
+            ["spec.template.metadata.finalizers"] = new(null),
+            ["spec.template.metadata.ownerReferences"] = new("uid"),
+            ["status.conditions"] = new("type"),
+        }),
+        ["ServiceAccount"] = With(new Dictionary<string, ListStrategy> { ["secrets"] = new("name") }),
         ["Node"] = With(new Dictionary<string, ListStrategy> { ["status.conditions"] = new("type"), ["status.addresses"] = new("type") }),
         ["Namespace"] = With(new Dictionary<string, ListStrategy> { ["status.conditions"] = new("type") }),
     };

@@ -6,7 +6,8 @@ namespace Hybrid.Sandbox.Api;
 /// <summary>
 /// meta.k8s.io Table responses (Accept: application/json;as=Table;g=meta.k8s.io;v=v1), computed on the server
 /// as kube-apiserver's printers do, so `kubectl get` (including `-w`) shows the familiar columns:
-/// services TYPE/CLUSTER-IP/EXTERNAL-IP/PORT(S)/AGE, pods READY/STATUS, deployments READY, leases HOLDER, events.
+/// services TYPE/CLUSTER-IP/EXTERNAL-IP/PORT(S)/AGE, pods READY/STATUS, deployments READY, daemonsets
+/// DESIRED/CURRENT/READY, secrets TYPE/DATA, roles and bindings, leases HOLDER, events.
 /// </summary>
 internal static class TableRenderer
 {
@@ -70,6 +71,32 @@ internal static class TableRenderer
             AgeColumn,
         ],
         "Lease" => [NameColumn, new("Holder", "string", "The holder of the lease"), AgeColumn],
+        "DaemonSet" =>
+        [
+            NameColumn,
+            new("Desired", "integer", "The desired number of pods."),
+            new("Current", "integer", "The current number of pods."),
+            new("Ready", "integer", "The number of pods ready."),
+            new("Up-to-date", "integer", "The number of pods updated."),
+            new("Available", "integer", "The number of pods available."),
+            new("Node Selector", "string", "Which nodes will run the pods."),
+            AgeColumn,
+            new("Containers", "string", "Names of each container in the template.", 1),
+            new("Images", "string", "Images referenced by each container in the template.", 1),
+            new("Selector", "string", "Label selector for pods.", 1),
+        ],
+        "Secret" => [NameColumn, new("Type", "string", "The type of the secret"), new("Data", "integer", "The number of data values in the secret"), AgeColumn],
+        "ServiceAccount" => [NameColumn, new("Secrets", "integer", "The number of secrets in the service account"), AgeColumn],
+        "Role" or "ClusterRole" => [NameColumn, new("Created At", "date", "Time when the role was created")],
+        "RoleBinding" or "ClusterRoleBinding" =>
+        [
+            NameColumn,
+            new("Role", "string", "Role referenced by the binding"),
+            AgeColumn,
+            new("Users", "string", "Users in the binding", 1),
+            new("Groups", "string", "Groups in the binding", 1),
+            new("ServiceAccounts", "string", "ServiceAccounts in the binding", 1),
+        ],
         "ConfigMap" => [NameColumn, new("Data", "string", "Number of keys in the ConfigMap"), AgeColumn],
         "Event" =>
         [
@@ -210,6 +237,26 @@ internal static class TableRenderer
             }
             case "Lease":
                 return [name, spec.Str("holderIdentity") ?? "", age];
+            case "DaemonSet":
+            {
+                var containers = spec.Obj("template").Obj("spec").Arr("containers")?.OfType<JsonObject>().ToList() ?? [];
+                return [name, status.Long("desiredNumberScheduled") ?? 0L, status.Long("currentNumberScheduled") ?? 0L, status.Long("numberReady") ?? 0L,
+                    status.Long("updatedNumberScheduled") ?? 0L, status.Long("numberAvailable") ?? 0L, LabelsText(spec.Obj("template").Obj("spec").Obj("nodeSelector")),
+                    age, string.Join(',', containers.Select(c => c.Str("name"))), string.Join(',', containers.Select(c => c.Str("image"))), Selector(spec.Obj("selector"))];
+            }
+            case "Secret":
+                return [name, o.Str("type") ?? "", (long)((o.Obj("data")?.Count ?? 0) + (o.Obj("stringData")?.Count ?? 0)), age];
+            case "ServiceAccount":
+                return [name, (long)(o.Arr("secrets")?.Count ?? 0), age];
+            case "Role" or "ClusterRole":
+                return [name, Json.ParseTime(o.Obj("metadata").Str("creationTimestamp"))?.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture) ?? ""];
+            case "RoleBinding" or "ClusterRoleBinding":
+            {
+                var subjects = o.Arr("subjects")?.OfType<JsonObject>().ToList() ?? [];
+                string Of(string kind, Func<JsonObject, string> text) => string.Join(", ", subjects.Where(x => x.Str("kind") == kind).Select(text));
+                return [name, $"{o.Obj("roleRef").Str("kind")}/{o.Obj("roleRef").Str("name")}", age, Of("User", x => x.Str("name") ?? ""),
+                    Of("Group", x => x.Str("name") ?? ""), Of("ServiceAccount", x => $"{x.Str("namespace")}/{x.Str("name")}")];
+            }
             case "ConfigMap":
                 return [name, ((o.Obj("data")?.Count ?? 0) + (o.Obj("binaryData")?.Count ?? 0)).ToString(CultureInfo.InvariantCulture), age];
             case "Event":

@@ -10,9 +10,9 @@ namespace Hybrid.Sandbox.Lab;
 /// down synchronously and never sets <see cref="PosixSignalContext.Cancel"/>, so the caller's own handlers still
 /// run afterwards and still decide whether the process exits. .NET calls the most recently registered handler
 /// first, and labs register when they are created, so a caller that maps signals to cancellation (like
-/// Runtime.Main) finds the lab already gone and its own DisposeAsync becomes a no-op. A caller that wants an
-/// orderly shutdown on Ctrl-C instead (agents stopped first) creates the lab with onSignals: false and keeps
-/// ProcessExit as the safety net.</item>
+/// CommandLine.Main in src/Runtime.cs) finds the lab already gone and its own DisposeAsync becomes a no-op.
+/// A caller that wants an orderly shutdown on Ctrl-C instead (agents stopped first) creates the lab with
+/// onSignals: false and keeps ProcessExit as the safety net.</item>
 /// </list>
 /// SIGKILL cannot be caught: what it leaves behind is removed by the sweep at the next start of a lab of the same
 /// name, or by <see cref="NetnsLab.SweepOrphansAsync"/>.
