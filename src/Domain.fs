@@ -29,6 +29,7 @@ type Settings =
       VipInterface: string | null
       Arp: bool
       LanPort: int
+      HealthPort: int
       HeartbeatIntervalMs: int64
       Upnp: bool
       DisableServiceUpdates: bool
@@ -506,6 +507,7 @@ type Configuration =
           VipInterface = Convert.orNull (Config.vipInterface c)
           Arp = c.Arp
           LanPort = c.LanPort
+          HealthPort = c.HealthPort
           HeartbeatIntervalMs = c.Timing.HeartbeatInterval
           Upnp = c.Upnp
           DisableServiceUpdates = c.DisableServiceUpdates

@@ -89,6 +89,11 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
             Task.Run(() => ReceiveHeartbeatsAsync(heartbeat, inbox, run.Token)),
         };
         background.AddRange(Watches(inbox, services, status).Select(w => Task.Run(() => w(run.Token))));
+        if (settings.HealthPort > 0)
+        {
+            var health = new HealthEndpoint(settings.HealthPort, loop, loggers.CreateLogger<HealthEndpoint>());
+            background.Add(Task.Run(() => health.RunAsync(run.Token)));
+        }
         if (forwarder is not null) background.Add(Task.Run(() => forwarder.RunAsync(run.Token)));
 
         var loopTask = loop.RunAsync(run.Token);

@@ -26,6 +26,14 @@ internal sealed class ProtocolLoop(
 
     private bool _synced;
     private long _forwardingSeen = -1;
+    private long _lastTurnAtMs = MonotonicClock.NowMs;
+    private volatile bool _ready;
+
+    /// <summary>When the loop last finished a turn (monotonic ms); read by the health endpoint.</summary>
+    public long LastTurnAtMs => Interlocked.Read(ref _lastTurnAtMs);
+
+    /// <summary>Caches synced and this node joined: it decides from a complete view.</summary>
+    public bool Ready => _ready;
 
     /// <summary>Runs until the node has stopped (after StopRequested) or <paramref name="cancellationToken"/> fires.</summary>
     public async Task RunAsync(CancellationToken cancellationToken)
@@ -55,6 +63,8 @@ internal sealed class ProtocolLoop(
             HandOverForwarding();
             await ExecuteAsync(commands, cancellationToken);
             ReportStall(wake, started, decided, inputs, commands.Length);
+            _ready = node.Synced && node.Summary.Joined;
+            Interlocked.Exchange(ref _lastTurnAtMs, MonotonicClock.NowMs);
         }
     }
 

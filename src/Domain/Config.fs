@@ -159,6 +159,8 @@ type Config =
       Upnp: bool
       DisableServiceUpdates: bool
       PrometheusServer: string
+      /// TCP port of /healthz and /readyz (health_check_port); 0 serves none.
+      HealthPort: int
       /// vip_loglevel, kube-vip's logrus levels: 0 panic … 4 info (default) … 5 debug, 6 trace.
       LogLevel: int }
 
@@ -173,10 +175,12 @@ module Config =
           "lb_class_only"; "lb_class_name"; "lb_class_legacy_handling"; "vip_interface"; "vip_servicesinterface"
           "vip_subnet"; "vip_arp"; "vip_arpRate"; "lan_interval"; "lan_renew_deadline"; "lan_lease_duration"
           "vip_leaseduration"; "vip_renewdeadline"; "vip_retryperiod"; "lan_port"; "lan_key"; "lan_key_file"
-          "enable_upnp"; "enableUPNP"; "disable_service_updates"; "prometheus_server"; "vip_loglevel" ]
+          "enable_upnp"; "enableUPNP"; "disable_service_updates"; "prometheus_server"; "health_check_port"; "vip_loglevel" ]
 
     /// The default UDP port of the LAN heartbeats.
     let DefaultLanPort = 7474
+    /// Where the DaemonSet's probes ask (kube-vip's metrics port is 2112).
+    let DefaultHealthPort = 2113
 
     /// A value read from the environment plus the errors found reading it.
     type private Read<'a> = { Value: 'a; Errors: ConfigError list }
@@ -381,6 +385,13 @@ module Config =
             | _ -> readBool env "enableUPNP" false
         let disableUpdates = readBool env "disable_service_updates" false
         let prometheus = readListen env
+        let healthPort =
+            match lookup env "health_check_port" with
+            | None | Some "" -> ok DefaultHealthPort
+            | Some v ->
+                match parseInt32 v with
+                | Some port when port >= 0 && port <= 65535 -> ok port
+                | _ -> bad DefaultHealthPort "health_check_port" v "not a TCP port (1-65535, or 0 for none)"
         let logLevel =
             match lookup env "vip_loglevel" with
             | None | Some "" -> ok 4
@@ -393,7 +404,7 @@ module Config =
                 [ nodeName.Errors; svcEnable.Errors; election.Errors; leaseName.Errors; leaseNamespace.Errors
                   svcNamespace.Errors; classOnly.Errors; className.Errors; legacy.Errors; iface.Errors
                   servicesIface.Errors; subnet.Errors; arp.Errors; arpRate.Errors; h.Errors; rl.Errors; dl.Errors
-                  da.Errors; ra.Errors; pa.Errors; timing.Errors; lanPort.Errors; key.Errors; upnp.Errors; disableUpdates.Errors; prometheus.Errors; logLevel.Errors ]
+                  da.Errors; ra.Errors; pa.Errors; timing.Errors; lanPort.Errors; key.Errors; upnp.Errors; disableUpdates.Errors; prometheus.Errors; healthPort.Errors; logLevel.Errors ]
         match errors, timing.Value, key.Value with
         | [], Some t, Some k ->
             Ok
@@ -417,6 +428,7 @@ module Config =
                   Upnp = upnp.Value
                   DisableServiceUpdates = disableUpdates.Value
                   PrometheusServer = prometheus.Value
+                  HealthPort = healthPort.Value
                   LogLevel = logLevel.Value }
         | errors, _, _ -> Error errors
 
@@ -469,5 +481,6 @@ module Config =
           "(address lifetime)", seconds c.Timing.AddressLifetime, "kernel lifetime of VIPs (cleanup backstop)"
           "enable_upnp", string c.Upnp |> _.ToLowerInvariant(), "UPnP port forwarding"
           "disable_service_updates", string c.DisableServiceUpdates |> _.ToLowerInvariant(), "do not write status or vipHost"
-          "prometheus_server", c.PrometheusServer, "metrics and health listen address"
+          "prometheus_server", c.PrometheusServer, "metrics listen address (no metrics are served yet)"
+          "health_check_port", string c.HealthPort, "TCP port of /healthz and /readyz (0: none)"
           "vip_loglevel", string c.LogLevel, "4 info, 5 debug, 6 trace" ]

@@ -308,7 +308,7 @@ module Manifest =
     let DefaultImage = "ghcr.io/hybrid-lb/hybrid:latest"
 
     /// /healthz and /readyz on the node: kube-vip's metrics port (2112) plus one.
-    let DefaultHealthPort = 2113
+    let DefaultHealthPort = Config.DefaultHealthPort
 
     /// The Secret holding the LAN heartbeat key, its key, and the variable the agent reads it from.
     let SecretName = "hybrid-cluster-key"
@@ -325,8 +325,8 @@ module Manifest =
     /// Namespaces every cluster has: `hybrid manifest rbac` does not create them.
     let BuiltInNamespaces = [ "default"; "kube-system"; "kube-public"; "kube-node-lease" ]
 
-    /// Variables the manifests set that the agent's Config does not read yet (issue 13's agent half).
-    let PendingVariables = [ HealthPortVariable ]
+    /// Variables the manifests set that the agent's Config does not read yet.
+    let PendingVariables: string list = []
 
     let private imageReference =
         Regex(

@@ -38,6 +38,7 @@ let private expectedDefaults: Config =
       Upnp = false
       DisableServiceUpdates = false
       PrometheusServer = ":2112"
+      HealthPort = 2113
       LogLevel = 4 }
 
 /// Variables of the environment that Hybrid does not read (a Pod has plenty of them).
@@ -164,6 +165,7 @@ let private invalidValues =
       "enable_upnp", [ "si" ]
       "disable_service_updates", [ "nah" ]
       "prometheus_server", [ "nohost"; ":99999"; ":+80" ]
+      "health_check_port", [ "65536"; "-1"; "http" ]
       "vip_loglevel", [ "7"; "-1"; "debug" ] ]
 
 [<Property>]
@@ -322,6 +324,7 @@ let private local =
       "enable_upnp", [ "true"; "false" ]
       "disable_service_updates", [ "true"; "false" ]
       "prometheus_server", [ ":2112"; "127.0.0.1:9000" ]
+      "health_check_port", [ "2113"; "0" ]
       "vip_loglevel", [ "4"; "5" ] ]
 
 let private valuesOf (name: string) = (shaping @ local |> Map.ofList).[name]
