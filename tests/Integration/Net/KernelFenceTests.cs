@@ -124,15 +124,17 @@ public sealed partial class KernelFenceTests(ITestOutputHelper output)
         using var fence = await OpenFenceAsync(node, ct);
         fence.Install(link, [Vip], [Vip], ct);
 
-        var first = fence.Extend(MonotonicClock.NowMs + 1000, ct);
-        await Task.Delay(400, ct); // let a good part of the element's life pass
+        // Two seconds, of which 800 ms pass before the renewal: the renewed element outlives the first deadline by
+        // that much, room for arping to start in a namespace on a busy machine.
+        var first = fence.Extend(MonotonicClock.NowMs + 2000, ct);
+        await Task.Delay(800, ct); // let a good part of the element's life pass
 
         // The pitfall: writing the element again with the same timeout leaves its expiry where it was.
         var plain = await lab.ExecAsync(node, ct, "nft", $"add element netdev {fence.TableName} fence {{ {link.Index} timeout {first.TimeoutMs}ms }}");
         Assert.True(plain.ExitCode == 0, plain.Stderr);
         var afterPlainAdd = fence.Read(ct)!.FenceRemainingMs;
         Assert.NotNull(afterPlainAdd);
-        Assert.True(afterPlainAdd <= first.TimeoutMs - 390, $"a plain add renewed the element ({afterPlainAdd} ms left): the kernel changed, revisit KernelFenceRuleset.Extend");
+        Assert.True(afterPlainAdd <= first.TimeoutMs - 790, $"a plain add renewed the element ({afterPlainAdd} ms left): the kernel changed, revisit KernelFenceRuleset.Extend");
 
         // Extend with the very same timeout renews it.
         var renewed = fence.Extend(MonotonicClock.NowMs + first.TimeoutMs, ct);
