@@ -143,25 +143,29 @@ module SkipReason =
     let audience reason =
         match reason with
         | NotLoadBalancer _ | IgnoredByAnnotation | ClassMismatch _ -> NotOurs
-        | InvalidAddress _ -> Ours "InvalidAddress"
-        | PortConflict _ -> Ours "PortConflict"
-        | PolicyConflict _ -> Ours "PolicyConflict"
-        | SelectorConflict _ -> Ours "SelectorConflict"
+        | InvalidAddress _ -> Ours(WarningReason.name WarningReason.InvalidAddress)
+        | PortConflict _ -> Ours(WarningReason.name WarningReason.PortConflict)
+        | PolicyConflict _ -> Ours(WarningReason.name WarningReason.PolicyConflict)
+        | SelectorConflict _ -> Ours(WarningReason.name WarningReason.SelectorConflict)
 
-    let describe reason =
+    let private sentence reason =
         match reason with
         | NotLoadBalancer t -> sprintf "type %s is not LoadBalancer" (if t = "" then "ClusterIP" else t)
         | IgnoredByAnnotation -> sprintf "annotated %s: \"true\"" Annotations.Ignore
         | ClassMismatch(None, expected) -> sprintf "no loadBalancerClass, and only class %A is handled" expected
         | ClassMismatch(Some actual, expected) ->
             sprintf "loadBalancerClass %A is not this agent's (%A)" actual expected
-        | InvalidAddress(text, problem) -> sprintf "address %A is invalid: %s" text problem
+        | InvalidAddress(text, problem) -> sprintf "address %s is invalid: %s" (EventText.quote text) problem
         | PortConflict(earlier, port, ip) ->
             sprintf "port %d/%s on %s is already used by %O" port.Port port.Protocol (Ip.format ip) earlier
         | PolicyConflict(earlier, ip) ->
             sprintf "%s is shared with %O, which has the other externalTrafficPolicy" (Ip.format ip) earlier
         | SelectorConflict(earlier, ip) ->
             sprintf "%s is shared with %O, a Local service selecting other pods" (Ip.format ip) earlier
+
+    /// The reason as a sentence. It is also the Warning Event's message, so it fits an Event's note and
+    /// quotes only a bounded part of the offending text (an annotation may hold 256 KiB).
+    let describe reason = EventText.note (sentence reason)
 
 /// Whether the agent acts on a Service at all (type, ignore annotation, load-balancer class).
 type Interest =
