@@ -77,6 +77,7 @@ module PoolWarning =
     let private sentence (ns: string option) (warning: PoolWarning) =
         match warning with
         | PoolEntryInvalid e -> sprintf "%s: %s: %s" e.Key (EventText.quote e.Item) (PoolProblem.describe e.Problem)
+        | AddressNotAnnounced(Dhcp(f, None), why) -> sprintf "DHCP (%s) is refused: %s" (family f) (refusal ns why)
         | AddressNotAnnounced(request, why) -> sprintf "%s is not announced: %s" (requested request) (refusal ns why)
         | AddressKeptDespitePolicy(ip, why) ->
             sprintf "%s stays announced because it already was, but would be refused now: %s" (Ip.format ip) (refusal ns why)
