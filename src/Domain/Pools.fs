@@ -297,78 +297,86 @@ module Pools =
             | None, _ -> Some ViaDhcp, []
         { Scope = scope; V4 = v4Pool; V6 = familyPool v6Set }, errors
 
-    /// Reads the ConfigMap's data leniently: every good entry is used and every bad one reported, in key
-    /// order. A scope whose pool keys are all bad still has its (empty) pool, so its Services get no
-    /// address rather than the global pool's.
-    let read (data: Map<string, string>) : PoolRead =
-        let order, ends, settingErrors = globalSettings data
+    /// A key of the ConfigMap that was recognised, with its value.
+    type private Entry = { Key: string; Value: string; Kind: Key }
+
+    /// Every key classified: the recognised entries, and an error for each key that is not.
+    let private entries (data: Map<string, string>) : Entry list * PoolConfigError list =
         let classified =
             data
             |> Map.toList
             |> List.filter (fun (k, _) -> k <> SearchOrderKey && k <> SkipEndIpsKey)
             |> List.map (fun (k, v) -> k, v, classify k)
-        let keyErrors =
-            classified |> List.choose (fun (k, v, c) -> match c with Error p -> Some { Key = k; Item = v; Problem = p } | Ok _ -> None)
-        let valid = classified |> List.choose (fun (k, v, c) -> match c with Ok key -> Some(k, v, key) | Error _ -> None)
+        classified |> List.choose (fun (k, v, c) -> match c with Ok kind -> Some { Key = k; Value = v; Kind = kind } | Error _ -> None),
+        classified |> List.choose (fun (k, v, c) -> match c with Error p -> Some { Key = k; Item = v; Problem = p } | Ok _ -> None)
 
-        // Pool entries, item by item.
+    /// The pools: every cidr- and range- entry item by item, then each scope's items together.
+    let private pools (ends: CidrEnds) (recognised: Entry list) : AddressPool list * PoolConfigError list =
         let poolEntries =
-            valid
-            |> List.choose (fun (k, v, key) ->
-                match key with
-                | CidrKey scope -> Some(scope, k, v, cidrItem ends)
-                | RangeKey scope -> Some(scope, k, v, rangeItem)
+            recognised
+            |> List.choose (fun e ->
+                match e.Kind with
+                | CidrKey scope -> Some(scope, e, cidrItem ends)
+                | RangeKey scope -> Some(scope, e, rangeItem)
                 | _ -> None)
-        let parsedItems, itemErrors =
-            poolEntries
-            |> List.map (fun (scope, k, v, parse) ->
-                match items v with
-                | [] -> [], [ { Key = k; Item = v; Problem = PoolProblem.EmptyValue } ]
-                | texts ->
-                    let results = texts |> List.map (fun t -> t, parse t |> Result.bind usableItem)
-                    results |> List.choose (fun (t, r) -> match r with Ok i -> Some(scope, (k, t, i)) | Error _ -> None),
-                    results |> List.choose (fun (t, r) -> match r with Error p -> Some { Key = k; Item = t; Problem = p } | Ok _ -> None))
-            |> List.unzip
-        let scopes = poolEntries |> List.map (fun (scope, _, _, _) -> scope) |> List.distinct
+        let read (scope, e: Entry, parse) =
+            match items e.Value with
+            | [] -> [], [ { Key = e.Key; Item = e.Value; Problem = PoolProblem.EmptyValue } ]
+            | texts ->
+                let results = texts |> List.map (fun t -> t, parse t |> Result.bind usableItem)
+                results |> List.choose (fun (t, r) -> match r with Ok i -> Some(scope, (e.Key, t, i)) | Error _ -> None),
+                results |> List.choose (fun (t, r) -> match r with Error p -> Some { Key = e.Key; Item = t; Problem = p } | Ok _ -> None)
+        let parsed, itemErrors = poolEntries |> List.map read |> List.unzip
+        let parsed = List.concat parsed
         let pools, poolErrors =
-            scopes
-            |> List.map (fun scope ->
-                let entries = parsedItems |> List.concat |> List.filter (fun (s, _) -> s = scope) |> List.map snd
-                poolOf scope entries)
+            poolEntries
+            |> List.map (fun (scope, _, _) -> scope)
+            |> List.distinct
+            |> List.map (fun scope -> parsed |> List.filter (fun (s, _) -> s = scope) |> List.map snd |> poolOf scope)
             |> List.unzip
+        pools, List.concat itemErrors @ List.concat poolErrors
 
-        // Sharing and interfaces.
-        let sharing, sharingErrors =
-            valid
-            |> List.choose (fun (k, v, key) ->
-                match key with
+    /// The allow-share- entries.
+    let private sharing (recognised: Entry list) : (PoolScope * AddressSharing) list * PoolConfigError list =
+        let results =
+            recognised
+            |> List.choose (fun e ->
+                match e.Kind with
                 | AllowShareKey scope ->
-                    match parseBool v with
+                    match parseBool e.Value with
                     | Some true -> Some(Ok(scope, SharingAllowed))
                     | Some false -> Some(Ok(scope, SharingNotAllowed))
-                    | None -> Some(Error { Key = k; Item = v; Problem = PoolProblem.NotABoolean })
+                    | None -> Some(Error { Key = e.Key; Item = e.Value; Problem = PoolProblem.NotABoolean })
                 | _ -> None)
-            |> List.partition (function Ok _ -> true | Error _ -> false)
-        let interfaces, interfaceErrors =
-            valid
-            |> List.choose (fun (k, v, key) ->
-                match key with
-                | InterfaceKey scope when isInterfaceName (v.Trim()) -> Some(Ok(scope, v.Trim()))
-                | InterfaceKey _ -> Some(Error { Key = k; Item = v; Problem = PoolProblem.NotAnInterfaceName })
-                | _ -> None)
-            |> List.partition (function Ok _ -> true | Error _ -> false)
-        let oks results = results |> List.choose (function Ok x -> Some x | Error _ -> None)
-        let errors results = results |> List.choose (function Error e -> Some e | Ok _ -> None)
+        results |> List.choose (function Ok x -> Some x | Error _ -> None), results |> List.choose (function Error x -> Some x | Ok _ -> None)
 
-        let allErrors =
-            settingErrors @ keyErrors @ List.concat itemErrors @ List.concat poolErrors @ errors sharingErrors @ errors interfaceErrors
+    /// The interface- entries.
+    let private interfaces (recognised: Entry list) : (PoolScope * string) list * PoolConfigError list =
+        let results =
+            recognised
+            |> List.choose (fun e ->
+                match e.Kind with
+                | InterfaceKey scope when isInterfaceName (e.Value.Trim()) -> Some(Ok(scope, e.Value.Trim()))
+                | InterfaceKey _ -> Some(Error { Key = e.Key; Item = e.Value; Problem = PoolProblem.NotAnInterfaceName })
+                | _ -> None)
+        results |> List.choose (function Ok x -> Some x | Error _ -> None), results |> List.choose (function Error x -> Some x | Ok _ -> None)
+
+    /// Reads the ConfigMap's data leniently: every good entry is used and every bad one reported, in key
+    /// order. A scope whose pool keys are all bad still has its (empty) pool, so its Services get no
+    /// address rather than the global pool's.
+    let read (data: Map<string, string>) : PoolRead =
+        let order, ends, settingErrors = globalSettings data
+        let recognised, keyErrors = entries data
+        let pools, poolErrors = pools ends recognised
+        let sharing, sharingErrors = sharing recognised
+        let interfaces, interfaceErrors = interfaces recognised
         { Config =
             { Pools = pools |> List.map (fun p -> p.Scope, p) |> Map.ofList
-              Sharing = oks sharing |> Map.ofList
-              Interfaces = oks interfaces |> Map.ofList
+              Sharing = Map.ofList sharing
+              Interfaces = Map.ofList interfaces
               SearchOrder = order
               CidrEnds = ends }
-          Errors = allErrors |> List.sortBy (fun e -> e.Key) }
+          Errors = settingErrors @ keyErrors @ poolErrors @ sharingErrors @ interfaceErrors |> List.sortBy _.Key }
 
     /// Strict reading, for a check before applying a ConfigMap: the configuration only when every entry is good.
     let validate (data: Map<string, string>) : Result<PoolConfig, PoolConfigError list> =
