@@ -127,8 +127,8 @@ module PoolAssignment =
                 addHolder pass ip (if List.contains ip statics then Sharer service else NotShareable)
         pass
 
-    /// An address of the pool that earlier Services of ours have and this one may join: sharing allowed
-    /// for every namespace involved, and the port rules of Sharing met with every holder.
+    /// The addresses of the pool that Services of ours already ask for and this one may join: sharing
+    /// allowed for every namespace involved, and the port rules of Sharing met with every holder.
     let private shareable (pools: PoolConfig) (pass: Pass) (set: IpSet) (family: IpFamily) (service: Service) : Ip list =
         let ns = service.Key.Namespace
         let shares n = Pools.sharingFor pools n = SharingAllowed
@@ -174,17 +174,22 @@ module PoolAssignment =
         | LowestFirst, _ -> Some(List.minBy id ips)
         | HighestFirst, _ -> Some(List.maxBy id ips)
 
+    /// Where a picked address comes from.
+    type private Source =
+        | FreeAddress
+        | SharedAddress
+
     /// One family's address: DHCP, an address to share (allow-share), or the first free one.
     let private pick (pools: PoolConfig) (pass: Pass) (pool: AddressPool) (service: Service) (family: IpFamily) =
         match Pools.familyPool pool family with
         | None -> Error FamilyNotInPool
-        | Some ViaDhcp -> Ok(Dhcp(family, None), false)
+        | Some ViaDhcp -> Ok(Dhcp(family, None), FreeAddress)
         | Some(FromAddresses set) ->
             match preferred pools.SearchOrder (shareable pools pass set family service) with
-            | Some ip -> Ok(Static ip, true)
+            | Some ip -> Ok(Static ip, SharedAddress)
             | None ->
                 match firstFree pools.SearchOrder pass set with
-                | Some ip -> Ok(Static ip, false)
+                | Some ip -> Ok(Static ip, FreeAddress)
                 | None -> Error PoolExhausted
 
     let private decide (pools: PoolConfig) (pass: Pass) (service: PoolService) : AssignOutcome =
@@ -203,7 +208,7 @@ module PoolAssignment =
                 AssignAddresses
                     { Service = key
                       Addresses = given |> List.map fst
-                      Shared = given |> List.choose (fun (r, shared) -> match r with Static ip when shared -> Some ip | _ -> None)
+                      Shared = given |> List.choose (fun (r, source) -> match r, source with Static ip, SharedAddress -> Some ip | _ -> None)
                       Pool = pool.Scope
                       Interface = Pools.interfaceFor pools key.Namespace }
 
