@@ -52,40 +52,6 @@ type EventType =
     | Normal
     | Warning
 
-/// Stable reasons of the Events Hybrid emits about Services (the Event's `reason` is the case name).
-[<RequireQualifiedAccess>]
-type EventReason =
-    | Announced
-    | TookOver
-    | Withdrawn
-    | InvalidAddress
-    | PortConflict
-    | PolicyConflict
-    | SelectorConflict
-    | LocalNeedsElection
-    | NoServingEndpoint
-    | NoEligibleNode
-    | EligibleNodesNotLive
-    | NoLiveNode
-
-[<RequireQualifiedAccess>]
-module EventReason =
-    /// The Event's `reason` field.
-    let name (reason: EventReason) =
-        match reason with
-        | EventReason.Announced -> "Announced"
-        | EventReason.TookOver -> "TookOver"
-        | EventReason.Withdrawn -> "Withdrawn"
-        | EventReason.InvalidAddress -> "InvalidAddress"
-        | EventReason.PortConflict -> "PortConflict"
-        | EventReason.PolicyConflict -> "PolicyConflict"
-        | EventReason.SelectorConflict -> "SelectorConflict"
-        | EventReason.LocalNeedsElection -> "LocalNeedsElection"
-        | EventReason.NoServingEndpoint -> "NoServingEndpoint"
-        | EventReason.NoEligibleNode -> "NoEligibleNode"
-        | EventReason.EligibleNodesNotLive -> "EligibleNodesNotLive"
-        | EventReason.NoLiveNode -> "NoLiveNode"
-
 /// An Event about a Service.
 type ServiceEvent =
     { Service: ServiceKey
@@ -194,20 +160,24 @@ module SkipReason =
         | PolicyConflict _ -> Ours EventReason.PolicyConflict
         | SelectorConflict _ -> Ours EventReason.SelectorConflict
 
-    let describe reason =
+    let private sentence reason =
         match reason with
         | NotLoadBalancer t -> sprintf "type %s is not LoadBalancer" (if t = "" then "ClusterIP" else t)
         | IgnoredByAnnotation -> sprintf "annotated %s: \"true\"" Annotations.Ignore
         | ClassMismatch(None, expected) -> sprintf "no loadBalancerClass, and only class %A is handled" expected
         | ClassMismatch(Some actual, expected) ->
             sprintf "loadBalancerClass %A is not this agent's (%A)" actual expected
-        | InvalidAddress(text, problem) -> sprintf "address %A is invalid: %s" text problem
+        | InvalidAddress(text, problem) -> sprintf "address %s is invalid: %s" (EventText.quote text) problem
         | PortConflict(earlier, port, ip) ->
             sprintf "port %d/%s on %s is already used by %O" port.Port port.Protocol (Ip.format ip) earlier
         | PolicyConflict(earlier, ip) ->
             sprintf "%s is shared with %O, which has the other externalTrafficPolicy" (Ip.format ip) earlier
         | SelectorConflict(earlier, ip) ->
             sprintf "%s is shared with %O, a Local service selecting other pods" (Ip.format ip) earlier
+
+    /// The reason as a sentence. It is also the Warning Event's message, so it fits an Event's note and
+    /// quotes only a bounded part of the offending text (an annotation may hold 256 KiB).
+    let describe reason = EventText.note (sentence reason)
 
 /// Whether the agent acts on a Service at all (type, ignore annotation, load-balancer class).
 type Interest =
