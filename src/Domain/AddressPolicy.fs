@@ -11,6 +11,20 @@ open System.Collections.Generic
 /// An address of a node's VIP interface with its prefix length, as `ip addr` shows it.
 type AddressOnInterface = { Address: Ip; PrefixLength: int }
 
+/// What a node's agent reads from its VIP interface through netlink: the interface's own addresses (not the
+/// VIPs Hybrid added, told apart by their netlink protocol mark) and the default gateways reached through it.
+/// Each agent publishes its own in its registration, so that every node refuses the same addresses.
+type InterfaceFacts =
+    { Addresses: AddressOnInterface list
+      Gateways: Ip list }
+
+/// A Node object, reduced to what the address policy reads.
+type NodeObject =
+    { Name: string
+      /// status.addresses that are IP addresses (InternalIP, ExternalIP; host names are left out).
+      Addresses: Ip list
+      Labels: Map<string, string> }
+
 /// One node's addresses that no Service may take. The shell fills it from the Node object and from what
 /// each node publishes about its VIP interface.
 type NodeNetwork =
@@ -89,7 +103,52 @@ module NodeExclusion =
         | _ -> MayHoldVips
 
 [<RequireQualifiedAccess>]
+module InterfaceFacts =
+    let none: InterfaceFacts = { Addresses = []; Gateways = [] }
+
+    /// In a canonical order, so that two readings of the same interface compare equal.
+    let normalise (facts: InterfaceFacts) : InterfaceFacts =
+        { Addresses = facts.Addresses |> List.distinct |> List.sortWith (fun a b -> match Ip.Order(a.Address, b.Address) with 0 -> compare a.PrefixLength b.PrefixLength | c -> c)
+          Gateways = facts.Gateways |> List.distinct |> List.sortWith (fun a b -> Ip.Order(a, b)) }
+
+    /// `198.18.0.11/24,fd48:5942::11/64`: how a registration records the addresses.
+    let addressesText (facts: InterfaceFacts) =
+        facts.Addresses |> List.map (fun a -> sprintf "%s/%d" (Ip.format a.Address) a.PrefixLength) |> String.concat ","
+
+    /// `198.18.0.1`: how a registration records the gateways.
+    let gatewaysText (facts: InterfaceFacts) = facts.Gateways |> List.map Ip.format |> String.concat ","
+
+    let private items (text: string) = text.Split ',' |> Array.map _.Trim() |> Array.filter (fun t -> t <> "") |> List.ofArray
+
+    /// Reads what `addressesText` and `gatewaysText` wrote; None when an item is not what they write.
+    let parse (addresses: string) (gateways: string) : InterfaceFacts option =
+        let address (item: string) =
+            match item.Split '/' with
+            | [| ip; prefix |] ->
+                match Ip.tryParse ip, Int32.TryParse(prefix, Globalization.NumberStyles.None, Globalization.CultureInfo.InvariantCulture) with
+                | Some a, (true, p) when p <= Ip.hostPrefix (Ip.family a) -> Some { Address = a; PrefixLength = p }
+                | _ -> None
+            | _ -> None
+        let parsedAddresses = items addresses |> List.map address
+        let parsedGateways = items gateways |> List.map Ip.tryParse
+        if List.forall Option.isSome parsedAddresses && List.forall Option.isSome parsedGateways then
+            Some(normalise { Addresses = List.choose id parsedAddresses; Gateways = List.choose id parsedGateways })
+        else None
+
+[<RequireQualifiedAccess>]
 module AddressPolicy =
+    /// Every node's reserved addresses: the Node objects' status.addresses and what each agent read from its
+    /// VIP interface (published in its registration), for every node known by either.
+    let network (nodes: NodeObject list) (interfaces: Map<string, InterfaceFacts>) : NodeNetwork list =
+        let byName = nodes |> List.map (fun n -> n.Name, n) |> Map.ofList
+        let names = Set.union (Set.ofSeq byName.Keys) (Set.ofSeq interfaces.Keys)
+        [ for name in names ->
+              let facts = interfaces.TryFind name |> Option.defaultValue InterfaceFacts.none
+              { Node = name
+                StatusAddresses = byName.TryFind name |> Option.map _.Addresses |> Option.defaultValue []
+                InterfaceAddresses = facts.Addresses
+                Gateways = facts.Gateways } ]
+
     // ── Addresses that belong to the network ────────────────────────────────────────────────────────
 
     /// Every reserved address with the first reason that reserves it: node addresses, then interface

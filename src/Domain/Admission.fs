@@ -117,6 +117,8 @@ module Annotations =
     let LoadBalancerHostname = "kube-vip.io/loadbalancerHostname"
     let ForwardUpnp = "kube-vip.io/forwardUPNP"
     let HwAddr = "kube-vip.io/hwaddr"
+    /// The interface a pool names for its Services (interface-<namespace>), written with an assignment.
+    let ServiceInterface = "kube-vip.io/serviceInterface"
 
     let isTrue (service: Service) key =
         match service.Annotations |> Map.tryFind key with

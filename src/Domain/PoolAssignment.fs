@@ -70,6 +70,17 @@ module PoolAssignment =
             | Dhcp(IPv6, _) -> "::")
         |> String.concat ","
 
+    /// The annotations an assignment writes: the addresses, and the pool's interface when it names one.
+    let annotations (assignment: AddressAssignment) : Map<string, string> =
+        [ Annotations.LoadBalancerIPs, annotation assignment
+          match assignment.Interface with
+          | Some name -> Annotations.ServiceInterface, name
+          | None -> () ]
+        |> Map.ofList
+
+    /// The labels an assignment writes.
+    let labels: Map<string, string> = Map.ofList [ ImplementationLabel, ImplementationLabelValue ]
+
     // ── Stages ──────────────────────────────────────────────────────────────────────────────────────
 
     let private other family =
