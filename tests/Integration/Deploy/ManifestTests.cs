@@ -64,17 +64,21 @@ public sealed class ManifestTests
         {
             "services:get", "services:list", "services:watch", "services:patch", "services/status:patch",
             "endpointslices:get", "endpointslices:list", "endpointslices:watch", "events:create", "events:patch",
+            "nodes:get", "nodes:list", "nodes:watch",
         }, grants);
         Assert.DoesNotContain(role.Rules, r => r.Resources.Contains("leases"));
     }
 
     [Fact]
-    public void Leases_are_granted_only_in_the_agents_namespace()
+    public void Leases_and_the_pool_ConfigMap_are_granted_only_in_the_agents_namespace()
     {
         var objects = Load("rbac.yaml");
         var role = objects.OfType<V1Role>().Single();
         Assert.Equal("kube-system", role.Metadata.NamespaceProperty);
-        Assert.Equal(["leases"], role.Rules.Single().Resources);
+        Assert.Equal(["configmaps", "leases"], role.Rules.SelectMany(r => r.Resources).Order());
+        var pools = role.Rules.Single(r => r.Resources.Contains("configmaps"));
+        Assert.Equal(["kubevip"], pools.ResourceNames);
+        Assert.Equal(["get", "list", "watch"], pools.Verbs.Order());
         var binding = objects.OfType<V1RoleBinding>().Single();
         Assert.Equal(role.Metadata.Name, binding.RoleRef.Name);
         Assert.Equal("hybrid", binding.Subjects.Single().Name);
