@@ -747,7 +747,8 @@ module Protocol =
             | Stopping _, Some written when written.State = Joined && allWithdrawn () ->
                 write Leave { written with State = Left; Fence = LanFence; Members = Map.ofList (recorded ()) }
             | Stopping _, _ -> s, []
-            | _, None when s.View.LeasesSynced && s.Now >= reg.RejoinNotBefore ->
+            // A node joins with its VIP interface read, so that the join already publishes it.
+            | _, None when s.View.LeasesSynced && s.View.InterfaceKnown && s.Now >= reg.RejoinNotBefore ->
                 write Join (desired Joined LanFence (joinTerm s) (intent s))
             | _, None -> s, []
             | _, Some written ->
