@@ -71,7 +71,11 @@ type ServiceInput =
       Selector: IReadOnlyDictionary<string, string>
       Ingress: IngressInput array
       /// metadata.resourceVersion: an address assignment is written from the version it was decided on.
-      ResourceVersion: string | null }
+      ResourceVersion: string | null
+      /// spec.ipFamilies as written (IPv4, IPv6), primary first; null or empty when unset.
+      IpFamilies: string array | null
+      /// spec.ipFamilyPolicy (SingleStack, PreferDualStack, RequireDualStack); null when unset.
+      IpFamilyPolicy: string | null }
 
 [<CLIMutable>]
 type EndpointInput =
@@ -262,6 +266,24 @@ module internal Convert =
                   Conditions = { Ready = opt e.Ready; Serving = opt e.Serving; Terminating = opt e.Terminating } })
             |> List.ofSeq }
 
+    /// spec.ipFamilies and spec.ipFamilyPolicy; unknown spellings are left out (the API server allows none).
+    let families (s: ServiceInput) : ServiceKey * IpFamily list * IpFamilyPolicy =
+        let family (text: string) =
+            match text with
+            | "IPv4" -> Some IPv4
+            | "IPv6" -> Some IPv6
+            | _ -> None
+        let fs =
+            match s.IpFamilies with
+            | null -> []
+            | texts -> texts |> Seq.choose family |> List.ofSeq
+        let policy =
+            match s.IpFamilyPolicy with
+            | "PreferDualStack" -> PreferDualStack
+            | "RequireDualStack" -> RequireDualStack
+            | _ -> SingleStack
+        { Namespace = s.Namespace; Name = s.Name }, fs, policy
+
     let node (n: NodeInput) : NodeObject =
         { Name = n.Name
           Addresses = n.Addresses |> Seq.choose (fun a -> Ip.tryParse (a.Trim())) |> List.ofSeq
@@ -424,9 +446,11 @@ type ProtocolNode(settings: Settings) =
         for s in services do
             serviceVersions[{ Namespace = s.Namespace; Name = s.Name }] <- (match s.ResourceVersion with null -> "" | v -> v)
         step (ServicesListed(services |> Array.map Convert.service |> List.ofArray, now))
+        step (ServiceFamiliesObserved(services |> Array.map Convert.families |> List.ofArray, true, now))
     member _.ServiceUpserted(service: ServiceInput, now: int64) =
         serviceVersions[{ Namespace = service.Namespace; Name = service.Name }] <- (match service.ResourceVersion with null -> "" | v -> v)
         step (ServiceUpserted(Convert.service service, now))
+        step (ServiceFamiliesObserved([ Convert.families service ], false, now))
     member _.ServiceDeleted(ns: string, name: string, now: int64) =
         serviceVersions.Remove({ Namespace = ns; Name = name }) |> ignore
         step (ServiceDeleted({ Namespace = ns; Name = name }, now))

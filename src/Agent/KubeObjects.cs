@@ -47,6 +47,8 @@ internal static class KubeObjects
             })
             .ToArray(),
         ResourceVersion = s.Metadata.ResourceVersion,
+        IpFamilies = s.Spec?.IpFamilies?.ToArray(),
+        IpFamilyPolicy = s.Spec?.IpFamilyPolicy,
     };
 
     /// <summary>A Node: its IP addresses (InternalIP, ExternalIP) and labels.</summary>

@@ -99,7 +99,10 @@ module Desired =
 
     /// Admission, the address policy, addresses, sharing, eligibility and grouping of every Service. A
     /// refused address is in no group: nobody announces it.
-    let computeWithPolicy (config: Config) (policy: AddressPolicyInputs) (services: Service list) (slices: EndpointSlice list) : Desired =
+    /// `families`: spec.ipFamilies and spec.ipFamilyPolicy per Service, for assignment (absent: single-stack
+    /// with ipFamilies unset).
+    let computeWithPolicy (config: Config) (policy: AddressPolicyInputs) (families: Map<ServiceKey, IpFamily list * IpFamilyPolicy>)
+        (services: Service list) (slices: EndpointSlice list) : Desired =
         let policyOf = judged config policy services
         let early =
             services
@@ -186,9 +189,10 @@ module Desired =
           AddressWarnings = policyOf |> Map.map (fun _ (_, warnings) -> warnings) |> Map.filter (fun _ w -> not w.IsEmpty)
           Policy = policy
           AddressAssignments =
-            // spec.ipFamilies is not observed yet: single-stack, IPv4 when the pool has it.
             services
-            |> List.map (fun s -> { Service = s; Families = []; FamilyPolicy = SingleStack })
+            |> List.map (fun s ->
+                let fs, familyPolicy = families.TryFind s.Key |> Option.defaultValue ([], SingleStack)
+                { Service = s; Families = fs; FamilyPolicy = familyPolicy })
             |> PoolAssignment.assign config policy.Pools policy.Network }
 
     /// No pools and no reserved addresses: only the cross-namespace sharing rule applies.
@@ -196,7 +200,7 @@ module Desired =
 
     /// Desired state without pools or reserved addresses (what a node that is fed no policy sources sees).
     let compute (config: Config) (services: Service list) (slices: EndpointSlice list) : Desired =
-        computeWithPolicy config noPolicy services slices
+        computeWithPolicy config noPolicy Map.empty services slices
 
     let empty =
         { States = Map.empty

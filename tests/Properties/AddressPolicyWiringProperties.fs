@@ -44,7 +44,7 @@ let ``a refused address is in no group and warned about: reserved ones always, w
         let pools = if configured then readPools spec else Pools.none
         let poolsOn = Pools.configured pools
         let desired =
-            Desired.computeWithPolicy ElectionConfig { Pools = pools; Network = network } (specs |> List.map toService) []
+            Desired.computeWithPolicy ElectionConfig { Pools = pools; Network = network } Map.empty (specs |> List.map toService) []
         let reserved = oracleReserved network
         let grouped = desired.Groups |> List.collect _.Addresses |> Set.ofList
         let inPool (ns: string) (a: Ip) = oracleScope spec ns |> Option.exists (fun scope -> oracleOffers spec scope a)
@@ -77,7 +77,7 @@ let ``the desired state without a policy is the desired state with no pools and 
     let genCase = genServiceSpecs genSingleStack genAsk 1 10
     forAll genCase (fun specs ->
         let services = specs |> List.map toService
-        Desired.compute ElectionConfig services [] = Desired.computeWithPolicy ElectionConfig { Pools = Pools.none; Network = [] } services [])
+        Desired.compute ElectionConfig services [] = Desired.computeWithPolicy ElectionConfig { Pools = Pools.none; Network = [] } Map.empty services [])
 
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 // Registrations publish the VIP interface
@@ -183,3 +183,38 @@ let ``a node's registration publishes its VIP interface when it joins, and again
         let s, _ = Protocol.step s (LeaseUpserted(record, 22L))
         let _, refreshCommands = Protocol.step s (InterfaceRead(moved, 23L))
         (publishes moved refreshCommands).IsSome |> Prop.label (sprintf "no refresh with the moved address: %A" refreshCommands)
+
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+// Assignment sees each Service's IP families
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+[<Property(MaxTest = 200)>]
+let ``assignment in the desired state follows each Service's ipFamilies and ipFamilyPolicy`` () =
+    let genCase =
+        gen {
+            let! pools = genPoolSpec
+            let! specs = genServiceSpecs genAnyStack genAsk 1 10
+            return pools, specs
+        }
+    forAll genCase (fun (spec, specs) ->
+        let families = specs |> List.map (fun s -> s.Key, (s.Families, s.FamilyPolicy)) |> Map.ofList
+        let desired =
+            Desired.computeWithPolicy ElectionConfig { Pools = readPools spec; Network = [] } families (specs |> List.map toService) []
+        let specOf = specs |> List.map (fun s -> s.Key, s) |> Map.ofList
+        let familyOf (r: AddressRequest) =
+            match r with
+            | Static a -> Ip.family a
+            | Dhcp(f, _) -> f
+        let given =
+            desired.AddressAssignments
+            |> List.choose (fun (key, outcome) -> match outcome with AssignAddresses a -> Some(specOf[key], a.Addresses |> List.map familyOf) | _ -> None)
+        allOf
+            [ for s, fs in given do
+                  holds (sprintf "%O asked %A %A, got %A" s.Key s.Families s.FamilyPolicy fs) (s.Families.IsEmpty || fs |> List.forall (fun f -> List.contains f s.Families))
+                  if s.FamilyPolicy = RequireDualStack then holds (sprintf "%O requires both, got %A" s.Key fs) (List.sort fs = [ IPv4; IPv6 ])
+                  if s.FamilyPolicy = SingleStack then holds (sprintf "%O is single-stack, got %A" s.Key fs) (fs.Length = 1)
+                  match s.Families, fs with
+                  | primary :: _, first :: _ when List.contains primary fs -> holds (sprintf "%O: primary %A not first in %A" s.Key primary fs) (first = primary)
+                  | _ -> () ]
+        |> Prop.classify (given |> List.exists (fun (_, fs) -> fs.Length = 2)) "dual-stack given"
+        |> Prop.classify given.IsEmpty "nothing assigned")

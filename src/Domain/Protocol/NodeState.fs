@@ -28,6 +28,8 @@ type ClusterView =
       /// The pool ConfigMap as read (with its bad entries); Pools.none when there is none.
       Pools: PoolRead
       Nodes: Map<string, NodeObject>
+      /// spec.ipFamilies and spec.ipFamilyPolicy per Service (absent: single-stack, ipFamilies unset).
+      Families: Map<ServiceKey, IpFamily list * IpFamilyPolicy>
       /// This node's VIP interface as last read (its registration publishes it).
       Interface: InterfaceFacts }
 

@@ -125,6 +125,9 @@ type Input =
     | LinkChanged of up: bool * now: Instant
     /// The pool ConfigMap's data as listed or watched; None: there is no ConfigMap (no pools).
     | PoolConfigObserved of data: Map<string, string> option * now: Instant
+    /// spec.ipFamilies and spec.ipFamilyPolicy of Services (for assignment), reported beside the Services:
+    /// `listed` replaces every entry (after ServicesListed), otherwise the entries are updated.
+    | ServiceFamiliesObserved of (ServiceKey * IpFamily list * IpFamilyPolicy) list * listed: bool * now: Instant
     | NodesListed of NodeObject list * now: Instant
     | NodeUpserted of NodeObject * now: Instant
     | NodeDeleted of name: string * now: Instant

@@ -100,6 +100,7 @@ module Protocol =
               InterfaceKnown = true
               Pools = { Config = Pools.none; Errors = [] }
               Nodes = Map.empty
+              Families = Map.empty
               Interface = InterfaceFacts.none }
           Membership = { InForce = None; Members = Map.empty }
           Required = []
@@ -604,7 +605,17 @@ module Protocol =
                     DesiredStale = true },
             []
         | ServiceDeleted(key, now) ->
-            stale { s with Now = now; View = { s.View with Services = s.View.Services.Remove key }; DesiredStale = true }, []
+            stale
+                { s with
+                    Now = now
+                    View = { s.View with Services = s.View.Services.Remove key; Families = s.View.Families.Remove key }
+                    DesiredStale = true },
+            []
+        | ServiceFamiliesObserved(entries, listed, now) ->
+            let start = if listed then Map.empty else s.View.Families
+            let families = entries |> List.fold (fun (acc: Map<_, _>) (key, fs, policy) -> acc.Add(key, (fs, policy))) start
+            if families = s.View.Families then { s with Now = now }, []
+            else stale { s with Now = now; View = { s.View with Families = families }; DesiredStale = true }, []
         | SlicesListed(slices, now) ->
             stale { s with Now = now; View = { s.View with SlicesSynced = true; Slices = Map.ofList slices }; DesiredStale = true }, []
         | SliceUpserted(name, slice, now) ->
@@ -1398,7 +1409,7 @@ module Protocol =
                 if s.DesiredStale || policy <> s.Desired.Policy then
                     { s with
                         Desired =
-                            Desired.computeWithPolicy s.Config policy (Map.values s.View.Services |> List.ofSeq) (Map.values s.View.Slices |> List.ofSeq)
+                            Desired.computeWithPolicy s.Config policy s.View.Families (Map.values s.View.Services |> List.ofSeq) (Map.values s.View.Slices |> List.ofSeq)
                         DesiredStale = false }
                 else s
             let s = acknowledge s m

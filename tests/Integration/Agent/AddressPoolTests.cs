@@ -1,4 +1,5 @@
 using Hybrid.Integration.DataPlane;
+using k8s;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -57,7 +58,8 @@ public sealed class AddressPoolTests(ITestOutputHelper output)
     public async Task A_pool_gives_unaddressed_services_its_lowest_free_addresses_which_are_announced_and_serve()
     {
         await using var lab = await AgentLab.StartAsync(output);
-        await CreatePoolsAsync(lab, ("range-global", PoolRange), ("range-" + Tenant, "198.18.0.240-198.18.0.241"));
+        await CreatePoolsAsync(lab, ("range-global", PoolRange), ("range-" + Tenant, "198.18.0.240-198.18.0.241"),
+            ("range-Not_A_Namespace", "198.18.0.250-198.18.0.251"));
         await lab.ApplyAsync(Manifests.Deployment("test-deploy", "test", replicas: 2));
         // Taken by hand, without the cloud provider's label: it still counts as used.
         await lab.ApplyAsync(Manifests.Service("by-hand", "198.18.0.200"));
@@ -81,6 +83,14 @@ public sealed class AddressPoolTests(ITestOutputHelper output)
         await lab.WaitForHoldersAsync("198.18.0.201", [holder]);
         Assert.Equal([holder], await lab.ArpRespondersAsync("198.18.0.201"));
         Assert.StartsWith("test-deploy-", await Curl.AnswerAsync(lab.ClientNamespace, "http://198.18.0.201/hostname"));
+
+        // The bad entry is reported on the ConfigMap; the good ones are used.
+        var bad = await Eventually.WaitAsync(async () =>
+                (await lab.Client.EventsV1.ListNamespacedEventAsync("kube-system")).Items
+                .FirstOrDefault(e => e.Regarding?.Kind == "ConfigMap" && e.Regarding.Name == "kubevip" && e.Reason == "InvalidAddressPool"),
+            TimeSpan.FromSeconds(15), "an InvalidAddressPool Warning on kube-system/kubevip");
+        Assert.Equal("Warning", bad.Type);
+        Assert.Contains("range-Not_A_Namespace", bad.Note);
 
         // A namespace's own range wins over the global one.
         await CreateNamespaceAsync(lab, Tenant);
