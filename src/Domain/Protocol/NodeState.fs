@@ -201,7 +201,7 @@ type NodeState =
       Kernel: KernelState
       StandAside: StandAsideReason option
       EmittedWarnings: Set<ServiceEvent>
-      /// Bad pool ConfigMap entries already reported (each once, by the ConfigMap's janitor).
+      /// Bad pool ConfigMap entries this node reported while it is the ConfigMap's janitor.
       EmittedPoolErrors: Set<PoolConfigError>
       /// Addresses this node assigned and has not yet seen on the Service (when it wrote them): no other
       /// assignment is written meanwhile, so one pass never hands out what an earlier one is writing.

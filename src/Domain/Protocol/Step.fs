@@ -1264,10 +1264,11 @@ module Protocol =
           for key, outcome in s.Desired.AddressAssignments do
               for w in PoolWarning.ofAssignment outcome -> event key w ]
 
-    /// Bad entries of the pool ConfigMap, reported once each by its janitor.
+    /// Bad entries of the pool ConfigMap, reported once each by its janitor (a node that becomes the janitor
+    /// reports what is bad then, as for the Services' Warnings).
     let private poolConfigEvents (s: NodeState) (live: string list) : NodeState * Command list =
         let errors = Set.ofList s.View.Pools.Errors
-        if not (isJanitor s live ProtocolConstants.AssignerKey) then { s with EmittedPoolErrors = errors }, []
+        if not (isJanitor s live ProtocolConstants.AssignerKey) then { s with EmittedPoolErrors = Set.empty }, []
         else
             let fresh = Set.difference errors s.EmittedPoolErrors |> Set.toList
             { s with EmittedPoolErrors = errors },
