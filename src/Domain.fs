@@ -2,7 +2,8 @@
 // data in src/Domain/*.fs: no I/O, no clock, no randomness, no logging, no exceptions. The shell observes
 // the world, feeds it to a ProtocolNode, and executes the commands that come back. This file is the only
 // surface C# uses: plain records and arrays in and out, strings that may be null, no F# options or lists,
-// no curried functions.
+// no curried functions. One exception: UPnP forwarding's values (ForwardingRequest, ForwardingReport) pass
+// through the protocol loop unread, between this node and the UpnpForwarder, which runs the pure Upnp rules.
 namespace Hybrid.Facade
 
 open System
@@ -360,6 +361,8 @@ type ProtocolNode(settings: Settings) =
     let pendingKernel = Dictionary<int64, KernelCommand>()
     let queued = List<Input>()
     let mutable nextKernelId = 1L
+    let mutable forwarding = Forwarding.request state
+    let mutable forwardingChanges = 0L
 
     let notice (n: Notice) : ShellCommand list =
         let log level template (args: objnull list) = Log { Level = level; Template = template; Arguments = Array.ofList args }
@@ -376,6 +379,8 @@ type ProtocolNode(settings: Settings) =
         | NodeDeposed node -> [ log LogLevelName.Warning "Deposed {Node}" [ box node ] ]
         | DeposedBy node ->
             [ log LogLevelName.Warning "This node was deposed by {Node}; withdrawing everything and joining again" [ box node ] ]
+        | RegistrationDeleted ->
+            [ log LogLevelName.Warning "This node's registration was deleted; withdrawing everything and joining again" [] ]
         | StandingAside reason ->
             let text = Ownership.describeRelease (StoodAside reason)
             let eventReason =
@@ -520,6 +525,17 @@ type ProtocolNode(settings: Settings) =
     member _.LinkChanged(up: bool, now: int64) = step (LinkChanged(up, now))
     member _.StopRequested(now: int64) = step (StopRequested now)
 
+    /// What the UPnP forwarder reported (Upnp.report): the external addresses go into status, the problems
+    /// into Warning Events.
+    member _.ForwardingReported(report: ForwardingReport, now: int64) = step (ForwardingReported(report, now))
+
+    /// What the UPnP forwarder must work towards, as of the last Decide: every Service's forward (whether
+    /// this node holds its group) and the VIPs this node answers for now.
+    member _.Forwarding : ForwardingRequest = forwarding
+
+    /// Grows each time Forwarding changes, so that the shell hands it over only then.
+    member _.ForwardingChanges : int64 = forwardingChanges
+
     /// Whether anything was reported since the last Decide.
     member _.HasQueued = queued.Count > 0
 
@@ -529,6 +545,11 @@ type ProtocolNode(settings: Settings) =
         queued.Clear()
         let next, commands = Protocol.apply state inputs
         state <- next
+        let request = Forwarding.request state
+        if not (LanguagePrimitives.PhysicalEquality request.Wants forwarding.Wants && request.LocalVips = forwarding.LocalVips)
+           && request <> forwarding then
+            forwarding <- request
+            forwardingChanges <- forwardingChanges + 1L
         commands |> List.collect shell |> Array.ofList
 
     /// When to call Tick at the latest (monotonic ms); null when nothing is scheduled.

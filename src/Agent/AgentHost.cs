@@ -71,7 +71,9 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
         await using var events = new EventRecorder(client, settings, services, loggers.CreateLogger<EventRecorder>());
         await using var assigner = new AddressAssigner(client, events, loggers.CreateLogger<AddressAssigner>());
         var kernel = new KernelExecutor(fence, link, addresses, announcer, loggers.CreateLogger<KernelExecutor>());
-        var loop = new ProtocolLoop(node, inbox, heartbeat, kernel, leases, status, events, assigner, loggers.CreateLogger<ProtocolLoop>());
+        using var gatewayHttp = settings.Upnp ? new GatewayHttp(SocketFactories.Current) : null;
+        var forwarder = gatewayHttp is null ? null : Forwarder(interfaceName, gatewayHttp, inbox);
+        var loop = new ProtocolLoop(node, inbox, heartbeat, kernel, leases, status, events, assigner, forwarder, loggers.CreateLogger<ProtocolLoop>());
         var facts = new InterfaceFactsReader(addresses, links, link.Index, inbox, loggers.CreateLogger<InterfaceFactsReader>());
         var linkWatcher = new LinkWatcher(monitor, links, link.Index, facts, inbox, loggers.CreateLogger<LinkWatcher>());
         var linkUp = await linkWatcher.ReadAsync(stopping);
@@ -91,6 +93,7 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
             Task.Run(() => ReceiveHeartbeatsAsync(heartbeat, inbox, run.Token)),
         };
         background.AddRange(Watches(inbox, services, status).Select(w => Task.Run(() => w(run.Token))));
+        if (forwarder is not null) background.Add(Task.Run(() => forwarder.RunAsync(run.Token)));
 
         var loopTask = loop.RunAsync(run.Token);
         await Task.WhenAny(loopTask, Task.Delay(Timeout.Infinite, stopping).ContinueWith(_ => { }, TaskScheduler.Default));
@@ -110,6 +113,22 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
         _logger.LogInformation("Stopped");
         return 0;
     }
+
+    /// <summary>
+    /// enable_upnp: the UPnP forwarder searches for gateways on the VIP interface and maps the ports of the
+    /// Services whose group this node holds; what it reports goes back to the protocol (status, Events).
+    /// </summary>
+    private UpnpForwarder Forwarder(string interfaceName, GatewayHttp http, ProtocolInbox inbox) =>
+        new(new GatewayDiscovery(new SsdpSearch(interfaceName, SocketFactories.Current, loggers.CreateLogger<SsdpSearch>()), http,
+                loggers.CreateLogger<GatewayDiscovery>()),
+            new IgdClient(http, loggers.CreateLogger<IgdClient>()),
+            TimeProvider.System,
+            report =>
+            {
+                var now = MonotonicClock.NowMs;
+                inbox.Post(n => n.ForwardingReported(report, now));
+            },
+            loggers.CreateLogger<UpnpForwarder>());
 
     private static async Task ReceiveHeartbeatsAsync(HeartbeatSocket heartbeat, ProtocolInbox inbox, CancellationToken cancellationToken)
     {

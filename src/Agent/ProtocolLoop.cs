@@ -19,12 +19,14 @@ internal sealed class ProtocolLoop(
     StatusWriter status,
     EventRecorder events,
     AddressAssigner assigner,
+    UpnpForwarder? forwarder,
     ILogger<ProtocolLoop> logger)
 {
     /// <summary>How long the loop sleeps when the node scheduled nothing (it always does while running).</summary>
     private static readonly TimeSpan Idle = TimeSpan.FromSeconds(1);
 
     private bool _synced;
+    private long _forwardingSeen = -1;
 
     /// <summary>Runs until the node has stopped (after StopRequested) or <paramref name="cancellationToken"/> fires.</summary>
     public async Task RunAsync(CancellationToken cancellationToken)
@@ -51,9 +53,18 @@ internal sealed class ProtocolLoop(
             node.Tick(MonotonicClock.NowMs);
             var commands = node.Decide();
             var decided = MonotonicClock.NowMs;
+            HandOverForwarding();
             await ExecuteAsync(commands, cancellationToken);
             ReportStall(wake, started, decided, inputs, commands.Length);
         }
+    }
+
+    /// <summary>The UPnP forwarder (enable_upnp) works towards what the last decision wants, when that changed.</summary>
+    private void HandOverForwarding()
+    {
+        if (forwarder is null || node.ForwardingChanges == _forwardingSeen) return;
+        _forwardingSeen = node.ForwardingChanges;
+        forwarder.Update(node.Forwarding);
     }
 
     /// <summary>
@@ -76,6 +87,8 @@ internal sealed class ProtocolLoop(
     {
         foreach (var command in commands)
         {
+            if (command is not ShellCommand.SendDatagrams && logger.IsEnabled(LogLevel.Trace))
+                logger.LogTrace("Performing {Command}", command);
             switch (command)
             {
                 case ShellCommand.SendDatagrams send:

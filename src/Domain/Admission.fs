@@ -116,6 +116,7 @@ module Annotations =
     let AllowWithoutEndpoints = "kube-vip.io/allow-reconcile-without-endpoints"
     let LoadBalancerHostname = "kube-vip.io/loadbalancerHostname"
     let ForwardUpnp = "kube-vip.io/forwardUPNP"
+    let UpnpLeaseDuration = "kube-vip.io/upnp-lease-duration"
     let HwAddr = "kube-vip.io/hwaddr"
     /// The interface a pool names for its Services (interface-<namespace>), written with an assignment.
     let ServiceInterface = "kube-vip.io/serviceInterface"
@@ -245,7 +246,9 @@ module Addresses =
             match service.Annotations |> Map.tryFind Annotations.RequestedIP with
             | Some v -> firstOfFamily family (v.Split ',')
             | None -> None
-        recorded |> Option.orElse (firstOfFamily family (service.Ingress |> List.map _.Ip))
+        // Not an ipMode Proxy entry: that is a gateway's public address (UPnP), never a lease of ours.
+        let ingress = service.Ingress |> List.filter (fun i -> i.IpMode <> Some "Proxy") |> List.map _.Ip
+        recorded |> Option.orElse (firstOfFamily family ingress)
 
     /// kube-vip.io/loadbalancerIPs (comma-separated) wins over spec.loadBalancerIP. Whitespace and empty
     /// items are tolerated, duplicates collapse, at most one address per family; 0.0.0.0 and :: ask DHCP.

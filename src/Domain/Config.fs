@@ -66,14 +66,16 @@ module Timing =
         float (earlier * (1000L + ClockDriftPerMille) + KernelSlack * 1000L) / float (1000L - ClockDriftPerMille) / 1000.0
 
     /// Checks every rule of docs/PROTOCOL.md §7 and reports every broken one: D_L·(1−ρ) > R_L·(1+ρ) + ε,
-    /// R_L > 2h (a grant is up to two intervals old when the next arrives), D_A·(1−ρ) > R_A·(1+ρ) + ε, 0 < P_A < R_A.
+    /// R_L ≥ 2h + 2ε (a grant is up to two intervals old when the next arrives, and the API fence is armed half
+    /// the remaining margin ahead, which must be at least the kernel slack), D_A·(1−ρ) > R_A·(1+ρ) + ε, 0 < P_A < R_A.
     let create (h: Duration) (rl: Duration) (dl: Duration) (da: Duration) (ra: Duration) (pa: Duration)
         : Result<Timing, TimingProblem list> =
         let problem variable text = { Variable = variable; Problem = text }
         let problems =
-            [ if rl <= 2L * h then
+            [ if rl < 2L * h + 2L * KernelSlack then
                   problem "lan_renew_deadline"
-                      "must be more than twice lan_interval: an echo is up to two intervals old when the next one arrives, so the LAN fence would lapse between echoes"
+                      (sprintf "must be at least twice lan_interval plus %d ms: an echo is up to two intervals old when the next one arrives, and the API fence is armed half the remaining margin ahead of the LAN fence's end, which must leave it time"
+                          (2L * KernelSlack))
               if not (exceedsWithDrift dl rl) then
                   problem "lan_lease_duration"
                       (sprintf "must exceed lan_renew_deadline by the clock-drift and kernel margins: needs more than %.3f s" (needed rl))
@@ -182,8 +184,8 @@ module Config =
 
     let private lookup (env: Map<string, string>) name = env |> Map.tryFind name
 
-    /// Go's strconv.ParseBool, which kube-vip uses.
-    let private parseBool (s: string) =
+    /// Go's strconv.ParseBool, which kube-vip uses (for variables, and Hybrid also for boolean annotations).
+    let parseBool (s: string) =
         match s with
         | "1" | "t" | "T" | "TRUE" | "true" | "True" -> Some true
         | "0" | "f" | "F" | "FALSE" | "false" | "False" -> Some false

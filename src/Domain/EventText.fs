@@ -37,6 +37,17 @@ type EventReason =
     | AddressPoolExhausted
     // Warning, on the pool ConfigMap
     | InvalidAddressPool
+    // Warning, on a Service held here: why it is not (fully) forwarded by UPnP (docs/UPNP.md)
+    | UPnPDisabled
+    | UPnPInvalidAnnotation
+    | UPnPNoIPv4Address
+    | UPnPUnsupportedProtocol
+    | UPnPPortTaken
+    | UPnPNoGateway
+    | UPnPConflict
+    | UPnPNotAuthorized
+    | UPnPGatewayUnreachable
+    | UPnPMappingFailed
 
 [<RequireQualifiedAccess>]
 module EventReason =
@@ -62,6 +73,16 @@ module EventReason =
         | EventReason.NoAddressPool -> "NoAddressPool"
         | EventReason.AddressPoolExhausted -> "AddressPoolExhausted"
         | EventReason.InvalidAddressPool -> "InvalidAddressPool"
+        | EventReason.UPnPDisabled -> "UPnPDisabled"
+        | EventReason.UPnPInvalidAnnotation -> "UPnPInvalidAnnotation"
+        | EventReason.UPnPNoIPv4Address -> "UPnPNoIPv4Address"
+        | EventReason.UPnPUnsupportedProtocol -> "UPnPUnsupportedProtocol"
+        | EventReason.UPnPPortTaken -> "UPnPPortTaken"
+        | EventReason.UPnPNoGateway -> "UPnPNoGateway"
+        | EventReason.UPnPConflict -> "UPnPConflict"
+        | EventReason.UPnPNotAuthorized -> "UPnPNotAuthorized"
+        | EventReason.UPnPGatewayUnreachable -> "UPnPGatewayUnreachable"
+        | EventReason.UPnPMappingFailed -> "UPnPMappingFailed"
 
     let all: EventReason list =
         [ EventReason.Announced; EventReason.TookOver; EventReason.Withdrawn; EventReason.AddressAssigned
@@ -70,7 +91,10 @@ module EventReason =
           EventReason.NoEligibleNode; EventReason.EligibleNodesNotLive; EventReason.NoLiveNode
           EventReason.AddressNotInPool; EventReason.AddressReserved; EventReason.AddressSharingRefused
           EventReason.AddressOutsidePolicyKept; EventReason.NoAddressPool; EventReason.AddressPoolExhausted
-          EventReason.InvalidAddressPool ]
+          EventReason.InvalidAddressPool; EventReason.UPnPDisabled; EventReason.UPnPInvalidAnnotation
+          EventReason.UPnPNoIPv4Address; EventReason.UPnPUnsupportedProtocol; EventReason.UPnPPortTaken
+          EventReason.UPnPNoGateway; EventReason.UPnPConflict; EventReason.UPnPNotAuthorized
+          EventReason.UPnPGatewayUnreachable; EventReason.UPnPMappingFailed ]
 
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 // Event text within the API server's limits

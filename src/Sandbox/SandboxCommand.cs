@@ -5,7 +5,8 @@ namespace Hybrid.Sandbox;
 
 /// <summary>
 /// `hybrid sandbox`: builds the lab (API emulator, bridge, node namespaces each running an agent, a client
-/// namespace, the Service data plane: pods and kube-proxy), prints `sandbox ready kubeconfig=FILE` once all of
+/// namespace, the Service data plane: pods and kube-proxy; with enable_upnp a router running miniupnpd and an
+/// internet namespace behind it), prints `sandbox ready kubeconfig=FILE` once all of
 /// it is up, and keeps it up until SIGINT/SIGTERM; then stops the agents gracefully and removes every
 /// namespace, process, nftables table and temporary file.
 /// </summary>
@@ -18,7 +19,8 @@ internal static class SandboxCommand
           --name NAME        prefix of the namespaces (NAME-lan, NAME-node-1.., NAME-client)
           --subnet CIDR      IPv4 LAN inside 198.18.0.0/15; VIPs should come from its top 55 addresses
           --kubeconfig FILE  where to write the kubeconfig for kubectl (default: in the lab's run directory)
-          --env KEY=VALUE    kube-vip setting for every agent (repeatable), e.g. --env svc_election=true
+          --env KEY=VALUE    kube-vip setting for every agent (repeatable), e.g. --env svc_election=true;
+                             --env enable_upnp=true also builds a router (miniupnpd) and an internet namespace
         """;
 
     public static async Task<int> RunAsync(IReadOnlyList<string> args, CancellationToken cancellationToken)
@@ -104,6 +106,10 @@ internal static class SandboxCommand
                               $"{DataPlane.KubeProxyRuleset.Family} {DataPlane.KubeProxyRuleset.Table} in each node");
             Console.WriteLine($"  client: namespace {lab.ClientHost.Namespace}, {lab.ClientHost.Interface} {lab.ClientHost.Ipv4} " +
                               $"(try: sudo ip netns exec {lab.ClientHost.Namespace} curl http://VIP/hostname)");
+            if (lab.Router is { } router)
+                Console.WriteLine($"  router: namespace {router.Host.Namespace}, {router.Host.Interface} {router.Host.Ipv4}, {LabRouter.WanInterface} {LabRouter.WanAddress} " +
+                                  $"(miniupnpd, nftables table inet {MiniUpnpdGateway.TableName}); internet: namespace {router.InternetNamespace}, " +
+                                  $"{LabRouter.InternetAddress} (try: sudo ip netns exec {router.InternetNamespace} curl http://{LabRouter.WanAddress}:PORT/hostname)");
             Console.WriteLine($"  VIPs: use {lab.Topology.VipFirst}-{lab.Topology.VipLast}; API {lab.Api.BaseAddress}");
             Console.WriteLine($"sandbox ready kubeconfig={lab.KubeconfigPath}");
             try

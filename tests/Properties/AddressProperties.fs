@@ -217,7 +217,7 @@ let ``garbage, CIDRs and unusable addresses are InvalidAddress carrying the offe
             allOf
                 [ holds (sprintf "carries %A, offending %A" t bad) (t = bad.Trim())
                   holds (sprintf "problem %A should mention %A" p problem) (p.Contains problem)
-                  holds "ours: a Warning Event" (SkipReason.audience reason = Ours "InvalidAddress")
+                  holds "ours: a Warning Event" (SkipReason.audience reason = Ours EventReason.InvalidAddress)
                   holds "described with the text" ((SkipReason.describe reason).Contains(bad.Trim())) ]
         | other -> holds (sprintf "%A gave %A" list other) false
         |> Prop.classify (problem = "CIDR") "CIDR"
@@ -264,3 +264,22 @@ let ``every text the domain accepts System.Net reads as the same address`` () =
                   holds "round trip" (Ip.tryParse (Ip.format address) = Some address) ]
             |> Prop.classify true "accepted"
         | None -> holds "refused" true |> Prop.classify true "refused")
+
+// ── Prefixes ────────────────────────────────────────────────────────────────────────────────────────
+
+[<Property>]
+let ``vip_subnet sets the prefix VIPs are added with: one value for its family, or IPv4 then IPv6`` () =
+    let genCase =
+        Gen.oneof
+            [ Gen.choose (1, 32) |> Gen.map (fun p -> Gen.elements [ string p; "/" + string p ], (p, 128))
+              Gen.choose (33, 128) |> Gen.map (fun p -> Gen.elements [ string p; "/" + string p ], (32, p))
+              Gen.map2 (fun a b -> Gen.elements [ sprintf "%d,%d" a b; sprintf "/%d,/%d" a b; sprintf "/%d, /%d" a b ], (a, b)) (Gen.choose (1, 32)) (Gen.choose (1, 128)) ]
+        |> Gen.bind (fun (text, expected) -> text |> Gen.map (fun t -> t, expected))
+    forAll (Gen.map2 (fun c a -> c, a) genCase genUsableIp) (fun ((text, (v4, v6)), address) ->
+        match parseEnv [ "vip_subnet", text ] with
+        | Ok c ->
+            let expected = if Ip.family address = IPv4 then v4 else v6
+            holds (sprintf "%s: %d,%d; %s gets /%d" text c.PrefixV4 c.PrefixV6 (Ip.format address) (Desired.prefix c address))
+                (c.PrefixV4 = v4 && c.PrefixV6 = v6 && Desired.prefix c address = expected)
+        | Error e -> holds (sprintf "%s refused: %A" text e) false
+        |> Prop.classify (text.Contains ",") "both families")

@@ -94,19 +94,68 @@ let ``a service with no address is awaiting an address, not an error`` () =
     forAll (Gen.map3 (fun e a s -> e, a, s) (bool 1 1) genBlank genBlank) (fun (election, annotation, spec) ->
         let s = { service "default" "svc" with LoadBalancerIP = spec }
         let s = match annotation with Some v -> annotate Annotations.LoadBalancerIPs v s | None -> s
-        let snapshot =
-            { Config = configFor "node-a" election
-              Now = Now
-              Services = [ s ]
-              Slices = []
-              Heartbeats = [ { Node = "node-a"; Holder = Some "node-a"; Version = "1"; ChangedSeenAt = Now } ]
-              Leases = []
-              Self = { Node = "node-a"; Fence = FreshFence; Claims = Map.empty; LinkUp = true; ShuttingDown = false }
-              Vips = []
-              EmittedWarnings = Set.empty }
-        let plan = Plan.compute snapshot
+        let desired = Desired.compute (configFor "node-a" election) [ s ] []
         allOf
             [ holds (sprintf "requested %A" (Addresses.requested s)) (Addresses.requested s = NoAddressYet)
-              holds (sprintf "state %A" plan.Desired.States[s.Key]) (plan.Desired.States[s.Key] = AwaitingAddress [])
-              holds (sprintf "warnings %A" plan.ActiveWarnings) plan.ActiveWarnings.IsEmpty
-              holds "no address on the interface" (plan.Actions |> List.forall (function AddVip _ -> false | _ -> true)) ])
+              holds (sprintf "state %A" desired.States[s.Key]) (desired.States[s.Key] = AwaitingAddress [])
+              holds "in no group" (desired.Groups |> List.forall (fun g -> not (List.contains s.Key g.Members))) ])
+
+let private caseName (value: obj) =
+    let case, _ = Microsoft.FSharp.Reflection.FSharpValue.GetUnionFields(value, value.GetType())
+    case.Name
+
+let private allReasons =
+    Microsoft.FSharp.Reflection.FSharpType.GetUnionCases typeof<EventReason>
+    |> Array.map (fun c ->
+        match Microsoft.FSharp.Reflection.FSharpValue.MakeUnion(c, [||]) with
+        | :? EventReason as r -> r
+        | other -> failwithf "not an EventReason: %A" other)
+    |> List.ofArray
+
+[<Property>]
+let ``an Event's reason is the name of its case, and no two reasons share a name`` () =
+    forAll (Gen.elements allReasons) (fun reason ->
+        allOf
+            [ holds (sprintf "%A named %s" reason (EventReason.name reason)) (EventReason.name reason = caseName reason)
+              holds "names are distinct" ((allReasons |> List.map EventReason.name |> List.distinct).Length = allReasons.Length) ]
+        |> Prop.collect (EventReason.name reason))
+
+/// Every kind of skip, with made-up details.
+let private genSkip =
+    let k = key "default" "earlier"
+    let a = v4 192 168 0 220
+    Gen.elements
+        [ NotLoadBalancer "ClusterIP"
+          IgnoredByAnnotation
+          ClassMismatch(Some OtherClass, Config.DefaultClassName)
+          ClassMismatch(None, Config.DefaultClassName)
+          InvalidAddress("not-an-ip", "not an IPv4 or IPv6 address")
+          PortConflict(k, tcp 80, a)
+          PolicyConflict(k, a)
+          SelectorConflict(k, a) ]
+
+[<Property>]
+let ``another controller's service is not ours; every other skip is a Warning with the skip's own reason`` () =
+    forAll genSkip (fun skip ->
+        let foreign =
+            match skip with
+            | NotLoadBalancer _ | IgnoredByAnnotation | ClassMismatch _ -> true
+            | _ -> false
+        match SkipReason.audience skip with
+        | NotOurs -> holds (sprintf "%A not ours" skip) foreign
+        | Ours reason -> holds (sprintf "%A as %A" skip reason) (not foreign && EventReason.name reason = caseName skip)
+        |> Prop.collect (caseName skip))
+
+[<Property>]
+let ``a skip's description names what it is about`` () =
+    forAll genSkip (fun skip ->
+        let text = SkipReason.describe skip
+        let mentions =
+            match skip with
+            | NotLoadBalancer t -> [ t ]
+            | IgnoredByAnnotation -> [ Annotations.Ignore ]
+            | ClassMismatch(actual, expected) -> Option.toList actual @ [ expected ]
+            | InvalidAddress(t, problem) -> [ t; problem ]
+            | PortConflict(k, port, ip) -> [ string k; string port.Port; port.Protocol; Ip.format ip ]
+            | PolicyConflict(k, ip) | SelectorConflict(k, ip) -> [ string k; Ip.format ip ]
+        holds (sprintf "%s should mention %A" text mentions) (mentions |> List.forall text.Contains))

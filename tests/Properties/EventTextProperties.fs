@@ -70,8 +70,9 @@ let ``truncate gives valid UTF-8 within the limit: the text when it fits, else i
 let ``every Event reason is a CamelCase word within the API server's reason limit, and no two are alike`` () =
     let names = EventReason.all |> List.map EventReason.name
     allOf
+        // Digits are allowed inside a word (UPnPNoIPv4Address), as in Kubernetes' own reasons.
         [ for n in names do
-              holds n (n.Length > 0 && Char.IsAsciiLetterUpper n[0] && n |> Seq.forall Char.IsAsciiLetter && EventText.byteCount n <= EventText.ReasonLimitBytes)
+              holds n (n.Length > 0 && Char.IsAsciiLetterUpper n[0] && n |> Seq.forall Char.IsAsciiLetterOrDigit && EventText.byteCount n <= EventText.ReasonLimitBytes)
           holds "duplicates" ((List.distinct names).Length = names.Length) ]
 
 let private fitsNote (message: string) = EventText.byteCount message <= EventText.NoteLimitBytes && validUtf8 message

@@ -37,13 +37,27 @@ let bool (trueWeight: int) (falseWeight: int) = Gen.frequency [ trueWeight, Gen.
 // Time and configuration
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 
-/// The instant every generated snapshot is taken at.
+/// The instant every generated observation is dated against.
 let Now: Instant = 1_000_000L
 
-let BaseEnv = [ "vip_nodename", "node-a"; "svc_enable", "true" ]
+/// A cluster key for tests: the base64 text of 32 fixed bytes.
+let KeyText = Convert.ToBase64String(Array.init 32 (fun i -> byte (i * 7 + 1)))
 
-/// Parses BaseEnv overridden by `pairs` (later pairs win).
-let parseEnv (pairs: (string * string) list) = Config.parse (Map.ofList (BaseEnv @ pairs))
+/// Another valid key (another id).
+let OtherKeyText = Convert.ToBase64String(Array.init 32 (fun i -> byte (255 - i)))
+
+let clusterKey (text: string) =
+    match ClusterKey.parse text with
+    | Ok k -> k
+    | Error e -> failwithf "test key rejected: %s" e
+
+let Key = clusterKey KeyText
+
+/// The smallest environment Hybrid accepts: the node, services mode, the cluster key.
+let BaseEnv = [ "vip_nodename", "node-a"; "svc_enable", "true"; "lan_key", KeyText ]
+
+/// Parses BaseEnv overridden by `pairs` (later pairs win), with no key file.
+let parseEnv (pairs: (string * string) list) = Config.parse (Map.ofList (BaseEnv @ pairs)) None
 
 let configWith (pairs: (string * string) list) : Config =
     match parseEnv pairs with
@@ -55,23 +69,34 @@ let DefaultTiming = DefaultConfig.Timing
 
 let configFor (node: string) (election: bool) : Config = { DefaultConfig with NodeName = node; Election = election }
 
-/// Timings Timing.create accepts (with at least 20 ms of margin in the inequality, so that whole-millisecond
-/// clocks cannot decide), or Hybrid's defaults.
+/// Seconds as the environment spells them, with millisecond precision ("1", "0.25").
+let secondsText (ms: int64) = if ms % 1000L = 0L then string (ms / 1000L) else sprintf "%d.%03d" (ms / 1000L) (ms % 1000L)
+
+let chooseL (lo: int64) (hi: int64) = Gen.choose64 (lo, hi)
+
+let genUInt64 = Gen.map2 (fun (a: int) (b: int) -> (uint64 (uint32 a) <<< 32) ||| uint64 (uint32 b)) (Gen.choose (Int32.MinValue, Int32.MaxValue)) (Gen.choose (Int32.MinValue, Int32.MaxValue))
+
+let genUInt32 = Gen.choose (Int32.MinValue, Int32.MaxValue) |> Gen.map uint32
+
+/// A later duration that exceeds `earlier` by the documented margins (docs/PROTOCOL.md §7: ρ = 0.1 %, ε = 10 ms)
+/// plus at least `extra` ms, computed in decimals from the document's numbers.
+let exceeding (earlier: int64) (extra: int64) =
+    int64 (Math.Ceiling((decimal earlier * 1.001m + 10m) / 0.999m)) + extra
+
+/// Timings Timing.create accepts, far from and close to every boundary, or Hybrid's defaults.
 let genAcceptedTiming: Gen<Timing> =
     Gen.frequency
         [ 1, Gen.constant DefaultTiming
-          3,
+          4,
           gen {
-              // R must leave one retry period after a 1 s lifetime and the kernel's expiry slack; D must exceed
-              // R by the clock-drift margin (both read from the domain's constants).
-              let slack = int Timing.KernelExpirySlack
-              let rho = float Timing.ClockDriftPerMille
-              let! p = Gen.choose (100, 600)
-              let! r = Gen.choose (p + 1000 + slack, p + 2500 + slack)
-              let! extra = Gen.choose (20, 600)
-              let d = int64 (Math.Ceiling(float r * (1000.0 + rho) / (1000.0 - rho))) + int64 extra
+              let! h = chooseL 10L 1000L
+              let! rl = chooseL (2L * h + 2L * Timing.KernelSlack) (2L * h + 2000L)
+              let! dl = chooseL 1L 3000L |> Gen.map (exceeding rl)
+              let! pa = chooseL 50L 3000L
+              let! ra = chooseL (pa + 1L) (pa + 10_000L)
+              let! da = chooseL 1L 10_000L |> Gen.map (exceeding ra)
               return
-                  match Timing.create d (int64 r) (int64 p) with
+                  match Timing.create h rl dl da ra pa with
                   | Ok t -> t
                   | Error e -> failwithf "generator built a rejected timing %A" e
           } ]
@@ -298,32 +323,26 @@ let genSlices (nodes: string list) (k: ServiceKey) : Gen<EndpointSlice list> =
             |> Gen.map (List.map (fun eps -> { Service = k; Endpoints = eps }))
     }
 
+
+/// Another load balancer's class.
+let OtherClass = "example.com/other-lb"
+
+/// What a generated service asks for: mostly a few shared addresses, sometimes DHCP, nothing or garbage.
+let genAddressText: Gen<string option> =
+    let v4s = [ "192.168.0.220"; "192.168.0.221"; "192.168.0.222" ]
+    Gen.frequency
+        [ 8, Gen.elements v4s |> Gen.map Some
+          1, Gen.elements v4s |> Gen.map (fun a -> Some(a + ",2001:db8::220"))
+          1, Gen.constant (Some "2001:db8::220")
+          1, Gen.constant (Some "0.0.0.0")
+          1, Gen.constant None
+          1, Gen.elements [ "127.0.0.1"; "not-an-ip"; "192.168.0.0/24"; "192.168.0.220,192.168.0.221" ] |> Gen.map Some ]
+
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
-// Ownership: nodes, heartbeats, groups, leases
+// Nodes and groups
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 
 let NodePool = [ "node-a"; "node-b"; "node-c"; "node-d"; "node-e"; "node-f" ]
-
-/// How a node looks to the observer.
-type Fate =
-    | Alive
-    | Dead
-    | Gone
-    | Unknown
-
-/// A heartbeat observation matching the fate (None: never seen).
-let genHeartbeat (timing: Timing) (node: string) (fate: Fate) : Gen<Heartbeat option> =
-    let hb holder (age: int) =
-        Some { Node = node; Holder = holder; Version = sprintf "hb-%s-%d" node age; ChangedSeenAt = Now - int64 age }
-    match fate with
-    | Alive -> Gen.choose (0, int timing.LeaseDuration - 1) |> Gen.map (hb (Some node))
-    | Dead -> Gen.choose (int timing.LeaseDuration, int timing.LeaseDuration + 5000) |> Gen.map (hb (Some node))
-    | Gone -> Gen.choose (0, 5000) |> Gen.map (hb None)
-    | Unknown -> Gen.constant None
-
-let genFate = Gen.frequency [ 6, Gen.constant Alive; 2, Gen.constant Dead; 1, Gen.constant Gone; 1, Gen.constant Unknown ]
-
-let heartbeatMap (hbs: Heartbeat option list) = hbs |> List.choose id |> List.map (fun h -> h.Node, h) |> Map.ofList
 
 /// Group addresses for the ownership properties.
 let GroupPool = [ for i in 1..12 -> v4 10 0 0 i ]
@@ -341,253 +360,3 @@ let group (address: Ip) (eligibility: Eligibility) (changedSeenAt: Instant) : Gr
       Eligibility = eligibility
       ChangedSeenAt = changedSeenAt
       CreatedAt = 0L }
-
-/// A group Lease naming nobody, a node of the fleet (whatever its fate), or a node nobody has seen.
-let genLease (nodes: string list) (id: GroupId) : Gen<GroupLease option> =
-    gen {
-        let! age = Gen.choose (0, 5000)
-        let! version = Gen.choose (1, 99)
-        let lease holder = Some { Name = id; Holder = holder; Version = sprintf "l%d" version; ChangedSeenAt = Now - int64 age }
-        return!
-            Gen.frequency
-                [ 2, Gen.constant None
-                  1, Gen.constant (lease None)
-                  5, Gen.elements nodes |> Gen.map (Some >> lease)
-                  1, Gen.constant (lease (Some "node-gone")) ]
-    }
-
-/// Nodes with fates, groups with eligibility and leases: what one node observed of the cluster.
-type Fleet =
-    { Nodes: string list
-      Fates: Map<string, Fate>
-      View: OwnershipView
-      Groups: Group list }
-
-let genFleetWith (genFateOf: Gen<Fate>) (maxGroups: int) : Gen<Fleet> =
-    gen {
-        let! n = Gen.choose (1, NodePool.Length)
-        let nodes = List.take n NodePool
-        let! fates = Gen.listOfLength n genFateOf
-        let fateMap = List.zip nodes fates |> Map.ofList
-        let! hbs = List.zip nodes fates |> Gen.collectToList (fun (node, fate) -> genHeartbeat DefaultTiming node fate)
-        let! addresses = someOf 1 maxGroups GroupPool
-        let! groups =
-            addresses
-            |> Gen.collectToList (fun a ->
-                Gen.map3 (fun e age created -> { group a e (Now - int64 age) with CreatedAt = int64 created })
-                    (genEligibility nodes) (Gen.choose (0, 3000)) (Gen.choose (0, 5)))
-        let! leases = groups |> Gen.collectToList (fun g -> genLease nodes g.Id)
-        return
-            { Nodes = nodes
-              Fates = fateMap
-              View =
-                { Now = Now
-                  Timing = DefaultTiming
-                  Heartbeats = heartbeatMap hbs
-                  Leases = leases |> List.choose id |> List.map (fun l -> l.Name, l) |> Map.ofList }
-              Groups = groups }
-    }
-
-let genFleet = genFleetWith genFate 8
-
-// ════════════════════════════════════════════════════════════════════════════════════════════════════
-// Whole snapshots for Plan and Explain
-// ════════════════════════════════════════════════════════════════════════════════════════════════════
-
-/// Addresses the plan scenarios use: three IPv4 VIPs, one IPv6, and the address a DHCP server leases.
-let PlanV4 = [ "192.168.0.220"; "192.168.0.221"; "192.168.0.222" ]
-let PlanV6 = "2001:db8::220"
-let DhcpLeased = "192.168.0.155"
-/// A VIP on the interface that no service asks for (left over from an earlier run).
-let ForeignVip = "192.168.0.250"
-let OtherClass = "example.com/other-lb"
-
-/// What a generated service asks for.
-let genAddressText: Gen<string option> =
-    Gen.frequency
-        [ 8, Gen.elements PlanV4 |> Gen.map Some
-          1, Gen.elements PlanV4 |> Gen.map (fun a -> Some(a + "," + PlanV6))
-          1, Gen.constant (Some PlanV6)
-          1, Gen.constant (Some "0.0.0.0")
-          1, Gen.constant None
-          1, Gen.elements [ "127.0.0.1"; "not-an-ip"; "192.168.0.0/24"; "192.168.0.220,192.168.0.221" ] |> Gen.map Some ]
-
-/// A service of any kind: ours or not, valid or not, colliding often with the others.
-let genPlanService (nodes: string list) (k: ServiceKey) : Gen<Service> =
-    gen {
-        let! created = Gen.choose (0, 3)
-        let! serviceType = Gen.frequency [ 12, Gen.constant "LoadBalancer"; 1, Gen.constant "ClusterIP"; 1, Gen.constant "NodePort" ]
-        let! cls = Gen.frequency [ 10, Gen.constant None; 1, Gen.constant (Some Config.DefaultClassName); 1, Gen.constant (Some OtherClass) ]
-        let! ignored = bool 1 14
-        let! address = genAddressText
-        let! viaAnnotation = bool 1 1
-        let! ports = genPorts
-        let! policy = genPolicy
-        let! selector = genSelector
-        let! staleIngress = Gen.frequency [ 4, Gen.constant None; 1, Gen.elements (PlanV4 @ [ DhcpLeased ]) |> Gen.map Some ]
-        let! vipHost = Gen.frequency [ 4, Gen.constant None; 1, Gen.elements nodes |> Gen.map Some ]
-        let! seen = Gen.choose (0, 3000)
-        let s = service k.Namespace k.Name
-        let s =
-            match address with
-            | Some a when viaAnnotation -> annotate Annotations.LoadBalancerIPs a s
-            | Some a -> { s with LoadBalancerIP = Some a }
-            | None -> s
-        let s = if ignored then annotate Annotations.Ignore "true" s else s
-        let s = match vipHost with Some h -> annotate Annotations.VipHost h s | None -> s
-        return
-            { s with
-                CreatedAt = int64 created
-                Type = serviceType
-                Class = cls
-                Ports = ports
-                Policy = policy
-                Selector = selector
-                Ingress =
-                  staleIngress
-                  |> Option.map (fun a -> ({ Ip = a; IpMode = Some "VIP"; Ports = ports }: IngressEntry))
-                  |> Option.toList
-                ChangedSeenAt = Now - int64 seen }
-    }
-
-/// Every group Lease name a scenario can produce, plus one for an address nobody uses any more.
-let planLeaseNames (config: Config) =
-    [ for a in PlanV4 @ [ PlanV6; DhcpLeased; "10.9.9.9" ] -> LeaseNames.group (ip a) ] @ [ config.LeaseName ]
-
-let genAnnounceState: Gen<AnnounceState option> =
-    Gen.frequency
-        [ 1, Gen.constant None
-          3,
-          gen {
-              let! age = Gen.choose (0, 10000)
-              let! sent = Gen.choose (0, 6)
-              let! last = Gen.choose (0, age)
-              return Some { AddedAt = Now - int64 age; Sent = sent; LastSentAt = Now - int64 last }
-          } ]
-
-let genVip (address: string) : Gen<VipState> =
-    gen {
-        let a = ip address
-        let! expires = Gen.frequency [ 3, Gen.choose (-300, 1200) |> Gen.map (fun d -> Some(Now + int64 d)); 1, Gen.constant None ]
-        let! announce = genAnnounceState
-        return { Ip = a; Prefix = Ip.hostPrefix (Ip.family a); ExpiresAt = expires; Announce = announce }
-    }
-
-/// The fence of a node: fresh enough to write addresses, valid but too old to write, lapsed, or never renewed.
-let genFence: Gen<Fence> =
-    gen {
-        let! epoch = Gen.choose (1, 3)
-        let! started =
-            Gen.frequency
-                [ 6, Gen.choose (0, 300) |> Gen.map (fun a -> Some(Now - int64 a))
-                  2, Gen.choose (301, int DefaultTiming.RenewDeadline - 1) |> Gen.map (fun a -> Some(Now - int64 a))
-                  1, Gen.choose (int DefaultTiming.RenewDeadline, 5000) |> Gen.map (fun a -> Some(Now - int64 a))
-                  1, Gen.constant None ]
-        return { Epoch = int64 epoch; LastRenewalStartedAt = started }
-    }
-
-/// A fence that allows writing addresses now.
-let FreshFence: Fence = { Epoch = 2L; LastRenewalStartedAt = Some(Now - 100L) }
-
-/// Claims for the leases that name `self`: current epoch, an older one, or none (a restart).
-let genClaims (self: string) (fence: Fence) (leases: GroupLease list) : Gen<Map<GroupId, Claim>> =
-    leases
-    |> List.filter (fun l -> l.Holder = Some self)
-    |> Gen.collectToList (fun l ->
-        Gen.frequency
-            [ 4, Gen.constant (Some(l.Name, ({ Epoch = fence.Epoch; From = None }: Claim)))
-              1, Gen.constant (Some(l.Name, ({ Epoch = fence.Epoch - 1L; From = None }: Claim)))
-              1, Gen.constant None ])
-    |> Gen.map (List.choose id >> Map.ofList)
-
-/// A whole snapshot as one node sees it: configuration, services, endpoints, heartbeats, leases, its own
-/// fence, claims, link and VIPs. Nodes, IPs, ports and names come from small pools.
-let genSnapshotWith (genSelfFate: Gen<Fate>) : Gen<Snapshot> =
-    gen {
-        let! n = Gen.choose (2, 4)
-        let nodes = List.take n NodePool
-        let! self = Gen.elements nodes
-        let! election = bool 3 1
-        let! arp = bool 5 1
-        let! disableUpdates = bool 1 7
-        let config = { configFor self election with Arp = arp; DisableServiceUpdates = disableUpdates }
-        let! fates = nodes |> Gen.collectToList (fun node -> if node = self then genSelfFate else genFate)
-        let! hbs = List.zip nodes fates |> Gen.collectToList (fun (node, fate) -> genHeartbeat DefaultTiming node fate)
-        let! keys = genKeys 0 6
-        let! services = keys |> Gen.collectToList (genPlanService nodes)
-        // DHCP services: some already leased an address (recorded in kube-vip.io/requestedIP).
-        let! services =
-            services
-            |> Gen.collectToList (fun s ->
-                let dhcp =
-                    s.LoadBalancerIP = Some "0.0.0.0" || s.Annotations.TryFind Annotations.LoadBalancerIPs = Some "0.0.0.0"
-                if dhcp then bool 1 1 |> Gen.map (fun leased -> if leased then annotate Annotations.RequestedIP DhcpLeased s else s)
-                else Gen.constant s)
-        let! slices = keys |> Gen.collectToList (genSlices (nodes @ [ "node-x" ]))
-        let! leases = planLeaseNames config |> Gen.collectToList (genLease (nodes @ [ "node-gone" ]))
-        let leases = List.choose id leases
-        let! fence = genFence
-        let! claims = genClaims self fence leases
-        let! linkUp = bool 9 1
-        let! shuttingDown = bool 1 9
-        let! vipAddresses = someOf 0 3 (PlanV4 @ [ PlanV6; ForeignVip ])
-        let! vips = vipAddresses |> Gen.collectToList genVip
-        return
-            { Config = config
-              Now = Now
-              Services = services
-              Slices = List.concat slices
-              Heartbeats = List.choose id hbs
-              Leases = leases
-              Self =
-                { Node = self
-                  Fence = fence
-                  Claims = claims
-                  LinkUp = linkUp
-                  ShuttingDown = shuttingDown }
-              Vips = vips
-              EmittedWarnings = Set.empty }
-    }
-
-let genSnapshot = genSnapshotWith (Gen.frequency [ 8, Gen.constant Alive; 1, Gen.constant Dead; 1, Gen.constant Gone; 1, Gen.constant Unknown ])
-
-/// The same node, healthy: live heartbeat, a fence that allows writing, link up, not stopping.
-let healthy (s: Snapshot) : Snapshot =
-    let me = s.Self.Node
-    let hb = { Node = me; Holder = Some me; Version = "hb-self"; ChangedSeenAt = Now - 50L }
-    { s with
-        Heartbeats = hb :: (s.Heartbeats |> List.filter (fun h -> h.Node <> me))
-        Self =
-            { s.Self with
-                Fence = FreshFence
-                LinkUp = true
-                ShuttingDown = false
-                // Claims keep their age relative to the fence (current stays current, older stays older).
-                Claims = s.Self.Claims |> Map.map (fun _ c -> { c with Epoch = c.Epoch - s.Self.Fence.Epoch + FreshFence.Epoch }) } }
-
-let genHealthySnapshot = genSnapshot |> Gen.map healthy
-
-/// The same snapshot as another node of the cluster sees it: same shared observations, its own self state.
-let asNode (node: string) (s: Snapshot) : Snapshot =
-    { s with
-        Config = { s.Config with NodeName = node }
-        Self = { s.Self with Node = node; Claims = Map.empty }
-        Vips = []
-        EmittedWarnings = Set.empty }
-
-/// The nodes a snapshot knows of (heartbeats, leases, and itself).
-let nodesOf (s: Snapshot) =
-    (s.Self.Node :: (s.Heartbeats |> List.map _.Node)) |> List.distinct
-
-/// Every node of the snapshot as itself, each with a fresh fence and current claims for the leases naming
-/// it: the most any node could believe about itself.
-let everyNode (s: Snapshot) =
-    nodesOf s
-    |> List.map (fun n ->
-        let t = asNode n s
-        let claims =
-            t.Leases
-            |> List.filter (fun l -> l.Holder = Some n)
-            |> List.map (fun l -> l.Name, ({ Epoch = FreshFence.Epoch; From = None }: Claim))
-            |> Map.ofList
-        { t with Self = { t.Self with Fence = FreshFence; Claims = claims } })

@@ -173,7 +173,7 @@ let private outcomeOf (scenario: Scenario) = outcomes.GetOrAdd(scenario, fun s -
 
 let private explain (scenario: Scenario) (what: string) =
     let traced = run scenario true
-    sprintf "%s\nscenario: %A\ntimeline (last 150 lines):\n%s" what scenario (traced.Trace |> List.rev |> List.truncate 150 |> List.rev |> String.concat "\n")
+    sprintf "%s\nscenario: %A\ntimeline (last 150 lines, fence refreshes left out):\n%s" what scenario (traced.Trace |> List.filter (fun l -> not (l.Contains "kernel fence until")) |> List.rev |> List.truncate 150 |> List.rev |> String.concat "\n")
 
 [<Property(MaxTest = 500)>]
 let ``never two kernels answer for one VIP at one instant`` () =

@@ -78,16 +78,12 @@ let private http2 = exposed "http2" 81 1005L
 let private http3 = exposed "http3" 80 1010L
 let private vip = v4 192 168 0 220
 
-let private oneNode (services: Service list) =
-    { Config = configFor "node-a" false
-      Now = Now
-      Services = services
-      Slices = services |> List.map (fun s -> { Service = s.Key; Endpoints = [ { NodeName = Some "node-a"; Conditions = { Ready = Some true; Serving = Some true; Terminating = Some false } } ] })
-      Heartbeats = [ { Node = "node-a"; Holder = Some "node-a"; Version = "1"; ChangedSeenAt = Now } ]
-      Leases = []
-      Self = { Node = "node-a"; Fence = FreshFence; Claims = Map.empty; LinkUp = true; ShuttingDown = false }
-      Vips = []
-      EmittedWarnings = Set.empty }
+let private readyOn (node: string) (s: Service) =
+    { Service = s.Key; Endpoints = [ { NodeName = Some node; Conditions = { Ready = Some true; Serving = Some true; Terminating = Some false } } ] }
+
+/// One agent alone with these services (each with a serving endpoint on it), run for 3 s.
+let private oneNode (election: bool) (services: Service list) =
+    SingleNode.start (configFor "node-a" election) services (services |> List.map (readyOn "node-a")) |> SingleNode.runUntil 3000L
 
 [<Fact>]
 let ``http1 on port 80 and http2 on port 81 share 192.168.0.220`` () =
@@ -113,22 +109,38 @@ let ``a third service on port 80 does not share, and its reason names http1 and 
 
 [<Fact>]
 let ``the seed's three services on one node: one VIP, two statuses, one warning, then quiet`` () =
-    let rounds = PlanModel.run 5 (oneNode [ http1; http2; http3 ])
-    let last, lastPlan = List.last rounds
-    Assert.Empty(lastPlan.Actions)
-    Assert.Equal<Ip list>([ vip ], last.Vips |> List.map _.Ip)
-    let warnings = rounds |> List.collect (snd >> PlanModel.warnings)
-    let warning = Assert.Single warnings
-    Assert.Equal(http3.Key, warning.Service)
-    Assert.Equal("PortConflict", warning.Reason)
-    Assert.Contains("http1", warning.Message)
-    let status name = last.Services |> List.find (fun s -> s.Key.Name = name)
-    Assert.Equal<IngressEntry list>([ { Ip = "192.168.0.220"; IpMode = Some "VIP"; Ports = [ tcp 80 ] } ], (status "http1").Ingress)
-    Assert.Equal<IngressEntry list>([ { Ip = "192.168.0.220"; IpMode = Some "VIP"; Ports = [ tcp 81 ] } ], (status "http2").Ingress)
-    Assert.Empty((status "http3").Ingress)
-    Assert.Equal(Some "node-a", (status "http1").Annotations.TryFind Annotations.VipHost)
-    let explanation = Explain.all last lastPlan |> List.find (fun e -> e.Service = http3.Key)
-    Assert.Equal("skipped: " + SkipReason.describe (PortConflict(http1.Key, tcp 80, vip)), explanation.Summary)
+    for election in [ false; true ] do
+        let settled = oneNode election [ http1; http2; http3 ]
+        Assert.Equal<Set<Ip>>(Set [ vip ], SingleNode.answering settled)
+        let warnings = settled.Events |> List.filter (fun e -> e.Type = Warning)
+        let warning = Assert.Single warnings
+        Assert.Equal(http3.Key, warning.Service)
+        Assert.Equal(EventReason.PortConflict, warning.Reason)
+        Assert.Contains("http1", warning.Message)
+        let announced = settled.Events |> List.filter (fun e -> e.Reason = EventReason.Announced) |> List.map _.Service |> List.sort
+        Assert.Equal<ServiceKey list>([ http1.Key; http2.Key ], announced)
+        let status name = settled.Services |> Map.toList |> List.map snd |> List.find (fun s -> s.Key.Name = name)
+        Assert.Equal<IngressEntry list>([ { Ip = "192.168.0.220"; IpMode = Some "VIP"; Ports = [ tcp 80 ] } ], (status "http1").Ingress)
+        Assert.Equal<IngressEntry list>([ { Ip = "192.168.0.220"; IpMode = Some "VIP"; Ports = [ tcp 81 ] } ], (status "http2").Ingress)
+        Assert.Empty((status "http3").Ingress)
+        Assert.Equal(Some "node-a", (status "http1").Annotations.TryFind Annotations.VipHost)
+        // Steady state: no API write and no Event for as long as nothing changes, and the VIP stays answered.
+        let later = SingleNode.runUntil 8000L settled
+        Assert.Equal(settled.Writes, later.Writes)
+        Assert.Equal(settled.Events.Length, later.Events.Length)
+        Assert.Equal<Set<Ip>>(Set [ vip ], SingleNode.answering later)
+
+[<Fact>]
+let ``a node taking over a service keeps the status its previous holder wrote until it answers, then names itself`` () =
+    for election in [ false; true ] do
+        let entry = { Ip = "192.168.0.220"; IpMode = Some "VIP"; Ports = [ tcp 80 ] }
+        let previous = { http1 with Ingress = [ entry ]; Annotations = http1.Annotations.Add(Annotations.VipHost, "node-old") }
+        let settled = oneNode election [ previous ]
+        Assert.Equal<Set<Ip>>(Set [ vip ], SingleNode.answering settled)
+        Assert.Equal(0, settled.IngressCleared)
+        let status = settled.Services[http1.Key]
+        Assert.Equal<IngressEntry list>([ entry ], status.Ingress)
+        Assert.Equal(Some "node-a", status.Annotations.TryFind Annotations.VipHost)
 
 [<Fact>]
 let ``a service is advertised only once loadbalancerIPs or spec.loadBalancerIP is populated`` () =
@@ -143,8 +155,10 @@ let ``a service is advertised only once loadbalancerIPs or spec.loadBalancerIP i
 let ``kube-vip.io/ignore=true makes kube-vip ignore a service`` () =
     let s = { exposed "ignored" 80 0L with Annotations = Map [ Annotations.Ignore, "true" ] }
     Assert.Equal(Skipped IgnoredByAnnotation, (Desired.compute DefaultConfig [ s ] []).States[s.Key])
-    let plan = Plan.compute (oneNode [ s ])
-    Assert.Empty(PlanModel.warnings plan)
+    let settled = oneNode true [ s ]
+    Assert.Empty(settled.Events)
+    Assert.Empty(SingleNode.answering settled)
+    Assert.Empty((settled.Services |> Map.find s.Key).Ingress)
 
 [<Fact>]
 let ``svc_election true from the seed's yaml`` () =
@@ -155,17 +169,14 @@ let ``svc_election true from the seed's yaml`` () =
 let ``nginx-service with externalTrafficPolicy Local is announced only from a node with a local pod`` () =
     let nginx = { service "default" "nginx-service" with Policy = Local; Selector = Map [ "app", "nginx" ]; LoadBalancerIP = Some "192.168.0.223" }
     let slice = { Service = nginx.Key; Endpoints = [ { NodeName = Some "node-b"; Conditions = { Ready = Some true; Serving = None; Terminating = None } } ] }
-    let snapshot (node: string) =
-        { oneNode [ nginx ] with
-            Config = configFor node true
-            Slices = [ slice ]
-            Heartbeats = [ for n in [ "node-a"; "node-b" ] -> { Node = n; Holder = Some n; Version = "1"; ChangedSeenAt = Now } ]
-            Self = { Node = node; Fence = FreshFence; Claims = Map.empty; LinkUp = true; ShuttingDown = false } }
-    let roleOn node =
-        let plan = Plan.compute (snapshot node)
-        plan.Roles |> Map.toList |> List.exactlyOne |> snd
-    Assert.Equal(Waiting NotACandidate, roleOn "node-a")
-    Assert.Equal(Claiming(None, None, None), roleOn "node-b")
+    let desired = Desired.compute (configFor "node-a" true) [ nginx ] [ slice ]
+    let g = Assert.Single desired.Groups
+    let live = [ "node-a"; "node-b"; "node-c" ]
+    let assignments = Ownership.assign Now DefaultTiming (fun _ -> Live) live Map.empty Map.empty desired.Groups
+    Assert.Equal(Orphaned([ "node-b" ], g.ChangedSeenAt, None), assignments[g.Id])
+    // Alone, a node without a local pod leaves it unannounced.
+    let alone = SingleNode.start (configFor "node-a" true) [ nginx ] [ slice ] |> SingleNode.runUntil 3000L
+    Assert.Empty(SingleNode.answering alone)
 
 [<Fact>]
 let ``nginx-dhcp on 0.0.0.0 waits for the DHCP lease, then announces 192.168.0.155`` () =
@@ -174,12 +185,20 @@ let ``nginx-dhcp on 0.0.0.0 waits for the DHCP lease, then announces 192.168.0.1
     Assert.Equal(AwaitingAddress [ IPv4 ], (Desired.compute DefaultConfig [ dhcp ] []).States[dhcp.Key])
     let leased = annotate Annotations.RequestedIP "192.168.0.155" dhcp
     Assert.Equal(Member([ v4 192 168 0 155 ], []), (Desired.compute DefaultConfig [ leased ] []).States[dhcp.Key])
-    let last, _ = PlanModel.run 5 (oneNode [ leased ]) |> List.last
-    let status = last.Services.Head.Ingress
-    Assert.Equal("192.168.0.155", (Assert.Single status).Ip)
+    let settled = oneNode false [ leased ]
+    Assert.Equal<Set<Ip>>(Set [ v4 192 168 0 155 ], SingleNode.answering settled)
+    Assert.Equal("192.168.0.155", (Assert.Single (settled.Services |> Map.find dhcp.Key).Ingress).Ip)
 
 [<Fact>]
-let ``kube-vip's usual lease settings (5 s, 3 s, 1 s) are accepted and keep the inequality`` () =
+let ``kube-vip's usual lease settings (5 s, 3 s, 1 s) are accepted with the LAN defaults`` () =
     let c = configWith [ "vip_leaseduration", "5"; "vip_renewdeadline", "3"; "vip_retryperiod", "1" ]
-    Assert.Equal({ LeaseDuration = 5000L; RenewDeadline = 3000L; RetryPeriod = 1000L; AddressLifetime = 1000L }, c.Timing)
-    Assert.True(c.Timing.RenewDeadline * 1010L < c.Timing.LeaseDuration * 990L)
+    Assert.Equal(
+        { HeartbeatInterval = 100L
+          LanRenewDeadline = 400L
+          LanLeaseDuration = 450L
+          ApiLeaseDuration = 5000L
+          ApiRenewDeadline = 3000L
+          ApiRetryPeriod = 1000L
+          AddressLifetime = 10_000L },
+        c.Timing
+    )

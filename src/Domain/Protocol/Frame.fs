@@ -109,7 +109,9 @@ module FrameCodec =
     let echoesPerPart (frame: Frame) =
         max 1 ((MaxDatagram - fixedBytes frame - frame.Claims.Length * ClaimBytes) / EchoBytes)
 
-    /// Splits a frame into parts that each fit a datagram; claims travel in the first part.
+    /// Splits a frame into parts that each fit a datagram. The claims (and the Aside flag) travel in every
+    /// part: parts may arrive in any order, and whichever part of a sequence arrives first is the one that
+    /// must carry them, because a member echoes the sequence from then on (an echo acknowledges the claims).
     let split (frame: Frame) : Frame list =
         let per = echoesPerPart frame
         match frame.Echoes |> List.chunkBySize per with
@@ -120,8 +122,7 @@ module FrameCodec =
                 { frame with
                     Part = i
                     Parts = chunks.Length
-                    Echoes = echoes
-                    Claims = (if i = 0 then frame.Claims else []) })
+                    Echoes = echoes })
 
     /// The datagram of one part, signed with HMAC-SHA256 under the cluster key.
     let encode (key: ClusterKey) (frame: Frame) : byte array =

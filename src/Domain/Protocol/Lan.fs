@@ -143,8 +143,9 @@ module Lan =
             let isNewSeq = frame.Seq > peer.LastSeq
             if not isNewSeq && (frame.Seq < peer.LastSeq || frame.Part = 0) then drop Replayed
             else
+                // Every part carries the claims and the Aside flag: the first part of a sequence to arrive is read.
                 let newClaims =
-                    if frame.Part = 0 && isNewSeq then frame.Claims |> List.filter (fun c -> not (peer.Claims.Contains c)) else []
+                    if isNewSeq then frame.Claims |> List.filter (fun c -> not (peer.Claims.Contains c)) else []
                 let updated =
                     { peer with
                         LastSeq = max peer.LastSeq frame.Seq
@@ -155,8 +156,8 @@ module Lan =
                           | a, b -> Option.orElse a b
                         AckedMe = peer.AckedMe || not echoesOfMe.IsEmpty
                         RefusesMe = (if echoesOfMe.IsEmpty then peer.RefusesMe else refusesMe)
-                        Aside = (if frame.Part = 0 && isNewSeq then frame.Aside else peer.Aside)
-                        Claims = (if frame.Part = 0 && isNewSeq then Set.ofList frame.Claims else peer.Claims) }
+                        Aside = (if isNewSeq then frame.Aside else peer.Aside)
+                        Claims = (if isNewSeq then Set.ofList frame.Claims else peer.Claims) }
                 let reappeared =
                     match previous with
                     | Some p -> isNewSeq && now - p.HeardAt >= timing.LanLeaseDuration

@@ -206,6 +206,10 @@ type NodeState =
       /// Addresses this node assigned and has not yet seen on the Service (when it wrote them): no other
       /// assignment is written meanwhile, so one pass never hands out what an earlier one is writing.
       Assigning: Map<ServiceKey, Instant>
+      /// What UPnP forwarding should do (from the last ownership pass: every Service, whether held here).
+      ForwardWants: Wants
+      /// What the UPnP forwarder last reported.
+      Forwarding: ForwardingReport
       Transitions: Transition list
       NextWriteId: WriteId
       /// The decisions of the last ownership pass (for explanations, metrics and the facade).

@@ -72,6 +72,7 @@ type Notice =
     | DeposingNode of node: string * silentFor: Duration
     | NodeDeposed of node: string
     | DeposedBy of node: string
+    | RegistrationDeleted
     | StandingAside of StandAsideReason
     | StandingAsideEnded
     | ClaimAcknowledgementTimedOut of group: string * missing: string list
@@ -134,3 +135,5 @@ type Input =
     /// The VIP interface's own addresses and default gateways, as read now (at start and on every change).
     | InterfaceRead of InterfaceFacts * now: Instant
     | StopRequested of now: Instant
+    /// The UPnP forwarder's state changed (enable_upnp only): external addresses for status, runtime problems.
+    | ForwardingReported of ForwardingReport * now: Instant

@@ -132,6 +132,8 @@ module Protocol =
           EmittedWarnings = Set.empty
           EmittedPoolErrors = Set.empty
           Assigning = Map.empty
+          ForwardWants = Upnp.wants config []
+          Forwarding = Upnp.noReport
           Transitions = []
           NextWriteId = 1L
           Assignments = Map.empty
@@ -277,9 +279,10 @@ module Protocol =
         let x = (x ^^^ (x >>> 27)) * 0x94d049bb133111ebUL
         Incarnation(x ^^^ (x >>> 31))
 
-    /// Deposed: everything this incarnation held is withdrawn by its successor incarnation, which joins
-    /// under a new term (docs/PROTOCOL.md §3). The kernel commands come from decide (every VIP unwanted).
-    let private deposed (by: string) (s: NodeState) =
+    /// Deposed, or its registration deleted: everything this incarnation held is withdrawn by its successor
+    /// incarnation, which joins under a new term (docs/PROTOCOL.md §3). The kernel commands come from decide
+    /// (every VIP unwanted).
+    let private restartIncarnation (why: Notice) (s: NodeState) =
         { s with
             Incarnation = nextIncarnation s.Incarnation
             IncarnationStartedAt = s.Now
@@ -302,14 +305,14 @@ module Protocol =
             Contests = Map.empty
             OwnershipStale = true
             DerivedStale = true },
-        [ Note(DeposedBy by) ]
+        [ Note why ]
 
     /// My own registration as observed: a deposition of this incarnation, or the version to write from.
     let private observeOwn (lease: LeaseRecord) (r: Registration) (s: NodeState) =
         let s = { s with Registration = { s.Registration with Known = true } }
         match r.State with
         | Deposed by when r.Incarnation = s.Incarnation && joined s ->
-            deposed by { s with Registration = { s.Registration with Version = Some lease.Version } }
+            restartIncarnation (DeposedBy by) { s with Registration = { s.Registration with Version = Some lease.Version } }
         | _ when r.Incarnation = s.Incarnation || s.Registration.Written.IsNone ->
             { s with Registration = { s.Registration with Version = Some lease.Version } }, []
         | _ -> s, []
@@ -358,7 +361,14 @@ module Protocol =
             match view.Known |> Map.tryPick (fun node _ -> if LeaseNames.registration node = name then Some node else None) with
             | Some node ->
                 let s = derivedStale { s with View = { s.View with Registrations = RegistrationView.deleted now node view } }
-                if node = s.Self then { s with Registration = { s.Registration with Version = None } }, [] else s, []
+                if node <> s.Self then s, []
+                else
+                    let s = { s with Registration = { s.Registration with Version = None } }
+                    // Others count a member whose registration is gone as silent D_L later and may take its groups:
+                    // a joined node whose registration was deleted starts over, as if deposed.
+                    match s.Phase with
+                    | Starting | Running when joined s -> restartIncarnation RegistrationDeleted s
+                    | _ -> s, []
             | None -> s, []
 
     let private listLeases (now: Instant) (leases: LeaseRecord list) (s: NodeState) =
@@ -558,8 +568,10 @@ module Protocol =
                             setVip ip (fun v ->
                                 { v with Announce = v.Announce |> Option.map (fun a -> { a with Sent = a.Sent + 1; LastSentAt = s.Now }) }) }
                 | _ -> { s with Kernel = setVip ip id }
+        // A fence write that took effect changes no role (the fence stage follows the deadline it recorded);
+        // re-running the ownership pass for each one, every few milliseconds, would cost it all its CPU.
         match command, outcome with
-        | (ExtendFence _ | ExpireFence), Applied -> s
+        | (ExtendFence _ | ExpireFence), (Applied | FenceExtended _) -> s
         | (RefreshAddress _ | Announce _), _ -> { s with MaintenanceDueAt = Some s.Now }
         | _ -> stale { s with MaintenanceDueAt = Some s.Now }
 
@@ -654,6 +666,9 @@ module Protocol =
             match s.Phase with
             | Stopping _ | Stopped -> { s with Now = now }, []
             | _ -> stale { s with Now = now; Phase = Stopping now }, []
+        | ForwardingReported(report, now) ->
+            // Status and Events follow the report in the next ownership pass.
+            if report = s.Forwarding then { s with Now = now }, [] else stale { s with Now = now; Forwarding = report }, []
 
     // ════════════════════════════════════════════════════════════════════════════════════════════════
     // Decide, stage 1: the node's own registration (join, fence mode, intent, leave)
@@ -1246,7 +1261,9 @@ module Protocol =
                             ips
                             |> List.filter (fun ip -> announcedBy.ContainsKey ip && (s.Kernel.Vips.TryFind ip |> Option.exists _.Held || announcedBy[ip] <> s.Self))
                             |> List.map (Status.entry service)
-                        write ingress (if ingress.IsEmpty then None else Some s.Self)
+                        // Until this node answers for an address of the group, the status stays as the previous
+                        // holder left it: clearing it for the moment of a takeover would tell clients it is gone.
+                        if ingress.IsEmpty then None else write (ingress @ Forwarding.ingress s service) (Some s.Self)
                     | Some(Unserved _) -> clear ()
                     | _ -> None
                 | Some(Skipped _)
@@ -1327,6 +1344,7 @@ module Protocol =
             |> List.append (addressWarnings s)
             |> List.filter (fun w -> iAmJanitor w.Service)
             |> Set.ofList
+            |> Set.union (Forwarding.warnings s)
         let fresh = Set.difference warnings s.EmittedWarnings |> Set.toList |> List.map Emit
         let membersUsing (ip: Ip) =
             match groupOf.TryFind ip |> Option.bind groupById.TryFind with
@@ -1420,6 +1438,7 @@ module Protocol =
             let entitled = entitlement s m
             let roles = s.Desired.Groups |> List.map (fun g -> g.Id, role s m entitled assignments[g.Id] g) |> Map.ofList
             let s = { s with Assignments = assignments; Roles = roles }
+            let s = { s with ForwardWants = Forwarding.wants s roles }
             let s, writes = groupWrites s roles
             let s, deletes = staleLeases s m live
             let s, kernel = vipCommands s m roles

@@ -26,7 +26,17 @@ internal sealed record LabOptions
     /// <summary>Run the Service data plane: pods in namespaces with HTTP servers, kube-proxy in nftables.</summary>
     public bool DataPlane { get; init; } = true;
 
+    /// <summary>
+    /// A home router with miniupnpd and the Internet behind it (<see cref="LabRouter"/>); null: when the agents
+    /// run with enable_upnp (or enableUPNP) true.
+    /// </summary>
+    public bool? Router { get; init; }
+
     public TimeSpan AgentRestartDelay { get; init; } = TimeSpan.FromSeconds(3);
+
+    /// <summary>Whether the lab gets its router: as asked, else whenever the agents forward with UPnP.</summary>
+    public bool WantsRouter =>
+        Router ?? new[] { "enable_upnp", "enableUPNP" }.Any(k => Environment.TryGetValue(k, out var v) && Hybrid.Domain.ConfigModule.parseBool(v) is { } b && b.Value);
 
     /// <summary>Tear the namespaces down from signal handlers (tests); `hybrid sandbox` handles signals itself.</summary>
     public bool TeardownOnSignal { get; init; } = true;
@@ -72,6 +82,9 @@ internal sealed class HybridLab : IAsyncDisposable
     public string KubeconfigPath { get; }
     public AgentSupervisor? Agents { get; private set; }
 
+    /// <summary>The router with miniupnpd and the internet namespace; null without UPnP.</summary>
+    public LabRouter? Router { get; private set; }
+
     /// <summary>Pods and kube-proxy; null when the lab was started without them.</summary>
     public ServiceDataPlane? DataPlane { get; private set; }
     public IReadOnlyList<LabHost> Nodes => Topology.Nodes;
@@ -108,6 +121,8 @@ internal sealed class HybridLab : IAsyncDisposable
             }
             if (options.DataPlane)
                 lab.DataPlane = await ServiceDataPlane.StartAsync(topology, client, loggers, cancellationToken);
+            if (options.WantsRouter)
+                lab.Router = await LabRouter.StartAsync(network, loggers, cancellationToken);
 
             if (options.StartAgents)
             {
@@ -222,6 +237,11 @@ internal sealed class HybridLab : IAsyncDisposable
         {
             try { await Agents.DisposeAsync(); }
             catch (Exception e) { _logger.LogWarning("Stopping the agents: {Error}", e.Message); }
+        }
+        if (Router is not null)
+        {
+            try { await Router.DisposeAsync(); }
+            catch (Exception e) { _logger.LogWarning("Stopping the router: {Error}", e.Message); }
         }
         if (DataPlane is not null)
         {

@@ -42,7 +42,7 @@ internal sealed record LabHost(
 /// The lab's whole layout computed from name, node count and subnet: pure data, no effects, the same input
 /// always gives the same names, MACs and addresses (so captures and logs of two runs compare line by line).
 /// <para>
-/// Layout, by offset from the subnet's network address: .1 reserved (a future gateway), .2 the client,
+/// Layout, by offset from the subnet's network address: .1 the router (only with UPnP, see <see cref="LabRouter"/>), .2 the client,
 /// .3–.10 extra hosts (<see cref="ExtraHost"/>: DHCP server, UPnP gateway), .11 upward the nodes, and the last
 /// 55 usable addresses (.200–.254 in a /24) advised for VIPs. MACs are locally administered
 /// 02:48:59:TT:00:00 ("HY"), TT = node number in decimal digits (node-12 → 12), c1 for the client, e1–e8 for
@@ -51,7 +51,7 @@ internal sealed record LabHost(
 /// </para>
 /// <para>
 /// Pods (<see cref="PodNetwork"/>): the lowest /18 of 198.18.0.0/15 that overlaps neither the LAN nor
-/// 198.19.0.0/24 (kept for the lab's future internet namespace); node K gets its K-th /24 as its pod CIDR, .1 of
+/// 198.19.0.0/24 (the lab's internet namespace); node K gets its K-th /24 as its pod CIDR, .1 of
 /// which is the node's side of every pod link. With the default LAN that is 198.18.64.0/18, node-1 → 198.18.65.0/24.
 /// Pod namespaces are `NAME-pK`, K counting up within a run.
 /// </para>
@@ -75,7 +75,7 @@ internal sealed partial class LabTopology
     public const int PodNetworkPrefixLength = 18;
     public const int PodCidrPrefixLength = 24;
 
-    /// <summary>Kept free for the lab's future internet namespace behind a router at the LAN's .1.</summary>
+    /// <summary>The lab's internet namespace behind the router at the LAN's .1 (<see cref="LabRouter"/>).</summary>
     public static readonly IPNetwork InternetRange = IPNetwork.Parse("198.19.0.0/24");
 
     /// <summary>Room for the NUL of sockaddr_un.sun_path (108 bytes on Linux).</summary>
@@ -121,7 +121,7 @@ internal sealed partial class LabTopology
     /// <summary>The namespace holding the bridge; pure L2 (IPv6 disabled, no addresses).</summary>
     public string LanNamespace { get; }
 
-    /// <summary>.1 of the subnet: never assigned by the lab, kept for a future gateway.</summary>
+    /// <summary>.1 of the subnet: never a node or VIP: the router's LAN address when the lab has one.</summary>
     public IPAddress Reserved { get; }
 
     public LabHost Client { get; }
@@ -193,6 +193,15 @@ internal sealed partial class LabTopology
             throw new ArgumentOutOfRangeException(nameof(slot), slot, "the subnet has no room for this extra host");
         return MakeHost(role, 0, offset, (byte)(0xe0 + slot));
     }
+
+    /// <summary>
+    /// The router (see <see cref="LabRouter"/>): namespace `NAME-router` at the LAN's reserved .1, MAC
+    /// 02:48:59:e0:00:00; its other side is the internet namespace <see cref="InternetNamespace"/>.
+    /// </summary>
+    public LabHost RouterHost() => MakeHost("router", 0, 1, 0xe0);
+
+    /// <summary>The Internet behind the router: one host in <see cref="InternetRange"/>, no route to the LAN.</summary>
+    public string InternetNamespace => $"{Name}-internet";
 
     /// <summary>
     /// True when <paramref name="namespaceName"/> is one the lab called <paramref name="labName"/> creates:

@@ -11,8 +11,8 @@ namespace Hybrid.Sandbox.Lab;
 /// inside the lab's namespaces (`ip -n LAN link add PORT type veth peer name eth0 netns HOST`), so the root
 /// namespace never sees an interface of the lab, and nothing is routed anywhere: the hosts have the on-link
 /// subnet route, and the nodes a default route via the subnet's .1 (<see cref="LabTopology.Reserved"/>, which
-/// nobody answers) so that their VIP interface has a default gateway, as on a real LAN (the address policy
-/// refuses it to Services).
+/// nobody answers unless a <see cref="LabRouter"/> takes that address) so that their VIP interface has a default
+/// gateway, as on a real LAN (the address policy refuses it to Services).
 /// <para>Settings, chosen to behave like a plain LAN and to be reproducible whatever the root namespace has:</para>
 /// <list type="bullet">
 /// <item>br0: STP off, forward delay 0 (ports forward at once), multicast snooping off (ARP and NDP flood to

@@ -237,6 +237,12 @@ internal sealed class AgentLab : IAsyncDisposable
             foreach (var node in Lab.Nodes)
             {
                 var log = Log(node.Name);
+                // HYBRID_TEST_LOGS=<folder> keeps every agent's whole log for a closer look.
+                if (Environment.GetEnvironmentVariable("HYBRID_TEST_LOGS") is { Length: > 0 } keep)
+                {
+                    Directory.CreateDirectory(keep);
+                    File.WriteAllText(Path.Combine(keep, $"{Path.GetFileName(_work)}-{node.Name}.log"), log);
+                }
                 _output.WriteLine($"──── agent log {node.Name} ({log.Length} chars, last 80 lines) ────");
                 foreach (var line in log.Split('\n').TakeLast(80)) _output.WriteLine(line);
             }

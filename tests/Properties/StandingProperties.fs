@@ -1,0 +1,117 @@
+/// How a node stands for an observer's ownership decisions (docs/PROTOCOL.md §4): live while its registration is
+/// Joined and in force, it was heard within D_L and its latest frame does not say it stands aside; what the node
+/// observed of the registrations and the LAN is all that decides it.
+module Hybrid.Properties.StandingProperties
+
+open System
+open FsCheck
+open FsCheck.FSharp
+open FsCheck.Xunit
+open Hybrid.Domain
+open Hybrid.Properties.Generators
+
+let private t = DefaultTiming
+let private Fingerprint = Config.fingerprint DefaultConfig
+let private FingerprintValue = UInt64.Parse(Fingerprint, Globalization.NumberStyles.AllowHexSpecifier)
+
+/// A fingerprint that loses every tie against this node's.
+let private OtherFingerprint = "ffffffffffffffff"
+
+type private Registered =
+    | NotRegistered
+    | Deleted
+    | Registered of RegistrationState * inForce: bool
+
+/// One other node: its registration, and when it was last heard (ms before now) saying Aside or not.
+type private Other = { Node: string; Registered: Registered; Heard: (Instant * bool) option }
+
+let private genOther (node: string) =
+    gen {
+        let! registered =
+            Gen.frequency
+                [ 1, Gen.constant NotRegistered
+                  1, Gen.constant Deleted
+                  1, Gen.constant (Registered(Left, true))
+                  1, Gen.constant (Registered(Deposed "node-z", true))
+                  1, Gen.constant (Registered(Joined, false))
+                  8, Gen.constant (Registered(Joined, true)) ]
+        let! heard =
+            Gen.frequency
+                [ 1, Gen.constant None
+                  5, Gen.map2 (fun ago aside -> Some(ago, aside)) (Gen.frequency [ 3, chooseL 0L 449L; 1, chooseL 450L 460L; 1, chooseL 461L 1500L ]) (bool 1 2) ]
+        return { Node = node; Registered = registered; Heard = heard }
+    }
+
+let private registrationOf (node: string) (state: RegistrationState) (fingerprint: string) : Registration =
+    { Node = node
+      Incarnation = Incarnation 7UL
+      Term = 1L
+      State = state
+      Fence = LanFence
+      Fingerprint = fingerprint
+      Members = Map.empty
+      Deposing = None
+      Interface = InterfaceFacts.none }
+
+let private leaseOf (r: Registration) : LeaseRecord =
+    let w = Registration.write (LeaseNames.registration r.Node) None 1 r
+    { Name = w.Name
+      Version = "3"
+      Holder = w.Holder
+      Transitions = 0
+      Labels = w.Labels
+      Annotations = w.Annotations |> Map.toSeq |> Seq.choose (fun (k, v) -> v |> Option.map (fun v -> k, v)) |> Map.ofSeq }
+
+/// Others where this node's fingerprint stays in force: node-b is always a Joined member in force.
+let private genCase =
+    gen {
+        let! b = genOther "node-b"
+        let b = { b with Registered = Registered(Joined, true) }
+        let! others = [ "node-c"; "node-d"; "node-e" ] |> Gen.collectToList genOther
+        return b :: others
+    }
+
+[<Property(MaxTest = 60)>]
+let ``a node is live when Joined in force and heard within D_L, aside when its latest frame says so, silent when not heard, gone when it left or was deposed`` () =
+    forAll genCase (fun others ->
+        let now = 5_000L
+        let registrations =
+            others
+            |> List.choose (fun o ->
+                match o.Registered with
+                | NotRegistered -> None
+                | Deleted -> Some(registrationOf o.Node Joined Fingerprint)
+                | Registered(state, inForce) -> Some(registrationOf o.Node state (if inForce then Fingerprint else OtherFingerprint)))
+        let deletions = others |> List.filter (fun o -> o.Registered = Deleted) |> List.map (fun o -> LeaseDeleted(LeaseNames.registration o.Node, 10L))
+        // Every other node sends its frames at its own time; only members' frames count.
+        let frames =
+            others
+            |> List.choose (fun o -> o.Heard |> Option.map (fun (ago, aside) -> o, now - ago, aside))
+            |> List.sortBy (fun (_, at, _) -> at)
+            |> List.mapi (fun i (o, at, aside) ->
+                FrameReceived(
+                    { Node = o.Node; Incarnation = Incarnation 7UL; Seq = uint32 (i + 1); Fingerprint = FingerprintValue; Aside = aside
+                      Part = 0; Parts = 1; Claims = []; Echoes = [] },
+                    at))
+        let inputs =
+            [ Started(Incarnation 1UL, [], true, 0L); LeasesListed(registrations |> List.map leaseOf, 0L) ]
+            @ deletions
+            // Ticks every h keep the node listening, as the shell does; frames arrive among them.
+            @ ([ for at in 100L .. 100L .. now -> Tick at ] @ frames |> List.sortBy (function Tick at -> at, 1 | FrameReceived(_, at) -> at, 0 | _ -> 0L, 0))
+        let s = inputs |> List.fold (fun s input -> fst (Protocol.step s input)) (Protocol.create DefaultConfig)
+        let m = Protocol.membership s
+        allOf
+            [ for o in others do
+                  let expected =
+                      match o.Registered with
+                      | NotRegistered | Deleted -> Unregistered
+                      | Registered((Left | Deposed _), _) -> Gone
+                      | Registered(Joined, false) -> OutOfForce
+                      | Registered(Joined, true) ->
+                          match o.Heard with
+                          | Some(ago, aside) when ago < t.LanLeaseDuration -> if aside then Aside else Live
+                          | _ -> Silent
+                  holds (sprintf "%A stands %A" o (Protocol.standing s m o.Node)) (Protocol.standing s m o.Node = expected) ]
+        |> Prop.classify (others |> List.exists (fun o -> o.Registered = Registered(Joined, true) && o.Heard |> Option.exists (fun (ago, aside) -> aside && ago < 450L))) "some member aside"
+        |> Prop.classify (others |> List.exists (fun o -> o.Registered = Registered(Joined, true) && o.Heard |> Option.exists (fun (ago, aside) -> aside && ago >= 450L))) "said Aside, not heard lately"
+        |> Prop.classify (others |> List.exists (fun o -> o.Heard |> Option.exists (fun (ago, _) -> ago >= 450L && ago <= 460L))) "heard about D_L ago")
