@@ -21,8 +21,10 @@ internal sealed class StatusWriter(IKubernetes client, ServiceRecords services, 
 
     private readonly Lock _lock = new();
     private readonly Dictionary<string, Request> _pending = new(StringComparer.Ordinal);
-    /// <summary>The version each Service was last written from: the same request again is the watch lagging.</summary>
-    private readonly Dictionary<string, string> _writtenFrom = new(StringComparer.Ordinal);
+    /// <summary>The last write of each Service and the version it was written from: the same request again from
+    /// that version is the watch lagging. Another request from it is new (a write that changed nothing, such as
+    /// an annotation already set, leaves the version as it was).</summary>
+    private readonly Dictionary<string, Request> _writtenFrom = new(StringComparer.Ordinal);
     private readonly Dictionary<string, (Backoff Backoff, long RetryAt)> _failing = new(StringComparer.Ordinal);
     private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
     private Task? _worker;
@@ -36,7 +38,7 @@ internal sealed class StatusWriter(IKubernetes client, ServiceRecords services, 
         var version = services.Get(key)?.Version ?? "";
         lock (_lock)
         {
-            if (_writtenFrom.TryGetValue(key, out var from) && from == version) return;
+            if (_writtenFrom.TryGetValue(key, out var written) && written.Version == version && written.Desired.Equals(desired)) return;
             _pending[key] = new Request(desired, version);
         }
         _wake.Writer.TryWrite(true);
@@ -116,7 +118,7 @@ internal sealed class StatusWriter(IKubernetes client, ServiceRecords services, 
             }
             lock (_lock)
             {
-                _writtenFrom[key] = request.Version;
+                _writtenFrom[key] = request;
                 _failing.Remove(key);
             }
             logger.LogInformation("{Service} status: ingress [{Ingress}], vipHost {Host}", key,
