@@ -71,7 +71,13 @@ type ServiceInput =
       Ports: PortInput array
       ExternalTrafficPolicy: string | null
       Selector: IReadOnlyDictionary<string, string>
-      Ingress: IngressInput array }
+      Ingress: IngressInput array
+      /// metadata.resourceVersion: an address assignment is written from the version it was decided on.
+      ResourceVersion: string | null
+      /// spec.ipFamilies as written (IPv4, IPv6), primary first; null or empty when unset.
+      IpFamilies: string array | null
+      /// spec.ipFamilyPolicy (SingleStack, PreferDualStack, RequireDualStack); null when unset.
+      IpFamilyPolicy: string | null }
 
 [<CLIMutable>]
 type EndpointInput =
@@ -97,6 +103,14 @@ type LeaseInput =
       Transitions: int
       Labels: IReadOnlyDictionary<string, string>
       Annotations: IReadOnlyDictionary<string, string> }
+
+/// A Node object, reduced to what the address policy reads.
+[<CLIMutable>]
+type NodeInput =
+    { Name: string
+      /// status.addresses of type InternalIP and ExternalIP, as written (unparseable ones are ignored).
+      Addresses: string array
+      Labels: IReadOnlyDictionary<string, string> }
 
 /// A VIP address an earlier process left on the interface.
 [<CLIMutable>]
@@ -180,6 +194,12 @@ type ShellCommand =
     /// Ingress null: leave status alone; SetVipHost false: leave the annotation alone (VipHost null removes it).
     | WriteStatus of Namespace: string * Name: string * Ingress: (IngressInput array | null) * SetVipHost: bool * VipHost: (string | null)
     | EmitEvent of Event: EventOutput
+    /// A Warning Event on the pool ConfigMap (Namespace/Name).
+    | EmitConfigMapEvent of Namespace: string * Name: string * Reason: string * Message: string
+    /// Merge-patch the Service from ResourceVersion (a 409 means it changed: the domain decides again): add
+    /// these annotations and labels; on success post the Normal Event (Reason, Message).
+    | AssignAddress of Namespace: string * Name: string * ResourceVersion: string * Annotations: IReadOnlyDictionary<string, string>
+        * Labels: IReadOnlyDictionary<string, string> * Reason: string * Message: string
     /// A Warning Event about this node (its Node object): why it holds nothing.
     | EmitNodeEvent of Reason: string * Message: string
     | Log of Entry: LogEntry
@@ -248,6 +268,29 @@ module internal Convert =
                   Conditions = { Ready = opt e.Ready; Serving = opt e.Serving; Terminating = opt e.Terminating } })
             |> List.ofSeq }
 
+    /// spec.ipFamilies and spec.ipFamilyPolicy; unknown spellings are left out (the API server allows none).
+    let families (s: ServiceInput) : ServiceKey * IpFamily list * IpFamilyPolicy =
+        let family (text: string) =
+            match text with
+            | "IPv4" -> Some IPv4
+            | "IPv6" -> Some IPv6
+            | _ -> None
+        let fs =
+            match s.IpFamilies with
+            | null -> []
+            | texts -> texts |> Seq.choose family |> List.ofSeq
+        let policy =
+            match s.IpFamilyPolicy with
+            | "PreferDualStack" -> PreferDualStack
+            | "RequireDualStack" -> RequireDualStack
+            | _ -> SingleStack
+        { Namespace = s.Namespace; Name = s.Name }, fs, policy
+
+    let node (n: NodeInput) : NodeObject =
+        { Name = n.Name
+          Addresses = n.Addresses |> Seq.choose (fun a -> Ip.tryParse (a.Trim())) |> List.ofSeq
+          Labels = dict n.Labels }
+
     let lease (l: LeaseInput) : LeaseRecord =
         { Name = l.Name
           Version = l.Version
@@ -312,7 +355,10 @@ module internal Convert =
 /// queued and returns what to do, in order.
 [<Sealed>]
 type ProtocolNode(settings: Settings) =
-    let mutable state = Protocol.create settings.Config
+    let mutable state = Protocol.awaitingAddressPolicy (Protocol.create settings.Config)
+    /// The resourceVersion of the latest reported version of each Service: what the domain decided on when
+    /// it asks for an assignment (the shell's cache may be newer).
+    let serviceVersions = Dictionary<ServiceKey, string>()
     let pendingKernel = Dictionary<int64, KernelCommand>()
     let queued = List<Input>()
     let mutable nextKernelId = 1L
@@ -375,6 +421,21 @@ type ProtocolNode(settings: Settings) =
                 | None -> null
             [ WriteStatus(key.Namespace, key.Name, entries, host.IsSome, Convert.orNull (Option.flatten host)) ]
         | Emit e -> [ EmitEvent(Convert.event e) ]
+        | EmitPoolConfigEvent(reason, message) ->
+            [ EmitConfigMapEvent(Pools.ConfigMapNamespace, Pools.ConfigMapName, EventReason.name reason, message) ]
+        | Command.AssignAddress a ->
+            match serviceVersions.TryGetValue a.Service with
+            | true, version ->
+                [ AssignAddress(
+                    a.Service.Namespace,
+                    a.Service.Name,
+                    version,
+                    PoolAssignment.annotations a :> IReadOnlyDictionary<string, string>,
+                    PoolAssignment.labels :> IReadOnlyDictionary<string, string>,
+                    EventReason.name EventReason.AddressAssigned,
+                    PoolNotice.assigned a
+                ) ]
+            | _ -> []
         | Note n -> notice n
 
     let step (input: Input) = queued.Add input
@@ -386,9 +447,37 @@ type ProtocolNode(settings: Settings) =
         step (Started(Incarnation incarnation, addresses, linkUp, now))
 
     member _.Tick(now: int64) = step (Tick now)
-    member _.ServicesListed(services: ServiceInput array, now: int64) = step (ServicesListed(services |> Array.map Convert.service |> List.ofArray, now))
-    member _.ServiceUpserted(service: ServiceInput, now: int64) = step (ServiceUpserted(Convert.service service, now))
-    member _.ServiceDeleted(ns: string, name: string, now: int64) = step (ServiceDeleted({ Namespace = ns; Name = name }, now))
+    member _.ServicesListed(services: ServiceInput array, now: int64) =
+        serviceVersions.Clear()
+        for s in services do
+            serviceVersions[{ Namespace = s.Namespace; Name = s.Name }] <- (match s.ResourceVersion with null -> "" | v -> v)
+        step (ServicesListed(services |> Array.map Convert.service |> List.ofArray, now))
+        step (ServiceFamiliesObserved(services |> Array.map Convert.families |> List.ofArray, true, now))
+    member _.ServiceUpserted(service: ServiceInput, now: int64) =
+        serviceVersions[{ Namespace = service.Namespace; Name = service.Name }] <- (match service.ResourceVersion with null -> "" | v -> v)
+        step (ServiceUpserted(Convert.service service, now))
+        step (ServiceFamiliesObserved([ Convert.families service ], false, now))
+    member _.ServiceDeleted(ns: string, name: string, now: int64) =
+        serviceVersions.Remove({ Namespace = ns; Name = name }) |> ignore
+        step (ServiceDeleted({ Namespace = ns; Name = name }, now))
+
+    /// The pool ConfigMap's data (listed or watched); null when there is no ConfigMap.
+    member _.PoolConfigObserved(data: IReadOnlyDictionary<string, string> | null, now: int64) =
+        step (PoolConfigObserved((match data with null -> None | d -> Some(Convert.dict d)), now))
+    member _.NodesListed(nodes: NodeInput array, now: int64) = step (NodesListed(nodes |> Array.map Convert.node |> List.ofArray, now))
+    member _.NodeUpserted(node: NodeInput, now: int64) = step (NodeUpserted(Convert.node node, now))
+    member _.NodeDeleted(name: string, now: int64) = step (NodeDeleted(name, now))
+
+    /// The VIP interface's own addresses (not the VIPs: those carry the Hybrid protocol mark) and the
+    /// gateways of its default routes, as read now.
+    member _.InterfaceRead(addresses: ExistingVip array, gateways: byte array array, now: int64) =
+        let facts =
+            { Addresses =
+                addresses
+                |> Array.choose (fun a -> Convert.ipOfBytes a.Address |> Option.map (fun ip -> { Address = ip; PrefixLength = a.Prefix }))
+                |> List.ofArray
+              Gateways = gateways |> Array.choose Convert.ipOfBytes |> List.ofArray }
+        step (InterfaceRead(facts, now))
     member _.SlicesListed(slices: SliceInput array, now: int64) =
         step (SlicesListed(slices |> Array.map (fun s -> s.Name, Convert.slice s) |> List.ofArray, now))
     member _.SliceUpserted(slice: SliceInput, now: int64) = step (SliceUpserted(slice.Name, Convert.slice slice, now))
@@ -470,7 +559,9 @@ type ProtocolNode(settings: Settings) =
         | Some t -> Nullable t
         | None -> Nullable()
     member _.Stopped = (state.Phase = Stopped)
-    member _.Synced = state.View.ServicesSynced && state.View.SlicesSynced && state.View.LeasesSynced
+    member _.Synced =
+        let v = state.View
+        v.ServicesSynced && v.SlicesSynced && v.LeasesSynced && v.PoolsSynced && v.NodesSynced && v.InterfaceKnown
 
     /// The state as numbers and words, for metrics, health endpoints and logs.
     member _.Summary : NodeSummary =
@@ -556,6 +647,10 @@ type Configuration =
 
     /// The label selector of every Lease the agent writes (its Lease watch uses it).
     static member LeaseSelector = LeaseKeys.Selector
+
+    /// The pool ConfigMap (kube-vip-cloud-provider's): namespace and name.
+    static member PoolConfigMapNamespace = Pools.ConfigMapNamespace
+    static member PoolConfigMapName = Pools.ConfigMapName
 
     /// The annotation naming the node that announces a Service.
     static member VipHostAnnotation = Annotations.VipHost

@@ -69,20 +69,24 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
         var leases = new LeaseWriter(client, settings.LeaseNamespace, inbox, loggers.CreateLogger<LeaseWriter>());
         await using var status = new StatusWriter(client, services, loggers.CreateLogger<StatusWriter>());
         await using var events = new EventRecorder(client, settings, services, loggers.CreateLogger<EventRecorder>());
+        await using var assigner = new AddressAssigner(client, events, loggers.CreateLogger<AddressAssigner>());
         var kernel = new KernelExecutor(fence, link, addresses, announcer, loggers.CreateLogger<KernelExecutor>());
         using var gatewayHttp = settings.Upnp ? new GatewayHttp(SocketFactories.Current) : null;
         var forwarder = gatewayHttp is null ? null : Forwarder(interfaceName, gatewayHttp, inbox);
-        var loop = new ProtocolLoop(node, inbox, heartbeat, kernel, leases, status, events, forwarder, loggers.CreateLogger<ProtocolLoop>());
-        var linkWatcher = new LinkWatcher(monitor, links, link.Index, inbox, loggers.CreateLogger<LinkWatcher>());
+        var loop = new ProtocolLoop(node, inbox, heartbeat, kernel, leases, status, events, assigner, forwarder, loggers.CreateLogger<ProtocolLoop>());
+        var facts = new InterfaceFactsReader(addresses, links, link.Index, inbox, loggers.CreateLogger<InterfaceFactsReader>());
+        var linkWatcher = new LinkWatcher(monitor, links, link.Index, facts, inbox, loggers.CreateLogger<LinkWatcher>());
         var linkUp = await linkWatcher.ReadAsync(stopping);
 
         var incarnation = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
         var started = MonotonicClock.NowMs;
         inbox.Post(n => n.Start(incarnation, existing, linkUp, started));
+        await facts.ReportAsync(stopping);
 
         using var run = new CancellationTokenSource();
         status.Start(run.Token);
         events.Start(run.Token);
+        assigner.Start(run.Token);
         var background = new List<Task>
         {
             Task.Run(() => linkWatcher.RunAsync(run.Token)),
@@ -232,6 +236,45 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
                 inbox.Post(n => n.LeaseDeleted(name, MonotonicClock.NowMs));
             },
             loggers.CreateLogger("Hybrid.Agent.Watch.Leases"));
-        return [serviceWatch.RunAsync, sliceWatch.RunAsync, leaseWatch.RunAsync];
+        var nodeWatch = new ResourceWatch<V1Node, V1NodeList>("nodes",
+            ct => client.CoreV1.ListNodeAsync(cancellationToken: ct),
+            (rv, onError, ct) => client.CoreV1.WatchListNodeAsync(allowWatchBookmarks: true, resourceVersion: rv,
+                timeoutSeconds: timeout(), onError: onError, cancellationToken: ct),
+            all =>
+            {
+                var listed = all.Select(KubeObjects.ToInput).ToArray();
+                inbox.Post(n => n.NodesListed(listed, MonotonicClock.NowMs));
+            },
+            o =>
+            {
+                var input = KubeObjects.ToInput(o);
+                inbox.Post(n => n.NodeUpserted(input, MonotonicClock.NowMs));
+            },
+            o =>
+            {
+                var name = o.Metadata.Name;
+                inbox.Post(n => n.NodeDeleted(name, MonotonicClock.NowMs));
+            },
+            loggers.CreateLogger("Hybrid.Agent.Watch.Nodes"));
+        // Only the pool ConfigMap: a field selector on its name, so other ConfigMaps never reach the agent.
+        var poolNamespace = Configuration.PoolConfigMapNamespace;
+        var poolSelector = "metadata.name=" + Configuration.PoolConfigMapName;
+        var poolWatch = new ResourceWatch<V1ConfigMap, V1ConfigMapList>("configmaps",
+            ct => client.CoreV1.ListNamespacedConfigMapAsync(poolNamespace, fieldSelector: poolSelector, cancellationToken: ct),
+            (rv, onError, ct) => client.CoreV1.WatchListNamespacedConfigMapAsync(poolNamespace, fieldSelector: poolSelector,
+                allowWatchBookmarks: true, resourceVersion: rv, timeoutSeconds: timeout(), onError: onError, cancellationToken: ct),
+            all =>
+            {
+                var data = all.Select(KubeObjects.PoolData).FirstOrDefault();
+                inbox.Post(n => n.PoolConfigObserved(data, MonotonicClock.NowMs));
+            },
+            m =>
+            {
+                var data = KubeObjects.PoolData(m);
+                inbox.Post(n => n.PoolConfigObserved(data, MonotonicClock.NowMs));
+            },
+            _ => inbox.Post(n => n.PoolConfigObserved(null, MonotonicClock.NowMs)),
+            loggers.CreateLogger("Hybrid.Agent.Watch.PoolConfigMap"));
+        return [serviceWatch.RunAsync, sliceWatch.RunAsync, leaseWatch.RunAsync, nodeWatch.RunAsync, poolWatch.RunAsync];
     }
 }

@@ -26,7 +26,10 @@ internal sealed class EventRecorder(
     private static readonly TimeSpan RepeatWindow = TimeSpan.FromMinutes(10);
     private const int BurstLimit = 20;
 
-    private sealed record Pending(EventOutput Event, bool AboutNode);
+    /// <summary>What an Event is about.</summary>
+    private enum Subject { Service, Node, ConfigMap }
+
+    private sealed record Pending(EventOutput Event, Subject About);
 
     private readonly Channel<Pending> _queue = Channel.CreateBounded<Pending>(
         new BoundedChannelOptions(2000) { FullMode = BoundedChannelFullMode.DropOldest, SingleReader = true });
@@ -43,12 +46,19 @@ internal sealed class EventRecorder(
     {
         logger.Log(e.Type == EventKind.Warning ? LogLevel.Warning : LogLevel.Information, "{Service} {Reason}: {Message}",
             $"{e.Namespace}/{e.Name}", e.Reason, e.Message);
-        _queue.Writer.TryWrite(new Pending(e, false));
+        _queue.Writer.TryWrite(new Pending(e, Subject.Service));
+    }
+
+    /// <summary>A Warning about a ConfigMap (the pool ConfigMap's bad entries).</summary>
+    public void EnqueueForConfigMap(string ns, string name, string reason, string message)
+    {
+        logger.LogWarning("ConfigMap {ConfigMap} {Reason}: {Message}", $"{ns}/{name}", reason, message);
+        _queue.Writer.TryWrite(new Pending(new EventOutput(ns, name, EventKind.Warning, reason, message), Subject.ConfigMap));
     }
 
     /// <summary>A Warning about this node itself (its Node object).</summary>
     public void EnqueueForNode(string reason, string message) =>
-        _queue.Writer.TryWrite(new Pending(new EventOutput("default", settings.NodeName, EventKind.Warning, reason, message), true));
+        _queue.Writer.TryWrite(new Pending(new EventOutput("default", settings.NodeName, EventKind.Warning, reason, message), Subject.Node));
 
     private async Task RunAsync(CancellationToken cancellationToken)
     {
@@ -95,16 +105,19 @@ internal sealed class EventRecorder(
     {
         var e = pending.Event;
         var now = DateTime.UtcNow;
-        var regarding = pending.AboutNode
-            ? new V1ObjectReference { ApiVersion = "v1", Kind = "Node", Name = e.Name }
-            : new V1ObjectReference
+        var regarding = pending.About switch
+        {
+            Subject.Node => new V1ObjectReference { ApiVersion = "v1", Kind = "Node", Name = e.Name },
+            Subject.ConfigMap => new V1ObjectReference { ApiVersion = "v1", Kind = "ConfigMap", NamespaceProperty = e.Namespace, Name = e.Name },
+            _ => new V1ObjectReference
             {
                 ApiVersion = "v1",
                 Kind = "Service",
                 NamespaceProperty = e.Namespace,
                 Name = e.Name,
                 Uid = services.Get(KubeObjects.Key(e.Namespace, e.Name))?.Uid is { Length: > 0 } uid ? uid : null,
-            };
+            },
+        };
         var body = new Eventsv1Event
         {
             Metadata = new V1ObjectMeta

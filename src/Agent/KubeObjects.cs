@@ -46,7 +46,46 @@ internal static class KubeObjects
                 Ports = (i.Ports ?? []).Select(p => new PortInput { Protocol = p.Protocol ?? "", Port = p.Port }).ToArray(),
             })
             .ToArray(),
+        ResourceVersion = s.Metadata.ResourceVersion,
+        IpFamilies = s.Spec?.IpFamilies?.ToArray(),
+        IpFamilyPolicy = s.Spec?.IpFamilyPolicy,
     };
+
+    /// <summary>A Node: its IP addresses (InternalIP, ExternalIP) and labels.</summary>
+    public static NodeInput ToInput(V1Node node) => new()
+    {
+        Name = node.Metadata.Name,
+        Addresses = (node.Status?.Addresses ?? [])
+            .Where(a => a.Type is "InternalIP" or "ExternalIP")
+            .Select(a => a.Address)
+            .ToArray(),
+        Labels = Dict(node.Metadata.Labels),
+    };
+
+    /// <summary>The data of the pool ConfigMap.</summary>
+    public static IReadOnlyDictionary<string, string> PoolData(V1ConfigMap map) => Dict(map.Data);
+
+    /// <summary>
+    /// The merge patch of an address assignment: it carries the resourceVersion the domain decided on, so the
+    /// server refuses it (409) if the Service changed since.
+    /// </summary>
+    public static V1Patch AssignmentPatch(ShellCommand.AssignAddress assign)
+    {
+        var annotations = new JsonObject();
+        foreach (var (key, value) in assign.Annotations) annotations[key] = value;
+        var labels = new JsonObject();
+        foreach (var (key, value) in assign.Labels) labels[key] = value;
+        var patch = new JsonObject
+        {
+            ["metadata"] = new JsonObject
+            {
+                ["resourceVersion"] = assign.ResourceVersion,
+                ["annotations"] = annotations,
+                ["labels"] = labels,
+            },
+        };
+        return new V1Patch(patch.ToJsonString(), V1Patch.PatchType.MergePatch);
+    }
 
     /// <summary>A slice attributed to its Service, or null when it names none (not a Service's slice).</summary>
     public static SliceInput? ToInput(V1EndpointSlice slice)

@@ -5,9 +5,11 @@ namespace Hybrid.Agent;
 
 /// <summary>
 /// Follows the VIP interface through netlink and reports whether it can carry VIPs (administratively up,
-/// with carrier) to the protocol: a node with a dead NIC hands its groups over at once.
+/// with carrier) to the protocol: a node with a dead NIC hands its groups over at once. A change of the
+/// interface's own addresses, or of the link, has <see cref="InterfaceFactsReader"/> read them again.
 /// </summary>
-internal sealed class LinkWatcher(NetlinkMonitor monitor, LinkTable links, int interfaceIndex, ProtocolInbox inbox, ILogger<LinkWatcher> logger)
+internal sealed class LinkWatcher(NetlinkMonitor monitor, LinkTable links, int interfaceIndex, InterfaceFactsReader facts,
+    ProtocolInbox inbox, ILogger<LinkWatcher> logger)
 {
     private bool? _up;
 
@@ -29,6 +31,13 @@ internal sealed class LinkWatcher(NetlinkMonitor monitor, LinkTable links, int i
                 {
                     case LinkChanged changed when changed.Link.Index == interfaceIndex:
                         Report(changed.Link);
+                        await facts.ReportAsync(cancellationToken);
+                        break;
+                    case AddressAdded { Address: { IsHybrid: false } added } when added.InterfaceIndex == interfaceIndex:
+                        await facts.ReportAsync(cancellationToken);
+                        break;
+                    case AddressRemoved { Address: { IsHybrid: false } removed } when removed.InterfaceIndex == interfaceIndex:
+                        await facts.ReportAsync(cancellationToken);
                         break;
                     case LinkRemoved removed when removed.Index == interfaceIndex:
                         Report(null);
@@ -36,6 +45,7 @@ internal sealed class LinkWatcher(NetlinkMonitor monitor, LinkTable links, int i
                     case Overrun:
                         logger.LogWarning("Netlink events were lost; re-reading the interface");
                         Report(await links.GetAsync(interfaceIndex, cancellationToken));
+                        await facts.ReportAsync(cancellationToken);
                         break;
                 }
             }

@@ -18,6 +18,7 @@ internal sealed class ProtocolLoop(
     LeaseWriter leases,
     StatusWriter status,
     EventRecorder events,
+    AddressAssigner assigner,
     UpnpForwarder? forwarder,
     ILogger<ProtocolLoop> logger)
 {
@@ -43,7 +44,7 @@ internal sealed class ProtocolLoop(
             if (!_synced && node.Synced)
             {
                 _synced = true;
-                logger.LogInformation("Caches synced: Services, EndpointSlices and Leases listed");
+                logger.LogInformation("Caches synced: Services, EndpointSlices, Leases, Nodes and the pool ConfigMap listed, VIP interface read");
             }
             var wake = node.NextWakeAt;
             var wait = wake is { } at ? TimeSpan.FromMilliseconds(Math.Clamp(at - MonotonicClock.NowMs, 0, Idle.TotalMilliseconds)) : Idle;
@@ -135,6 +136,12 @@ internal sealed class ProtocolLoop(
                     break;
                 case ShellCommand.EmitEvent emit:
                     events.Enqueue(emit.Event);
+                    break;
+                case ShellCommand.EmitConfigMapEvent emit:
+                    events.EnqueueForConfigMap(emit.Namespace, emit.Name, emit.Reason, emit.Message);
+                    break;
+                case ShellCommand.AssignAddress assign:
+                    assigner.Enqueue(assign);
                     break;
                 case ShellCommand.EmitNodeEvent emit:
                     events.EnqueueForNode(emit.Reason, emit.Message);

@@ -52,61 +52,6 @@ type EventType =
     | Normal
     | Warning
 
-/// Stable reasons of the Events Hybrid emits about Services (the Event's `reason` is the case name).
-[<RequireQualifiedAccess>]
-type EventReason =
-    | Announced
-    | TookOver
-    | Withdrawn
-    | InvalidAddress
-    | PortConflict
-    | PolicyConflict
-    | SelectorConflict
-    | LocalNeedsElection
-    | NoServingEndpoint
-    | NoEligibleNode
-    | EligibleNodesNotLive
-    | NoLiveNode
-    /// UPnP port forwarding (docs/UPNP.md): why a Service held here is not (fully) forwarded.
-    | UPnPDisabled
-    | UPnPInvalidAnnotation
-    | UPnPNoIPv4Address
-    | UPnPUnsupportedProtocol
-    | UPnPPortTaken
-    | UPnPNoGateway
-    | UPnPConflict
-    | UPnPNotAuthorized
-    | UPnPGatewayUnreachable
-    | UPnPMappingFailed
-
-[<RequireQualifiedAccess>]
-module EventReason =
-    /// The Event's `reason` field.
-    let name (reason: EventReason) =
-        match reason with
-        | EventReason.Announced -> "Announced"
-        | EventReason.TookOver -> "TookOver"
-        | EventReason.Withdrawn -> "Withdrawn"
-        | EventReason.InvalidAddress -> "InvalidAddress"
-        | EventReason.PortConflict -> "PortConflict"
-        | EventReason.PolicyConflict -> "PolicyConflict"
-        | EventReason.SelectorConflict -> "SelectorConflict"
-        | EventReason.LocalNeedsElection -> "LocalNeedsElection"
-        | EventReason.NoServingEndpoint -> "NoServingEndpoint"
-        | EventReason.NoEligibleNode -> "NoEligibleNode"
-        | EventReason.EligibleNodesNotLive -> "EligibleNodesNotLive"
-        | EventReason.NoLiveNode -> "NoLiveNode"
-        | EventReason.UPnPDisabled -> "UPnPDisabled"
-        | EventReason.UPnPInvalidAnnotation -> "UPnPInvalidAnnotation"
-        | EventReason.UPnPNoIPv4Address -> "UPnPNoIPv4Address"
-        | EventReason.UPnPUnsupportedProtocol -> "UPnPUnsupportedProtocol"
-        | EventReason.UPnPPortTaken -> "UPnPPortTaken"
-        | EventReason.UPnPNoGateway -> "UPnPNoGateway"
-        | EventReason.UPnPConflict -> "UPnPConflict"
-        | EventReason.UPnPNotAuthorized -> "UPnPNotAuthorized"
-        | EventReason.UPnPGatewayUnreachable -> "UPnPGatewayUnreachable"
-        | EventReason.UPnPMappingFailed -> "UPnPMappingFailed"
-
 /// An Event about a Service.
 type ServiceEvent =
     { Service: ServiceKey
@@ -173,6 +118,8 @@ module Annotations =
     let ForwardUpnp = "kube-vip.io/forwardUPNP"
     let UpnpLeaseDuration = "kube-vip.io/upnp-lease-duration"
     let HwAddr = "kube-vip.io/hwaddr"
+    /// The interface a pool names for its Services (interface-<namespace>), written with an assignment.
+    let ServiceInterface = "kube-vip.io/serviceInterface"
 
     let isTrue (service: Service) key =
         match service.Annotations |> Map.tryFind key with
@@ -227,7 +174,7 @@ module SkipReason =
         | PolicyConflict _ -> Ours EventReason.PolicyConflict
         | SelectorConflict _ -> Ours EventReason.SelectorConflict
 
-    let describe reason =
+    let private sentence reason =
         match reason with
         | NotLoadBalancer t -> sprintf "type %s is not LoadBalancer" (if t = "" then "ClusterIP" else t)
         | IgnoredByAnnotation -> sprintf "annotated %s: \"true\"" Annotations.Ignore
@@ -241,6 +188,10 @@ module SkipReason =
             sprintf "%s is shared with %O, which has the other externalTrafficPolicy" (Ip.format ip) earlier
         | SelectorConflict(earlier, ip) ->
             sprintf "%s is shared with %O, a Local service selecting other pods" (Ip.format ip) earlier
+
+    /// The reason as a sentence. It is also the Warning Event's message, so it fits an Event's note and
+    /// quotes only a bounded part of the offending text (an annotation may hold 256 KiB).
+    let describe reason = EventText.note (sentence reason)
 
 /// Whether the agent acts on a Service at all (type, ignore annotation, load-balancer class).
 type Interest =

@@ -17,6 +17,8 @@ type ServiceState =
     | AwaitingAddress of pendingDhcp: IpFamily list
     /// Ours, with addresses; each address belongs to exactly one group.
     | Member of addresses: Ip list * pendingDhcp: IpFamily list
+    /// Ours, and the address policy refuses every address it asks for (Desired.AddressWarnings says why).
+    | Refused
 
 /// VIPs that move together: one IP with all the Services sharing it (svc_election=true), or every VIP
 /// (svc_election=false, the single leader group). Services sharing an IP can therefore never split.
@@ -31,6 +33,9 @@ type Group =
       /// The creationTimestamp of its oldest member (seconds; the API server's, so every node sees the same).
       CreatedAt: int64 }
 
+/// What the address policy judges by: the pools (Pools.none: no pools) and every node's reserved addresses.
+type AddressPolicyInputs = { Pools: PoolConfig; Network: NodeNetwork list }
+
 /// Everything the cluster wants, independent of which node looks at it (computed once per change of
 /// Services or EndpointSlices, then only read).
 type Desired =
@@ -39,7 +44,14 @@ type Desired =
       GroupById: Map<GroupId, Group>
       GroupOf: Map<Ip, GroupId>
       /// Per-service eligibility of the members (for explanations and warnings).
-      ServiceEligibility: Map<ServiceKey, Eligibility> }
+      ServiceEligibility: Map<ServiceKey, Eligibility>
+      /// The address policy's Warnings per Service: refused addresses, and refused ones kept because they
+      /// were announced before (docs/POOLS.md).
+      AddressWarnings: Map<ServiceKey, PoolWarning list>
+      /// What the address policy judged by.
+      Policy: AddressPolicyInputs
+      /// Pool assignment for every Service of ours that asks for no address (none without pools).
+      AddressAssignments: (ServiceKey * AssignOutcome) list }
 
 [<RequireQualifiedAccess>]
 module LeaseNames =
@@ -71,8 +83,27 @@ module Desired =
     /// The prefix length a VIP is added with (vip_subnet).
     let prefix = prefixOf
 
-    /// Admission, addresses, sharing, eligibility and grouping of every Service.
-    let compute (config: Config) (services: Service list) (slices: EndpointSlice list) : Desired =
+    /// The requests the address policy lets through (allowed, or kept because announced before), and the
+    /// policy's Warnings, per Service of ours that asks for addresses.
+    let private judged (config: Config) (policy: AddressPolicyInputs) (services: Service list) =
+        AddressPolicy.verdicts config policy.Pools policy.Network services
+        |> List.map (fun v ->
+            let passed =
+                v.Verdicts
+                |> List.choose (fun (request, verdict) ->
+                    match verdict with
+                    | AddressAllowed | AddressKept _ -> Some request
+                    | AddressRefused _ -> None)
+            v.Service, (passed, PoolWarning.ofVerdicts v))
+        |> Map.ofList
+
+    /// Admission, the address policy, addresses, sharing, eligibility and grouping of every Service. A
+    /// refused address is in no group: nobody announces it.
+    /// `families`: spec.ipFamilies and spec.ipFamilyPolicy per Service, for assignment (absent: single-stack
+    /// with ipFamilies unset).
+    let computeWithPolicy (config: Config) (policy: AddressPolicyInputs) (families: Map<ServiceKey, IpFamily list * IpFamilyPolicy>)
+        (services: Service list) (slices: EndpointSlice list) : Desired =
+        let policyOf = judged config policy services
         let early =
             services
             |> List.map (fun s ->
@@ -82,9 +113,14 @@ module Desired =
                     match Addresses.requested s with
                     | NoAddressYet -> s, Choice1Of2(AwaitingAddress [])
                     | Unusable(text, problem) -> s, Choice1Of2(Skipped(InvalidAddress(text, problem)))
-                    | Requested requests ->
+                    | Requested requested ->
+                        let requests =
+                            match policyOf.TryFind s.Key with
+                            | Some(passed, _) -> passed
+                            | None -> requested
                         let pending = requests |> List.choose (function Dhcp(f, None) -> Some f | _ -> None)
                         match Addresses.advertised requests with
+                        | [] when requests.IsEmpty -> s, Choice1Of2 Refused
                         | [] -> s, Choice1Of2(AwaitingAddress pending)
                         | ips -> s, Choice2Of2(ips, pending))
         let candidates = early |> List.choose (fun (s, c) -> match c with Choice2Of2(ips, _) -> Some(s, ips) | _ -> None)
@@ -149,7 +185,29 @@ module Desired =
           Groups = groups
           GroupById = groups |> List.map (fun g -> g.Id, g) |> Map.ofList
           GroupOf = Map.ofList groupOf
-          ServiceEligibility = Map.ofList eligibilityList }
+          ServiceEligibility = Map.ofList eligibilityList
+          AddressWarnings = policyOf |> Map.map (fun _ (_, warnings) -> warnings) |> Map.filter (fun _ w -> not w.IsEmpty)
+          Policy = policy
+          AddressAssignments =
+            services
+            |> List.map (fun s ->
+                let fs, familyPolicy = families.TryFind s.Key |> Option.defaultValue ([], SingleStack)
+                { Service = s; Families = fs; FamilyPolicy = familyPolicy })
+            |> PoolAssignment.assign config policy.Pools policy.Network }
+
+    /// No pools and no reserved addresses: only the cross-namespace sharing rule applies.
+    let noPolicy = { Pools = Pools.none; Network = [] }
+
+    /// Desired state without pools or reserved addresses (what a node that is fed no policy sources sees).
+    let compute (config: Config) (services: Service list) (slices: EndpointSlice list) : Desired =
+        computeWithPolicy config noPolicy Map.empty services slices
 
     let empty =
-        { States = Map.empty; Groups = []; GroupById = Map.empty; GroupOf = Map.empty; ServiceEligibility = Map.empty }
+        { States = Map.empty
+          Groups = []
+          GroupById = Map.empty
+          GroupOf = Map.empty
+          ServiceEligibility = Map.empty
+          AddressWarnings = Map.empty
+          Policy = noPolicy
+          AddressAssignments = [] }

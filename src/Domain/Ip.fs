@@ -194,12 +194,231 @@ module Ip =
         | IPv4 -> 32
         | IPv6 -> 128
 
+    /// The address after this one in its family, or None after the family's last address.
+    let next ip : Ip option =
+        match ip with
+        | V4 UInt32.MaxValue -> None
+        | V4 v -> Some(V4(v + 1u))
+        | V6(UInt64.MaxValue, UInt64.MaxValue) -> None
+        | V6(hi, UInt64.MaxValue) -> Some(V6(hi + 1UL, 0UL))
+        | V6(hi, lo) -> Some(V6(hi, lo + 1UL))
+
+    /// The address before this one in its family, or None before the family's first address.
+    let previous ip : Ip option =
+        match ip with
+        | V4 0u -> None
+        | V4 v -> Some(V4(v - 1u))
+        | V6(0UL, 0UL) -> None
+        | V6(hi, 0UL) -> Some(V6(hi - 1UL, UInt64.MaxValue))
+        | V6(hi, lo) -> Some(V6(hi, lo - 1UL))
+
     /// A DNS-subdomain-safe rendering, used in Lease names: dots for IPv4, fixed-width dashed hex for IPv6
     /// (so that distinct addresses can never collide and the name always ends in a hex digit).
     let toNameSegment ip =
         match ip with
         | V4 _ -> format ip
         | V6(hi, lo) -> groupsOf hi lo |> List.map (fun g -> g.ToString "x4") |> String.concat "-"
+
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+// Blocks of addresses: CIDRs, ranges, and sets of ranges
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+/// Why a text is not a CIDR.
+type CidrProblem =
+    | MissingSlash
+    | AddressNotParsed
+    | LengthNotParsed
+    | LengthTooLong of maximum: int
+
+/// An aligned block address/length. The address is the block's first address: a host address written
+/// with a prefix (192.168.0.201/29) means its block (192.168.0.200/29), as Go's netipx reads it.
+[<CustomEquality; CustomComparison>]
+type Cidr =
+    private
+        { network: Ip
+          length: int }
+
+    member c.Network = c.network
+    member c.Length = c.length
+
+    override c.ToString() = Ip.format c.network + "/" + string c.length
+
+    override a.Equals(other: obj) =
+        match other with
+        | :? Cidr as b -> a.network = b.network && a.length = b.length
+        | _ -> false
+
+    override c.GetHashCode() = HashCode.Combine(c.network, c.length)
+
+    interface IComparable with
+        member a.CompareTo(other: obj | null) =
+            match other with
+            | :? Cidr as b ->
+                match Ip.Order(a.network, b.network) with
+                | 0 -> compare a.length b.length
+                | n -> n
+            | _ -> 1
+
+/// The addresses from First to Last inclusive, both of one family.
+[<CustomEquality; CustomComparison>]
+type IpRange =
+    private
+        { first: Ip
+          last: Ip }
+
+    member r.First = r.first
+    member r.Last = r.last
+
+    override r.ToString() = if r.first = r.last then Ip.format r.first else Ip.format r.first + "-" + Ip.format r.last
+
+    override a.Equals(other: obj) =
+        match other with
+        | :? IpRange as b -> a.first = b.first && a.last = b.last
+        | _ -> false
+
+    override r.GetHashCode() = HashCode.Combine(r.first, r.last)
+
+    interface IComparable with
+        member a.CompareTo(other: obj | null) =
+            match other with
+            | :? IpRange as b ->
+                match Ip.Order(a.first, b.first) with
+                | 0 -> Ip.Order(a.last, b.last)
+                | n -> n
+            | _ -> 1
+
+/// A set of addresses as ranges in address order (IPv4 first), disjoint and never adjacent, so that two
+/// sets with the same addresses are equal.
+[<CustomEquality; NoComparison>]
+type IpSet =
+    private
+        { ranges: IpRange list }
+
+    member s.Ranges = s.ranges
+
+    override s.ToString() = s.ranges |> List.map string |> String.concat ","
+
+    override a.Equals(other: obj) =
+        match other with
+        | :? IpSet as b -> a.ranges = b.ranges
+        | _ -> false
+
+    override s.GetHashCode() = s.ranges |> List.fold (fun h r -> HashCode.Combine(h, r)) 17
+
+[<RequireQualifiedAccess>]
+module Cidr =
+    let private maskV4 length = if length = 0 then 0u else UInt32.MaxValue <<< (32 - length)
+
+    let private maskWord (bits: int) = if bits <= 0 then 0UL elif bits >= 64 then UInt64.MaxValue else UInt64.MaxValue <<< (64 - bits)
+
+    let private networkOf ip length =
+        match ip with
+        | V4 v -> V4(v &&& maskV4 length)
+        | V6(hi, lo) -> V6(hi &&& maskWord length, lo &&& maskWord (length - 64))
+
+    /// The block of `length` bits that contains `ip`; None when the length does not fit the family.
+    let containing (ip: Ip) (length: int) : Cidr option =
+        if length < 0 || length > Ip.hostPrefix (Ip.family ip) then None
+        else Some { network = networkOf ip length; length = length }
+
+    /// The block's last address (for IPv4 blocks of /30 and wider, the broadcast address).
+    let last (c: Cidr) : Ip =
+        match c.network with
+        | V4 v -> V4(v ||| ~~~(maskV4 c.length))
+        | V6(hi, lo) -> V6(hi ||| ~~~(maskWord c.length), lo ||| ~~~(maskWord (c.length - 64)))
+
+    let family (c: Cidr) = Ip.family c.network
+
+    let contains (c: Cidr) (ip: Ip) = Ip.family ip = family c && networkOf ip c.length = c.network
+
+    /// Reads address/length. The length is decimal without a sign or leading zeros, as Go's netip reads it.
+    let parse (text: string) : Result<Cidr, CidrProblem> =
+        match text.Split '/' with
+        | [| address; bits |] ->
+            match Ip.tryParse address with
+            | None -> Error AddressNotParsed
+            | Some ip ->
+                let digits = bits.Length > 0 && bits.Length <= 3 && bits |> Seq.forall Char.IsAsciiDigit && not (bits.Length > 1 && bits[0] = '0')
+                if not digits then Error LengthNotParsed
+                else
+                    let maximum = Ip.hostPrefix (Ip.family ip)
+                    match containing ip (int bits) with
+                    | Some c -> Ok c
+                    | None -> Error(LengthTooLong maximum)
+        | _ -> Error MissingSlash
+
+[<RequireQualifiedAccess>]
+module IpRange =
+    /// The range first..last; None when the families differ or first comes after last.
+    let create (first: Ip) (last: Ip) : IpRange option =
+        if Ip.family first <> Ip.family last || Ip.Order(first, last) > 0 then None
+        else Some { first = first; last = last }
+
+    let single (ip: Ip) : IpRange = { first = ip; last = ip }
+
+    let ofCidr (c: Cidr) : IpRange = { first = c.Network; last = Cidr.last c }
+
+    let family (r: IpRange) = Ip.family r.first
+
+    let contains (r: IpRange) (ip: Ip) = Ip.Order(r.first, ip) <= 0 && Ip.Order(ip, r.last) <= 0
+
+    /// Whether b starts at most one address after a ends (then the two are one range).
+    let internal touches (a: IpRange) (b: IpRange) =
+        Ip.family a.first = Ip.family b.first
+        && match Ip.next a.last with
+           | None -> true
+           | Some after -> Ip.Order(b.first, after) <= 0
+
+[<RequireQualifiedAccess>]
+module IpSet =
+    let empty: IpSet = { ranges = [] }
+
+    let private later (a: Ip) (b: Ip) = if Ip.Order(a, b) >= 0 then a else b
+
+    /// The set of the addresses in any of the ranges.
+    let ofRanges (ranges: IpRange seq) : IpSet =
+        let sorted = ranges |> Seq.sortWith (fun a b -> Ip.Order(a.First, b.First)) |> List.ofSeq
+        let merged =
+            sorted
+            |> List.fold
+                (fun acc r ->
+                    match acc with
+                    | current :: rest when IpRange.touches current r -> { current with last = later current.Last r.Last } :: rest
+                    | _ -> r :: acc)
+                []
+            |> List.rev
+        { ranges = merged }
+
+    let ofCidrs (cidrs: Cidr seq) = cidrs |> Seq.map IpRange.ofCidr |> ofRanges
+
+    let ranges (s: IpSet) = s.Ranges
+
+    let isEmpty (s: IpSet) = s.Ranges.IsEmpty
+
+    let contains (s: IpSet) (ip: Ip) = s.Ranges |> List.exists (fun r -> IpRange.contains r ip)
+
+    let union (a: IpSet) (b: IpSet) = ofRanges (a.Ranges @ b.Ranges)
+
+    /// The part of one range outside another: nothing, one piece or two.
+    let private cut (r: IpRange) (hole: IpRange) : IpRange list =
+        if Ip.family r.First <> Ip.family hole.First || Ip.Order(hole.Last, r.First) < 0 || Ip.Order(r.Last, hole.First) < 0 then [ r ]
+        else
+            [ if Ip.Order(r.First, hole.First) < 0 then
+                  match Ip.previous hole.First with
+                  | Some before -> { first = r.First; last = before }
+                  | None -> ()
+              if Ip.Order(hole.Last, r.Last) < 0 then
+                  match Ip.next hole.Last with
+                  | Some after -> { first = after; last = r.Last }
+                  | None -> () ]
+
+    /// The addresses of `a` that are not in `b`.
+    let difference (a: IpSet) (b: IpSet) : IpSet =
+        let rest = b.Ranges |> List.fold (fun pieces hole -> pieces |> List.collect (fun r -> cut r hole)) a.Ranges
+        { ranges = rest }
+
+    /// Only the addresses of one family.
+    let ofFamily (family: IpFamily) (s: IpSet) : IpSet = { ranges = s.Ranges |> List.filter (fun r -> IpRange.family r = family) }
 
 /// How UnusableAddress reads in messages.
 [<RequireQualifiedAccess>]
@@ -213,3 +432,15 @@ module UnusableAddress =
         | Broadcast -> "the broadcast address"
         | ReservedRange -> "a reserved address"
         | MappedIPv4 -> "an IPv4-mapped IPv6 address"
+
+    /// Every address Ip.unusable refuses, as blocks (to take them out of address pools).
+    let blocks: Cidr list =
+        let block network length : Cidr = { network = network; length = length }
+        [ block (V4 0x00000000u) 8 // 0.0.0.0/8: unspecified and reserved
+          block (V4 0x7F000000u) 8 // 127.0.0.0/8: loopback
+          block (V4 0xA9FE0000u) 16 // 169.254.0.0/16: link-local
+          block (V4 0xE0000000u) 3 // 224.0.0.0/3: multicast, reserved, broadcast
+          block (V6(0UL, 0UL)) 127 // :: and ::1
+          block (V6(0UL, 0xFFFF00000000UL)) 96 // ::ffff:0:0/96: IPv4-mapped
+          block (V6(0xFE80000000000000UL, 0UL)) 10 // fe80::/10: link-local
+          block (V6(0xFF00000000000000UL, 0UL)) 8 ] // ff00::/8: multicast

@@ -58,17 +58,7 @@ internal sealed class LinkTable(NetlinkSocket socket) : IDisposable, IAsyncDispo
     {
         foreach (var family in new[] { NetlinkProtocol.AF_INET, NetlinkProtocol.AF_INET6 })
         {
-            var routes = await socket.DumpAsync(writer =>
-                {
-                    writer.BeginMessage(NetlinkProtocol.RTM_GETROUTE, 0);
-                    var header = writer.AppendFixed(NetlinkProtocol.RtMsgSize); // struct rtmsg
-                    header[0] = family;
-                    header[4] = NetlinkProtocol.RT_TABLE_MAIN; // filtered by the kernel under strict checking
-                    writer.EndMessage();
-                },
-                NetlinkDecoder.DecodeDefaultRoute,
-                family == NetlinkProtocol.AF_INET ? "RTM_GETROUTE dump (IPv4)" : "RTM_GETROUTE dump (IPv6)",
-                cancellationToken).ConfigureAwait(false);
+            var routes = await DefaultRoutesAsync(family, cancellationToken).ConfigureAwait(false);
             foreach (var route in routes.OrderByDescending(r => r.Usable).ThenBy(r => r.Metric))
             {
                 if (await GetAsync(route.InterfaceIndex, cancellationToken).ConfigureAwait(false) is { } link)
@@ -77,6 +67,31 @@ internal sealed class LinkTable(NetlinkSocket socket) : IDisposable, IAsyncDispo
         }
         return null;
     }
+
+    /// <summary>The gateways of the main table's default routes (IPv4, then IPv6) through ifindex <paramref name="index"/>.</summary>
+    public async Task<IReadOnlyList<System.Net.IPAddress>> DefaultGatewaysAsync(int index, CancellationToken cancellationToken)
+    {
+        var gateways = new List<System.Net.IPAddress>();
+        foreach (var family in new[] { NetlinkProtocol.AF_INET, NetlinkProtocol.AF_INET6 })
+        {
+            var routes = await DefaultRoutesAsync(family, cancellationToken).ConfigureAwait(false);
+            gateways.AddRange(routes.Where(r => r.InterfaceIndex == index && r.Gateway is not null).Select(r => r.Gateway!));
+        }
+        return gateways;
+    }
+
+    private Task<List<DefaultRoute>> DefaultRoutesAsync(byte family, CancellationToken cancellationToken) =>
+        socket.DumpAsync(writer =>
+            {
+                writer.BeginMessage(NetlinkProtocol.RTM_GETROUTE, 0);
+                var header = writer.AppendFixed(NetlinkProtocol.RtMsgSize); // struct rtmsg
+                header[0] = family;
+                header[4] = NetlinkProtocol.RT_TABLE_MAIN; // filtered by the kernel under strict checking
+                writer.EndMessage();
+            },
+            NetlinkDecoder.DecodeDefaultRoute,
+            family == NetlinkProtocol.AF_INET ? "RTM_GETROUTE dump (IPv4)" : "RTM_GETROUTE dump (IPv6)",
+            cancellationToken);
 
     private static void WriteLinkRequest(NetlinkMessageWriter writer, int index)
     {

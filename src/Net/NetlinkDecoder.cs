@@ -101,6 +101,7 @@ internal static class NetlinkDecoder
 
         var outputInterface = 0;
         uint metric = 0;
+        IPAddress? gateway = null;
         var nextHopFlags = routeFlags;
         foreach (var attribute in message.AttributesAfter(NetlinkProtocol.RtMsgSize))
         {
@@ -108,6 +109,7 @@ internal static class NetlinkDecoder
             {
                 case NetlinkProtocol.RTA_TABLE: table = attribute.ReadUInt32(); break;
                 case NetlinkProtocol.RTA_OIF: outputInterface = (int)attribute.ReadUInt32(); break;
+                case NetlinkProtocol.RTA_GATEWAY: gateway = attribute.ReadAddress(); break;
                 case NetlinkProtocol.RTA_PRIORITY: metric = attribute.ReadUInt32(); break;
                 case NetlinkProtocol.RTA_MULTIPATH when outputInterface == 0 && attribute.Value.Length >= 8:
                     // struct rtnexthop { u16 len; u8 flags; u8 hops; int ifindex; }: take the first hop.
@@ -118,9 +120,12 @@ internal static class NetlinkDecoder
         }
         if (table != NetlinkProtocol.RT_TABLE_MAIN || outputInterface <= 0) return null;
         var usable = (nextHopFlags & (NetlinkProtocol.RTNH_F_DEAD | NetlinkProtocol.RTNH_F_LINKDOWN)) == 0;
-        return new DefaultRoute(family, outputInterface, metric, usable);
+        return new DefaultRoute(family, outputInterface, metric, usable, gateway);
     }
 }
 
-/// <summary>A default route of the main table: family, output interface, metric, and whether its link is up.</summary>
-internal sealed record DefaultRoute(byte Family, int InterfaceIndex, uint Metric, bool Usable);
+/// <summary>
+/// A default route of the main table: family, output interface, metric, whether its link is up, and its
+/// gateway (null for a route without one, or a multipath route's hops).
+/// </summary>
+internal sealed record DefaultRoute(byte Family, int InterfaceIndex, uint Metric, bool Usable, IPAddress? Gateway);

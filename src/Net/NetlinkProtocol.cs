@@ -86,6 +86,7 @@ internal static class NetlinkProtocol
     public const byte RT_TABLE_MAIN = 254;
     public const byte RTN_UNICAST = 1;
     public const ushort RTA_OIF = 4;
+    public const ushort RTA_GATEWAY = 5;
     public const ushort RTA_PRIORITY = 6;
     public const ushort RTA_MULTIPATH = 9;
     public const ushort RTA_TABLE = 15;

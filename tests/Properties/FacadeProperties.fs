@@ -129,7 +129,10 @@ let private genServiceInput =
                Ports = ports
                ExternalTrafficPolicy = policy
                Selector = selector
-               Ingress = ingress }: ServiceInput)
+               Ingress = ingress
+               ResourceVersion = "1"
+               IpFamilies = null
+               IpFamilyPolicy = nullString }: ServiceInput)
     }
 
 /// The Service an input describes, from the rules: empty means unset, an unset protocol is TCP and protocols
@@ -285,6 +288,8 @@ let ``the join the shell is asked to write reads back as this incarnation's Join
         node.ServicesListed([||], 0L)
         node.SlicesListed([||], 0L)
         node.LeasesListed([||], 0L)
+        // A node joins once it has read its VIP interface, whose facts its registration publishes.
+        node.InterfaceRead([||], [||], 0L)
         let writes = node.Decide() |> Array.choose (function ShellCommand.WriteLease(_, w) -> Some w | _ -> None)
         match writes with
         | [| w |] ->

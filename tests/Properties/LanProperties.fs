@@ -24,7 +24,8 @@ let private membershipOf (nodes: string list) : Membership =
               Fence = LanFence
               Fingerprint = "0000000000000077"
               Members = Map.empty
-              Deposing = None }
+              Deposing = None
+              Interface = InterfaceFacts.none }
           Version = "1"
           ChangedSeenAt = 0L }
     { InForce = Some "0000000000000077"; Members = (Self :: nodes) |> List.map (fun n -> n, observed n) |> Map.ofList }

@@ -19,6 +19,14 @@ let private genIncarnation = genUInt64 |> Gen.map Incarnation
 let private genState =
     Gen.frequency [ 4, Gen.constant Joined; 1, Gen.constant Left; 1, Gen.elements ("" :: NodePool) |> Gen.map Deposed ]
 
+/// The VIP interface's addresses and gateways, as an agent reads them.
+let private genInterfaceFacts: Gen<InterfaceFacts> =
+    let genAddress =
+        Gen.oneof
+            [ Gen.map2 (fun a p -> { Address = a; PrefixLength = p }) genUsableV4 (Gen.choose (0, 32))
+              Gen.map2 (fun a p -> { Address = a; PrefixLength = p }) genUsableV6 (Gen.choose (0, 128)) ]
+    Gen.map2 (fun addresses gateways -> { Addresses = addresses; Gateways = gateways }) (Gen.listOf genAddress) (Gen.listOf genUsableIp)
+
 /// Any registration an agent could write.
 let private genRegistration =
     gen {
@@ -30,6 +38,8 @@ let private genRegistration =
         let! fingerprint = genUInt64 |> Gen.map (fun f -> f.ToString "x16")
         let! members = someOf 0 6 NodePool |> Gen.bind (Gen.collectToList (fun n -> chooseL 0L 1000L |> Gen.map (fun t -> n, t)))
         let! deposing = Gen.frequency [ 3, Gen.constant None; 1, Gen.map2 (fun t i -> Some { Target = t; Incarnation = i }) genNode genIncarnation ]
+        // A registration records the facts in their canonical order (what the agent reads is normalised).
+        let! facts = Gen.frequency [ 1, Gen.constant InterfaceFacts.none; 3, genInterfaceFacts |> Gen.map InterfaceFacts.normalise ]
         return
             { Node = node
               Incarnation = incarnation
@@ -38,7 +48,8 @@ let private genRegistration =
               Fence = fence
               Fingerprint = fingerprint
               Members = Map.ofList members
-              Deposing = deposing }
+              Deposing = deposing
+              Interface = facts }
     }
 
 /// What the API server returns after a write: the annotations it kept, at some version.

@@ -20,7 +20,8 @@ let private registration (node: string) (state: RegistrationState) (fingerprint:
       Fence = LanFence
       Fingerprint = fingerprint
       Members = Map.empty
-      Deposing = None }
+      Deposing = None
+      Interface = InterfaceFacts.none }
 
 let private genState = Gen.frequency [ 5, Gen.constant Joined; 1, Gen.constant Left; 1, Gen.elements NodePool |> Gen.map Deposed ]
 

@@ -88,7 +88,8 @@ let private execute (w: World) (command: Command) : World * Input list =
             [ ServiceUpserted(s, now) ]
         | None -> w, []
     | Emit e -> { w with Events = w.Events @ [ e ] }, []
-    | SendFrame _ | Note _ -> w, []
+    // No pools are configured here, so the node assigns no address and reports no pool ConfigMap entry.
+    | SendFrame _ | AssignAddress _ | EmitPoolConfigEvent _ | Note _ -> w, []
 
 /// Feeds inputs one by one, executing what each step asks (answers are queued behind the inputs).
 let rec private drain (w: World) (inbox: Input list) : World =

@@ -50,7 +50,8 @@ let private registrationOf (node: string) (state: RegistrationState) (fingerprin
       Fence = LanFence
       Fingerprint = fingerprint
       Members = Map.empty
-      Deposing = None }
+      Deposing = None
+      Interface = InterfaceFacts.none }
 
 let private leaseOf (r: Registration) : LeaseRecord =
     let w = Registration.write (LeaseNames.registration r.Node) None 1 r

@@ -44,7 +44,9 @@ type Registration =
       Fingerprint: string
       /// The members (node → term) this incarnation recorded at its last write: each of them may depose it.
       Members: Map<string, int64>
-      Deposing: Intent option }
+      Deposing: Intent option
+      /// The node's VIP interface as its agent read it: addresses no Service may take (AddressPolicy).
+      Interface: InterfaceFacts }
 
 /// Who a group Lease names.
 type GroupHolder =
@@ -94,6 +96,8 @@ module LeaseKeys =
     let Fingerprint = prefix + "fingerprint"
     let Members = prefix + "members"
     let Deposing = prefix + "deposing"
+    let VipAddresses = prefix + "vip-interface-addresses"
+    let VipGateways = prefix + "vip-interface-gateways"
 
     /// The label selector of every Lease the agent writes.
     let Selector = ManagedBy + "=" + ManagedByValue
@@ -162,10 +166,18 @@ module Registration =
                 match parseIntent text with
                 | Some i -> Ok(Some i)
                 | None -> Error(BadField(LeaseKeys.Deposing, text))
+        // Optional: registrations written before the address policy have none.
+        let vipInterface =
+            let addresses = defaultArg (field LeaseKeys.VipAddresses) ""
+            let gateways = defaultArg (field LeaseKeys.VipGateways) ""
+            match InterfaceFacts.parse addresses gateways with
+            | Some facts -> Ok facts
+            | None when (InterfaceFacts.parse addresses "").IsNone -> Error(BadField(LeaseKeys.VipAddresses, addresses))
+            | None -> Error(BadField(LeaseKeys.VipGateways, gateways))
         match required LeaseKeys.Node nonEmpty, required LeaseKeys.Incarnation Incarnation.parse, required LeaseKeys.Term term,
               required LeaseKeys.State state, required LeaseKeys.Fence fence, required LeaseKeys.Fingerprint nonEmpty,
-              required LeaseKeys.Members parseMembers, intent with
-        | Ok node, Ok inc, Ok t, Ok s, Ok f, Ok fp, Ok members, Ok i ->
+              required LeaseKeys.Members parseMembers, intent, vipInterface with
+        | Ok node, Ok inc, Ok t, Ok s, Ok f, Ok fp, Ok members, Ok i, Ok facts ->
             Ok
                 { Node = node
                   Incarnation = inc
@@ -174,15 +186,17 @@ module Registration =
                   Fence = f
                   Fingerprint = fp
                   Members = members
-                  Deposing = i }
-        | Error e, _, _, _, _, _, _, _
-        | _, Error e, _, _, _, _, _, _
-        | _, _, Error e, _, _, _, _, _
-        | _, _, _, Error e, _, _, _, _
-        | _, _, _, _, Error e, _, _, _
-        | _, _, _, _, _, Error e, _, _
-        | _, _, _, _, _, _, Error e, _
-        | _, _, _, _, _, _, _, Error e -> Error e
+                  Deposing = i
+                  Interface = facts }
+        | Error e, _, _, _, _, _, _, _, _
+        | _, Error e, _, _, _, _, _, _, _
+        | _, _, Error e, _, _, _, _, _, _
+        | _, _, _, Error e, _, _, _, _, _
+        | _, _, _, _, Error e, _, _, _, _
+        | _, _, _, _, _, Error e, _, _, _
+        | _, _, _, _, _, _, Error e, _, _
+        | _, _, _, _, _, _, _, Error e, _
+        | _, _, _, _, _, _, _, _, Error e -> Error e
 
     /// The write that makes a registration say `registration`, from the version `expected` (None: create).
     let write (leaseName: string) (expected: string option) (durationSeconds: int) (registration: Registration) : LeaseWrite =
@@ -203,7 +217,9 @@ module Registration =
                   LeaseKeys.Fence, Some(match r.Fence with LanFence -> "lan" | ApiFence -> "api")
                   LeaseKeys.Fingerprint, Some r.Fingerprint
                   LeaseKeys.Members, Some(membersText r.Members)
-                  LeaseKeys.Deposing, r.Deposing |> Option.map (fun i -> sprintf "%s/%O" i.Target i.Incarnation) ] }
+                  LeaseKeys.Deposing, r.Deposing |> Option.map (fun i -> sprintf "%s/%O" i.Target i.Incarnation)
+                  LeaseKeys.VipAddresses, (match r.Interface.Addresses with [] -> None | _ -> Some(InterfaceFacts.addressesText r.Interface))
+                  LeaseKeys.VipGateways, (match r.Interface.Gateways with [] -> None | _ -> Some(InterfaceFacts.gatewaysText r.Interface)) ] }
 
 [<RequireQualifiedAccess>]
 module GroupLeases =

@@ -19,7 +19,19 @@ type ClusterView =
       Slices: Map<string, EndpointSlice>
       Registrations: RegistrationView
       Groups: Map<GroupId, ObservedGroupLease>
-      GroupsAbsent: Map<GroupId, AbsentGroupLease> }
+      GroupsAbsent: Map<GroupId, AbsentGroupLease>
+      /// The address policy's sources (docs/POOLS.md). A node whose shell does not feed them (the protocol
+      /// model) starts with them synced and empty; the agent waits for all three before it decides.
+      PoolsSynced: bool
+      NodesSynced: bool
+      InterfaceKnown: bool
+      /// The pool ConfigMap as read (with its bad entries); Pools.none when there is none.
+      Pools: PoolRead
+      Nodes: Map<string, NodeObject>
+      /// spec.ipFamilies and spec.ipFamilyPolicy per Service (absent: single-stack, ipFamilies unset).
+      Families: Map<ServiceKey, IpFamily list * IpFamilyPolicy>
+      /// This node's VIP interface as last read (its registration publishes it).
+      Interface: InterfaceFacts }
 
 /// What a pending write to the node's own registration does.
 type RegistrationChange =
@@ -189,6 +201,11 @@ type NodeState =
       Kernel: KernelState
       StandAside: StandAsideReason option
       EmittedWarnings: Set<ServiceEvent>
+      /// Bad pool ConfigMap entries this node reported while it is the ConfigMap's janitor.
+      EmittedPoolErrors: Set<PoolConfigError>
+      /// Addresses this node assigned and has not yet seen on the Service (when it wrote them): no other
+      /// assignment is written meanwhile, so one pass never hands out what an earlier one is writing.
+      Assigning: Map<ServiceKey, Instant>
       /// What UPnP forwarding should do (from the last ownership pass: every Service, whether held here).
       ForwardWants: Wants
       /// What the UPnP forwarder last reported.

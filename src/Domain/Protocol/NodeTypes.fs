@@ -96,6 +96,11 @@ type Command =
     /// Some; Some None removes it): only the parts that differ from what the Service says.
     | WriteStatus of service: ServiceKey * ingress: IngressEntry list option * vipHost: string option option
     | Emit of ServiceEvent
+    /// A Warning Event on the pool ConfigMap (kube-system/kubevip): one bad entry.
+    | EmitPoolConfigEvent of reason: EventReason * message: string
+    /// Write the assignment on the Service (kube-vip.io/loadbalancerIPs, the label implementation=kube-vip,
+    /// kube-vip.io/serviceInterface when the pool names one) from the version this node decided on.
+    | AssignAddress of AddressAssignment
     | Note of Notice
 
 /// What happened, as the shell reports it; every input carries the shell's monotonic clock reading.
@@ -119,6 +124,16 @@ type Input =
     | WriteCompleted of id: WriteId * WriteOutcome * jitter: float * now: Instant
     | KernelCompleted of KernelCommand * KernelOutcome * now: Instant
     | LinkChanged of up: bool * now: Instant
+    /// The pool ConfigMap's data as listed or watched; None: there is no ConfigMap (no pools).
+    | PoolConfigObserved of data: Map<string, string> option * now: Instant
+    /// spec.ipFamilies and spec.ipFamilyPolicy of Services (for assignment), reported beside the Services:
+    /// `listed` replaces every entry (after ServicesListed), otherwise the entries are updated.
+    | ServiceFamiliesObserved of (ServiceKey * IpFamily list * IpFamilyPolicy) list * listed: bool * now: Instant
+    | NodesListed of NodeObject list * now: Instant
+    | NodeUpserted of NodeObject * now: Instant
+    | NodeDeleted of name: string * now: Instant
+    /// The VIP interface's own addresses and default gateways, as read now (at start and on every change).
+    | InterfaceRead of InterfaceFacts * now: Instant
     | StopRequested of now: Instant
     /// The UPnP forwarder's state changed (enable_upnp only): external addresses for status, runtime problems.
     | ForwardingReported of ForwardingReport * now: Instant

@@ -45,6 +45,14 @@ module ProtocolConstants =
     let ApiRetryBase: Duration = 200L
     let ApiRetryCap: Duration = 10_000L
 
+    /// An address assignment this node wrote and has not seen on the Service after this long (the write
+    /// failed or lost a race) is decided again.
+    let AssignmentSettle: Duration = 5000L
+
+    /// The janitor key of the pool ConfigMap: its janitor reports the ConfigMap's bad entries and is the one
+    /// node that assigns addresses.
+    let AssignerKey = Pools.ConfigMapNamespace + "/" + Pools.ConfigMapName
+
     /// Depositions of one silent node by several deposers are staggered by rank.
     let depositionStagger (timing: Timing) = timing.HeartbeatInterval
 
@@ -86,7 +94,14 @@ module Protocol =
               Slices = Map.empty
               Registrations = RegistrationView.empty
               Groups = Map.empty
-              GroupsAbsent = Map.empty }
+              GroupsAbsent = Map.empty
+              PoolsSynced = true
+              NodesSynced = true
+              InterfaceKnown = true
+              Pools = { Config = Pools.none; Errors = [] }
+              Nodes = Map.empty
+              Families = Map.empty
+              Interface = InterfaceFacts.none }
           Membership = { InForce = None; Members = Map.empty }
           Required = []
           DerivedStale = true
@@ -115,6 +130,8 @@ module Protocol =
           Kernel = { Installed = false; FenceWritten = None; FencePending = None; Vips = Map.empty }
           StandAside = None
           EmittedWarnings = Set.empty
+          EmittedPoolErrors = Set.empty
+          Assigning = Map.empty
           ForwardWants = Upnp.wants config []
           Forwarding = Upnp.noReport
           Transitions = []
@@ -126,6 +143,12 @@ module Protocol =
           OwnershipSignature = { Live = []; Entitled = false; Fenced = false }
           MaintenanceDueAt = None
           NextWakeAt = None }
+
+    /// A node whose shell watches the pool ConfigMap and the Nodes and reads its VIP interface: it decides
+    /// nothing about Services before all three are in, so that no refused address is ever announced for
+    /// want of the facts that refuse it.
+    let awaitingAddressPolicy (s: NodeState) : NodeState =
+        { s with View = { s.View with PoolsSynced = false; NodesSynced = false; InterfaceKnown = false } }
 
     // ════════════════════════════════════════════════════════════════════════════════════════════════
     // Derived facts (pure functions of the state)
@@ -594,7 +617,17 @@ module Protocol =
                     DesiredStale = true },
             []
         | ServiceDeleted(key, now) ->
-            stale { s with Now = now; View = { s.View with Services = s.View.Services.Remove key }; DesiredStale = true }, []
+            stale
+                { s with
+                    Now = now
+                    View = { s.View with Services = s.View.Services.Remove key; Families = s.View.Families.Remove key }
+                    DesiredStale = true },
+            []
+        | ServiceFamiliesObserved(entries, listed, now) ->
+            let start = if listed then Map.empty else s.View.Families
+            let families = entries |> List.fold (fun (acc: Map<_, _>) (key, fs, policy) -> acc.Add(key, (fs, policy))) start
+            if families = s.View.Families then { s with Now = now }, []
+            else stale { s with Now = now; View = { s.View with Families = families }; DesiredStale = true }, []
         | SlicesListed(slices, now) ->
             stale { s with Now = now; View = { s.View with SlicesSynced = true; Slices = Map.ofList slices }; DesiredStale = true }, []
         | SliceUpserted(name, slice, now) ->
@@ -615,6 +648,20 @@ module Protocol =
             s, c1 @ c2 @ c3
         | KernelCompleted(command, outcome, now) -> completeKernel command outcome { s with Now = now }, []
         | LinkChanged(up, now) -> stale { s with Now = now; LinkUp = up }, []
+        | PoolConfigObserved(data, now) ->
+            let read = data |> Option.map Pools.read |> Option.defaultValue { Config = Pools.none; Errors = [] }
+            stale { s with Now = now; View = { s.View with PoolsSynced = true; Pools = read }; DesiredStale = true }, []
+        | NodesListed(nodes, now) ->
+            let byName = nodes |> List.map (fun n -> n.Name, n) |> Map.ofList
+            stale { s with Now = now; View = { s.View with NodesSynced = true; Nodes = byName }; DesiredStale = true }, []
+        | NodeUpserted(node, now) ->
+            stale { s with Now = now; View = { s.View with Nodes = s.View.Nodes.Add(node.Name, node) }; DesiredStale = true }, []
+        | NodeDeleted(name, now) ->
+            stale { s with Now = now; View = { s.View with Nodes = s.View.Nodes.Remove name }; DesiredStale = true }, []
+        | InterfaceRead(facts, now) ->
+            let facts = InterfaceFacts.normalise facts
+            if s.View.InterfaceKnown && facts = s.View.Interface then { s with Now = now }, []
+            else stale { s with Now = now; View = { s.View with InterfaceKnown = true; Interface = facts }; DesiredStale = true }, []
         | StopRequested now ->
             match s.Phase with
             | Stopping _ | Stopped -> { s with Now = now }, []
@@ -710,7 +757,8 @@ module Protocol =
                   Fence = fence
                   Fingerprint = s.Fingerprint
                   Members = Map.ofList (recorded ())
-                  Deposing = deposing }
+                  Deposing = deposing
+                  Interface = s.View.Interface }
             let write change (content: Registration) =
                 let id, s = nextId s
                 let durationSeconds = int ((timing s).LanLeaseDuration + 999L) / 1000
@@ -725,7 +773,8 @@ module Protocol =
             | Stopping _, Some written when written.State = Joined && allWithdrawn () ->
                 write Leave { written with State = Left; Fence = LanFence; Members = Map.ofList (recorded ()) }
             | Stopping _, _ -> s, []
-            | _, None when s.View.LeasesSynced && s.Now >= reg.RejoinNotBefore ->
+            // A node joins with its VIP interface read, so that the join already publishes it.
+            | _, None when s.View.LeasesSynced && s.View.InterfaceKnown && s.Now >= reg.RejoinNotBefore ->
                 write Join (desired Joined LanFence (joinTerm s) (intent s))
             | _, None -> s, []
             | _, Some written ->
@@ -736,6 +785,7 @@ module Protocol =
                 if fence = ApiFence && written.Fence = LanFence then write Arm (wanted ())
                 elif fence = LanFence && written.Fence = ApiFence then write Disarm (wanted ())
                 elif newIntent then write RecordIntent (wanted ())
+                elif s.View.InterfaceKnown && written.Interface <> s.View.Interface then write Refresh (wanted ())
                 elif written.Fence = ApiFence
                      && s.ApiFence.LastRenewalStart |> Option.forall (fun t -> s.Now >= t + (timing s).ApiRetryPeriod) then
                     write Renew (wanted ())
@@ -1217,17 +1267,60 @@ module Protocol =
                     | Some(Unserved _) -> clear ()
                     | _ -> None
                 | Some(Skipped _)
+                | Some Refused
                 | Some(AwaitingAddress _) -> clear ()
                 | None -> None)
 
-    /// Warnings that apply now (emitted once each, by each Service's janitor) and Normal Events for the
+    /// The address policy's Warnings (refused and kept addresses) and those of Services waiting for an
+    /// address from the pools.
+    let private addressWarnings (s: NodeState) : ServiceEvent list =
+        let event (key: ServiceKey) (warning: PoolWarning) =
+            { Service = key; Type = Warning; Reason = PoolWarning.reason warning; Message = PoolWarning.message (Some key.Namespace) warning }
+        [ for KeyValue(key, warnings) in s.Desired.AddressWarnings do
+              for w in warnings -> event key w
+          for key, outcome in s.Desired.AddressAssignments do
+              for w in PoolWarning.ofAssignment outcome -> event key w ]
+
+    /// Bad entries of the pool ConfigMap, reported once each by its janitor (a node that becomes the janitor
+    /// reports what is bad then, as for the Services' Warnings).
+    let private poolConfigEvents (s: NodeState) (live: string list) : NodeState * Command list =
+        let errors = Set.ofList s.View.Pools.Errors
+        if not (isJanitor s live ProtocolConstants.AssignerKey) then { s with EmittedPoolErrors = Set.empty }, []
+        else
+            let fresh = Set.difference errors s.EmittedPoolErrors |> Set.toList
+            { s with EmittedPoolErrors = errors },
+            fresh |> List.map (fun e -> EmitPoolConfigEvent(EventReason.InvalidAddressPool, PoolWarning.message None (PoolEntryInvalid e)))
+
+    /// Pool assignment (docs/POOLS.md): one node, the janitor of the pool ConfigMap among the live nodes,
+    /// writes the addresses of every Service of ours that asks for none, all decided in one pass, and
+    /// writes nothing more until it has seen them on the Services (or AssignmentSettle passed): a later pass
+    /// then counts them as used.
+    let private assignmentStage (s: NodeState) (m: Membership) (live: string list) : NodeState * Command list =
+        let unaddressed (key: ServiceKey) =
+            s.View.Services.TryFind key |> Option.exists (fun svc -> Addresses.requested svc = NoAddressYet)
+        let assigning =
+            s.Assigning |> Map.filter (fun key at -> unaddressed key && s.Now - at < ProtocolConstants.AssignmentSettle)
+        let s = { s with Assigning = assigning }
+        let entitled = entitlement s m = Ok()
+        if not assigning.IsEmpty || not entitled || not (isJanitor s live ProtocolConstants.AssignerKey) then s, []
+        else
+            let writes =
+                s.Desired.AddressAssignments
+                |> List.choose (fun (key, outcome) ->
+                    match outcome with
+                    | AssignAddresses a when unaddressed key -> Some a
+                    | _ -> None)
+            { s with Assigning = writes |> List.fold (fun acc a -> acc.Add(a.Service, s.Now)) assigning },
+            writes |> List.map AssignAddress
+
+    /// Warnings that apply now (emitted once each, by each Service's janitor among the registered members) and Normal Events for the
     /// VIPs this node started or stopped answering since the last pass.
-    let private events (s: NodeState) (roles: Map<GroupId, Role>) (live: string list) : NodeState * Command list =
+    let private events (s: NodeState) (roles: Map<GroupId, Role>) (members: string list) : NodeState * Command list =
         let stateOf = s.Desired.States
         let groupOf = s.Desired.GroupOf
         let groupById = s.Desired.GroupById
         let announced = s.Desired.Groups |> List.collect _.Addresses |> Set.ofList
-        let iAmJanitor (key: ServiceKey) = isJanitor s live (string key)
+        let iAmJanitor (key: ServiceKey) = isJanitor s members (string key)
         let warnings =
             s.View.Services
             |> Map.toList
@@ -1248,6 +1341,7 @@ module Protocol =
                         | _ -> []
                     local @ unserved
                 | _ -> [])
+            |> List.append (addressWarnings s)
             |> List.filter (fun w -> iAmJanitor w.Service)
             |> Set.ofList
             |> Set.union (Forwarding.warnings s)
@@ -1298,6 +1392,8 @@ module Protocol =
               service.ChangedSeenAt + ServiceWarnings.EndpointGrace
           for KeyValue(_, r) in s.GroupRetries do
               r.At
+          for KeyValue(_, at) in s.Assigning do
+              at + ProtocolConstants.AssignmentSettle
           max s.IncarnationStartedAt s.ListeningSince + t.LanLeaseDuration
           s.ClaimsPausedUntil ]
         |> List.filter (fun at -> at > s.Now)
@@ -1305,22 +1401,34 @@ module Protocol =
             | [] -> None
             | ats -> Some(List.min ats)
 
+    /// The address policy's inputs as this node knows them now: the pools, the Node objects, and every
+    /// node's VIP interface (as its registration records it; this node's own reading for itself).
+    let private policyInputs (s: NodeState) : AddressPolicyInputs =
+        let published = s.View.Registrations.Known |> Map.map (fun _ o -> o.Registration.Interface)
+        { Pools = s.View.Pools.Config
+          Network = AddressPolicy.network (List.ofSeq s.View.Nodes.Values) (published.Add(s.Self, s.View.Interface)) }
+
     let private signature (s: NodeState) (m: Membership) : OwnershipSignature =
         { Live = m.Members |> Map.filter (fun n _ -> standing s m n = Live) |> Map.keys |> List.ofSeq
           Entitled = (entitlement s m = Ok())
           Fenced = FenceBound.allows s.Now (fence s m) }
 
     let private ownershipStage (m: Membership) (s: NodeState) : NodeState * Command list =
-        let synced = s.View.ServicesSynced && s.View.SlicesSynced && s.View.LeasesSynced && s.Kernel.Installed
+        let view = s.View
+        let synced =
+            view.ServicesSynced && view.SlicesSynced && view.LeasesSynced && s.Kernel.Installed
+            && view.PoolsSynced && view.NodesSynced && view.InterfaceKnown
         let signed = signature s m
         let s = if signed <> s.OwnershipSignature then { s with OwnershipStale = true; OwnershipSignature = signed } else s
         let due = s.OwnershipStale || (s.OwnershipDueAt |> Option.exists (fun at -> s.Now >= at))
         if not synced || not due then s, []
         else
+            let policy = policyInputs s
             let s =
-                if s.DesiredStale then
+                if s.DesiredStale || policy <> s.Desired.Policy then
                     { s with
-                        Desired = Desired.compute s.Config (Map.values s.View.Services |> List.ofSeq) (Map.values s.View.Slices |> List.ofSeq)
+                        Desired =
+                            Desired.computeWithPolicy s.Config policy s.View.Families (Map.values s.View.Services |> List.ofSeq) (Map.values s.View.Slices |> List.ofSeq)
                         DesiredStale = false }
                 else s
             let s = acknowledge s m
@@ -1335,8 +1443,14 @@ module Protocol =
             let s, deletes = staleLeases s m live
             let s, kernel = vipCommands s m roles
             let status = statusWrites s roles live
-            let s, emits = events s roles live
-            { s with OwnershipStale = false; OwnershipDueAt = ownershipDue s assignments; MaintenanceDueAt = Some s.Now }, kernel @ writes @ deletes @ status @ emits
+            // Warnings come from each Service's janitor among the registered members, not the members heard:
+            // a node that misses a few heartbeats (a stall) must not hand the warnings to another node, which
+            // would post them again.
+            let s, emits = events s roles (m.Members |> Map.keys |> List.ofSeq)
+            let s, poolEvents = poolConfigEvents s live
+            let s, assigned = assignmentStage s m live
+            { s with OwnershipStale = false; OwnershipDueAt = ownershipDue s assignments; MaintenanceDueAt = Some s.Now },
+            kernel @ writes @ deletes @ status @ emits @ poolEvents @ assigned
 
     /// Upkeep of the VIPs in the kernel, apart from the ownership pass: gratuitous announcements of held
     /// VIPs (a burst, then every vip_arpRate) and address lifetimes (rewritten at half-life), each within the

@@ -13,7 +13,8 @@ namespace Hybrid.Sandbox.Lab;
 /// public address. It has no route to the LAN: it reaches a Service only through the router's WAN address and
 /// a port mapping.</item>
 /// </list>
-/// Every node's default route points at the router, so that answers to the Internet go back through it. The
+/// Every node's default route points at the router (the .1 that <see cref="NetnsLab"/> already routes through;
+/// the router takes it over), so that answers to the Internet go back through it. The
 /// lab's teardown removes both namespaces (they are lab namespaces by name) and miniupnpd with them; disposing
 /// this stops miniupnpd and the STUN server first.
 /// </summary>

@@ -9,8 +9,10 @@ namespace Hybrid.Sandbox.Lab;
 /// The lab's network: namespace `NAME-lan` holding bridge `br0`, and one namespace per host (`NAME-client`,
 /// `NAME-node-K`, extra hosts) whose `eth0` is a veth whose peer is a port of `br0`. Every link is created
 /// inside the lab's namespaces (`ip -n LAN link add PORT type veth peer name eth0 netns HOST`), so the root
-/// namespace never sees an interface of the lab, and nothing is routed anywhere: the hosts have only the
-/// on-link subnet route.
+/// namespace never sees an interface of the lab, and nothing is routed anywhere: the hosts have the on-link
+/// subnet route, and the nodes a default route via the subnet's .1 (<see cref="LabTopology.Reserved"/>, which
+/// nobody answers unless a <see cref="LabRouter"/> takes that address) so that their VIP interface has a default
+/// gateway, as on a real LAN (the address policy refuses it to Services).
 /// <para>Settings, chosen to behave like a plain LAN and to be reproducible whatever the root namespace has:</para>
 /// <list type="bullet">
 /// <item>br0: STP off, forward delay 0 (ports forward at once), multicast snooping off (ARP and NDP flood to
@@ -295,6 +297,7 @@ internal sealed class NetnsLab : IAsyncDisposable
         List<string> commands = ["link set dev lo up", $"addr add {Topology.Ipv4Cidr(host)} broadcast + dev {i}"];
         if (LabTopology.Ipv6Cidr(host) is { } v6) commands.Add($"addr add {v6} dev {i} nodad");
         commands.Add($"link set dev {i} up");
+        if (host.Index >= 1) commands.Add($"route add default via {Topology.Reserved} dev {i}");
         await BatchAsync(host.Namespace, commands, cancellationToken);
     }
 

@@ -121,10 +121,10 @@ internal sealed class AgentLab : IAsyncDisposable
         Client.CoreV1.ReadNamespacedServiceAsync(name, ns);
 
     /// <summary>Waits until the Service reports the address in its status and names a vipHost; returns the host.</summary>
-    public async Task<string> WaitForIngressAsync(string name, string ip, TimeSpan? timeout = null) =>
+    public async Task<string> WaitForIngressAsync(string name, string ip, TimeSpan? timeout = null, string ns = "default") =>
         await Eventually.WaitAsync(async () =>
         {
-            var svc = await ServiceAsync(name);
+            var svc = await ServiceAsync(name, ns);
             var announced = svc.Status?.LoadBalancer?.Ingress?.Any(i => i.Ip == ip) == true;
             return announced && svc.Metadata.Annotations?.TryGetValue("kube-vip.io/vipHost", out var host) == true ? host : null;
         }, timeout ?? TimeSpan.FromSeconds(15), $"{name} to report {ip} with a vipHost");
@@ -224,8 +224,8 @@ internal sealed class AgentLab : IAsyncDisposable
     public async Task<IReadOnlyList<Eventsv1Event>> EventsAsync(string service, string ns = "default") =>
         (await Client.EventsV1.ListNamespacedEventAsync(ns)).Items.Where(e => e.Regarding?.Name == service).ToList();
 
-    public Task<Eventsv1Event> WaitForEventAsync(string service, string reason, TimeSpan? timeout = null) =>
-        Eventually.WaitAsync(async () => (await EventsAsync(service)).FirstOrDefault(e => e.Reason == reason),
+    public Task<Eventsv1Event> WaitForEventAsync(string service, string reason, TimeSpan? timeout = null, string ns = "default") =>
+        Eventually.WaitAsync(async () => (await EventsAsync(service, ns)).FirstOrDefault(e => e.Reason == reason),
             timeout ?? TimeSpan.FromSeconds(15), $"a {reason} event for {service}");
 
     public void Report(string line) => _output.WriteLine(line);

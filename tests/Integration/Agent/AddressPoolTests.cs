@@ -1,0 +1,144 @@
+using Hybrid.Integration.DataPlane;
+using k8s;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Hybrid.Integration.Agent;
+
+/// <summary>
+/// Address pools (kube-vip-cloud-provider's ConfigMap kube-system/kubevip) and the address policy, seen as a
+/// tenant and a client on the LAN see them: what is refused is never answered by any agent, what a pool
+/// assigns is announced and serves traffic, and adding pools never takes a running Service off the network.
+/// </summary>
+[Collection(LabCollection.Name)]
+public sealed class AddressPoolTests(ITestOutputHelper output)
+{
+    private const string Tenant = "tenant";
+    private const string PoolRange = "198.18.0.200-198.18.0.210";
+
+    [Fact]
+    public async Task A_tenant_asking_for_a_nodes_the_gateways_or_the_clients_address_gets_a_warning_and_no_agent_answers_while_a_pool_address_works()
+    {
+        await using var lab = await AgentLab.StartAsync(output);
+        await CreatePoolsAsync(lab, ("range-global", PoolRange));
+        await CreateNamespaceAsync(lab, Tenant);
+        await lab.ApplyAsync(InNamespace(Tenant, Manifests.Deployment("web", "web", replicas: 2)));
+        var node2 = lab.Lab.Topology.Node(2).Ipv4.ToString();
+        var client = lab.Lab.ClientHost.Ipv4.ToString();
+        var gateway = lab.Lab.Topology.Reserved.ToString();
+        await lab.ApplyAsync(InNamespace(Tenant, Manifests.Service("steal-node", node2, app: "web")));
+        await lab.ApplyAsync(InNamespace(Tenant, Manifests.Service("steal-gateway", gateway, app: "web")));
+        await lab.ApplyAsync(InNamespace(Tenant, Manifests.Service("steal-client", client, app: "web")));
+        await lab.ApplyAsync(InNamespace(Tenant, Manifests.Service("good", "198.18.0.205", app: "web")));
+
+        var holder = await lab.WaitForIngressAsync("good", "198.18.0.205", ns: Tenant);
+        Assert.Equal([holder], await lab.ArpRespondersAsync("198.18.0.205"));
+        Assert.Equal("web", (await Curl.AnswerAsync(lab.ClientNamespace, "http://198.18.0.205/hostname")).Split('-')[0]);
+
+        var nodeWarning = await lab.WaitForEventAsync("steal-node", "AddressReserved", ns: Tenant);
+        Assert.Equal("Warning", nodeWarning.Type);
+        Assert.Contains("node node-2", nodeWarning.Note);
+        var gatewayWarning = await lab.WaitForEventAsync("steal-gateway", "AddressReserved", ns: Tenant);
+        Assert.Contains("default gateway", gatewayWarning.Note);
+        var clientWarning = await lab.WaitForEventAsync("steal-client", "AddressNotInPool", ns: Tenant);
+        Assert.Contains("outside the global pool", clientWarning.Note);
+
+        foreach (var (name, ip) in new[] { ("steal-node", node2), ("steal-gateway", gateway), ("steal-client", client) })
+        {
+            Assert.Empty((await lab.ServiceAsync(name, Tenant)).Status?.LoadBalancer?.Ingress ?? []);
+            Assert.Empty(await lab.HoldersAsync(ip));
+        }
+        // Only the real owners answer: node-2 for its own address, nobody else for the client's or the gateway's.
+        Assert.Equal(["node-2"], await lab.ArpRespondersAsync(node2));
+        Assert.Empty(await lab.ArpRespondersAsync(client));
+        Assert.Empty(await lab.ArpRespondersAsync(gateway));
+    }
+
+    [Fact]
+    public async Task A_pool_gives_unaddressed_services_its_lowest_free_addresses_which_are_announced_and_serve()
+    {
+        await using var lab = await AgentLab.StartAsync(output);
+        await CreatePoolsAsync(lab, ("range-global", PoolRange), ("range-" + Tenant, "198.18.0.240-198.18.0.241"),
+            ("range-Not_A_Namespace", "198.18.0.250-198.18.0.251"));
+        await lab.ApplyAsync(Manifests.Deployment("test-deploy", "test", replicas: 2));
+        // Taken by hand, without the cloud provider's label: it still counts as used.
+        await lab.ApplyAsync(Manifests.Service("by-hand", "198.18.0.200"));
+        await lab.WaitForIngressAsync("by-hand", "198.18.0.200");
+
+        (await lab.Kubectl.RunAsync("expose", "deployment", "test-deploy", "--port=80", "--target-port=80",
+            "--type=LoadBalancer", "--name", "web1")).EnsureSuccess();
+        var first = await WaitForAssignedAsync(lab, "web1", "default");
+        Assert.Equal("198.18.0.201", first);
+        (await lab.Kubectl.RunAsync("expose", "deployment", "test-deploy", "--port=80", "--target-port=80",
+            "--type=LoadBalancer", "--name", "web2")).EnsureSuccess();
+        Assert.Equal("198.18.0.202", await WaitForAssignedAsync(lab, "web2", "default"));
+
+        var service = await lab.ServiceAsync("web1");
+        Assert.Equal("kube-vip", service.Metadata.Labels["implementation"]);
+        var assigned = await lab.WaitForEventAsync("web1", "AddressAssigned");
+        Assert.Equal("Normal", assigned.Type);
+        Assert.Contains("198.18.0.201", assigned.Note);
+
+        var holder = await lab.WaitForIngressAsync("web1", "198.18.0.201");
+        await lab.WaitForHoldersAsync("198.18.0.201", [holder]);
+        Assert.Equal([holder], await lab.ArpRespondersAsync("198.18.0.201"));
+        Assert.StartsWith("test-deploy-", await Curl.AnswerAsync(lab.ClientNamespace, "http://198.18.0.201/hostname"));
+
+        // The bad entry is reported on the ConfigMap; the good ones are used.
+        var bad = await Eventually.WaitAsync(async () =>
+                (await lab.Client.EventsV1.ListNamespacedEventAsync("kube-system")).Items
+                .FirstOrDefault(e => e.Regarding?.Kind == "ConfigMap" && e.Regarding.Name == "kubevip" && e.Reason == "InvalidAddressPool"),
+            TimeSpan.FromSeconds(15), "an InvalidAddressPool Warning on kube-system/kubevip");
+        Assert.Equal("Warning", bad.Type);
+        Assert.Contains("range-Not_A_Namespace", bad.Note);
+
+        // A namespace's own range wins over the global one.
+        await CreateNamespaceAsync(lab, Tenant);
+        await lab.ApplyAsync(InNamespace(Tenant, Manifests.Service("own-range")));
+        Assert.Equal("198.18.0.240", await WaitForAssignedAsync(lab, "own-range", Tenant));
+    }
+
+    [Fact]
+    public async Task A_service_outside_the_pools_keeps_its_address_with_a_warning_when_pools_are_added_and_a_new_one_is_refused()
+    {
+        await using var lab = await AgentLab.StartAsync(output);
+        await lab.ApplyAsync(Manifests.Deployment("test-deploy", "test", replicas: 2));
+        await lab.ApplyAsync(Manifests.Service("legacy", "198.18.0.230"));
+        var holder = await lab.WaitForIngressAsync("legacy", "198.18.0.230");
+
+        await CreatePoolsAsync(lab, ("range-global", PoolRange));
+        var kept = await lab.WaitForEventAsync("legacy", "AddressOutsidePolicyKept");
+        Assert.Equal("Warning", kept.Type);
+        Assert.Contains("198.18.0.230", kept.Note);
+        await lab.ApplyAsync(Manifests.Service("late", "198.18.0.231"));
+        await lab.WaitForEventAsync("late", "AddressNotInPool");
+
+        Assert.Equal(holder, await lab.WaitForIngressAsync("legacy", "198.18.0.230"));
+        Assert.Equal([holder], await lab.HoldersAsync("198.18.0.230"));
+        Assert.Equal([holder], await lab.ArpRespondersAsync("198.18.0.230"));
+        Assert.StartsWith("test-deploy-", await Curl.AnswerAsync(lab.ClientNamespace, "http://198.18.0.230/hostname"));
+        Assert.Empty((await lab.ServiceAsync("late")).Status?.LoadBalancer?.Ingress ?? []);
+        Assert.Empty(await lab.HoldersAsync("198.18.0.231"));
+        Assert.Empty(await lab.ArpRespondersAsync("198.18.0.231"));
+    }
+
+    private static async Task CreatePoolsAsync(AgentLab lab, params (string Key, string Value)[] entries)
+    {
+        var args = new List<string> { "-n", "kube-system", "create", "configmap", "kubevip" };
+        args.AddRange(entries.Select(e => $"--from-literal={e.Key}={e.Value}"));
+        (await lab.Kubectl.RunAsync([.. args])).EnsureSuccess();
+    }
+
+    private static async Task CreateNamespaceAsync(AgentLab lab, string name) =>
+        (await lab.Kubectl.RunAsync("create", "namespace", name)).EnsureSuccess();
+
+    /// <summary>The manifest with its object (and only it, not a pod template) in <paramref name="ns"/>.</summary>
+    private static string InNamespace(string ns, string manifest) =>
+        manifest.Replace("metadata:\n  name:", $"metadata:\n  namespace: {ns}\n  name:");
+
+    /// <summary>Waits until the Service carries an assigned address; returns it.</summary>
+    private static Task<string> WaitForAssignedAsync(AgentLab lab, string name, string ns) =>
+        Eventually.WaitAsync(async () =>
+                (await lab.ServiceAsync(name, ns)).Metadata.Annotations?.TryGetValue("kube-vip.io/loadbalancerIPs", out var ip) == true ? ip : null,
+            TimeSpan.FromSeconds(20), $"an address assigned to {ns}/{name}");
+}
