@@ -8,6 +8,7 @@ open FsCheck
 open FsCheck.FSharp
 open FsCheck.Xunit
 open Hybrid.Domain
+open Hybrid.Properties.Generators
 open Hybrid.Properties.PoolBasics
 
 /// Throws on a lone surrogate: what "valid UTF-8 on the wire" means for a .NET string.

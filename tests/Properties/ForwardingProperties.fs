@@ -6,6 +6,7 @@ open FsCheck
 open FsCheck.FSharp
 open FsCheck.Xunit
 open Hybrid.Domain
+open Hybrid.Properties.Generators
 open Hybrid.Properties.UpnpGenerators
 
 let private enabled = configWith [ "enable_upnp", "true" ]

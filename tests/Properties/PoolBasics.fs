@@ -1,38 +1,13 @@
-/// The few helpers the pool and address-policy properties share: labelled checks, a configuration, plain
-/// Services. Kept apart from the protocol's generators so that the two sets of properties evolve alone.
+/// What the pool and address-policy properties share beyond Generators.fs: a configuration and plain Services.
 module Hybrid.Properties.PoolBasics
 
 open System
 open FsCheck
 open FsCheck.FSharp
 open Hybrid.Domain
+open Hybrid.Properties.Generators
 
-/// A labelled boolean: the label is what the failure report shows.
-let holds (label: string) (condition: bool) : Property = Prop.label label condition
-
-/// Conjunction of labelled checks (true when the list is empty).
-let allOf (checks: Property list) : Property = checks |> List.fold (.&.) (Prop.ofTestable true)
-
-/// Runs a generator through FsCheck (default 100 cases or whatever the attribute says).
-let forAll (generator: Gen<'a>) (body: 'a -> 'p) : Property = Prop.forAll (Arb.fromGen generator) body
-
-/// Picks n distinct elements (in random order) without filtering.
-let distinct (n: int) (pool: 'a list) : Gen<'a list> =
-    Gen.shuffle pool |> Gen.map (fun a -> a |> Seq.truncate n |> List.ofSeq)
-
-/// Picks between lo and hi distinct elements.
-let someOf (lo: int) (hi: int) (pool: 'a list) : Gen<'a list> =
-    gen {
-        let! n = Gen.choose (lo, min hi pool.Length)
-        return! distinct n pool
-    }
-
-let bool (trueWeight: int) (falseWeight: int) = Gen.frequency [ trueWeight, Gen.constant true; falseWeight, Gen.constant false ]
-
-/// The instant every generated snapshot is taken at.
-let Now: Instant = 1_000_000L
-
-let private KeyText = Convert.ToBase64String(Array.init 32 (fun i -> byte (i * 7 + 1)))
+// The checking helpers (holds, allOf, forAll, distinct, someOf, bool), Now and KeyText come from Generators.fs.
 
 let BaseEnv = [ "vip_nodename", "node-a"; "svc_enable", "true"; "lan_key", KeyText ]
 

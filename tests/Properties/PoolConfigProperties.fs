@@ -7,6 +7,7 @@ open FsCheck
 open FsCheck.FSharp
 open FsCheck.Xunit
 open Hybrid.Domain
+open Hybrid.Properties.Generators
 open Hybrid.Properties.PoolBasics
 open Hybrid.Properties.PoolGenerators
 

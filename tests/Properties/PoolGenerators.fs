@@ -7,6 +7,7 @@ module Hybrid.Properties.PoolGenerators
 open FsCheck
 open FsCheck.FSharp
 open Hybrid.Domain
+open Hybrid.Properties.Generators
 open Hybrid.Properties.PoolBasics
 
 // ════════════════════════════════════════════════════════════════════════════════════════════════════

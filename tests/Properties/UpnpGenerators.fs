@@ -5,30 +5,9 @@ module Hybrid.Properties.UpnpGenerators
 open FsCheck
 open FsCheck.FSharp
 open Hybrid.Domain
+open Hybrid.Properties.Generators
 
-/// A labelled boolean: the label is what the failure report shows.
-let holds (label: string) (condition: bool) : Property = Prop.label label condition
-
-/// Conjunction of labelled checks (true when the list is empty).
-let allOf (checks: Property list) : Property = checks |> List.fold (.&.) (Prop.ofTestable true)
-
-let forAll (generator: Gen<'a>) (body: 'a -> 'p) : Property = Prop.forAll (Arb.fromGen generator) body
-
-/// Picks n distinct elements (in random order) without filtering.
-let distinct (n: int) (pool: 'a list) : Gen<'a list> =
-    Gen.shuffle pool |> Gen.map (fun a -> a |> Seq.truncate n |> List.ofSeq)
-
-/// Picks between lo and hi distinct elements.
-let someOf (lo: int) (hi: int) (pool: 'a list) : Gen<'a list> =
-    gen {
-        let! n = Gen.choose (lo, min hi pool.Length)
-        return! distinct n pool
-    }
-
-let bool (trueWeight: int) (falseWeight: int) = Gen.frequency [ trueWeight, Gen.constant true; falseWeight, Gen.constant false ]
-
-/// The instant the cases start at.
-let Now: Instant = 1_000_000L
+// The checking helpers (holds, allOf, forAll, distinct, someOf, bool), Now and KeyText come from Generators.fs.
 
 /// kube-vip's variables for node-a with services on, overridden by `pairs`.
 let configWith (pairs: (string * string) list) : Config =

@@ -7,6 +7,7 @@ open FsCheck.FSharp
 open FsCheck.Xunit
 open global.Xunit
 open Hybrid.Domain
+open Hybrid.Properties.Generators
 open Hybrid.Properties.UpnpGenerators
 
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
