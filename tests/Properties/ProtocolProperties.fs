@@ -233,3 +233,49 @@ let ``a global API outage of any length with the LAN healthy and all members up 
         Prop.label (if ok then "" else explain scenario (sprintf "gaps during the outage %A: %A" outage gapsInOutage)) ok
         |> Prop.classify (snd outage - fst outage > 30_000L) "outage over 30 s"
         |> Prop.classify (scenario.Nodes = 1) "one node")
+
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+// A node whose own LAN fails one way deposes nobody: it cannot tell its fault from theirs
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+/// Three to five nodes; some time after the cluster formed, one of them stops hearing every other member
+/// (deaf) or stops being heard by every other member (mute), all at the same instant.
+let private genOneSidedScenario : Gen<Scenario * int * bool> =
+    gen {
+        let! nodes = Gen.choose (3, 5)
+        let! election = Gen.frequency [ 3, Gen.constant true; 1, Gen.constant false ]
+        let! count = Gen.choose (1, 4)
+        let! services = [ for id in 0 .. count - 1 -> genService nodes 3 id ] |> Gen.sequenceToList
+        let! drifts = Gen.listOfLength nodes (Gen.choose (-1000, 1000))
+        let! victim = Gen.choose (0, nodes - 1)
+        let! deaf = Gen.elements [ true; false ]
+        let! at = chooseL ChaosStart (ChaosStart + 1000L)
+        let! length = chooseL (2L * timing.LanLeaseDuration) 8000L
+        let! seed = Gen.choose (0, Int32.MaxValue)
+        let faults =
+            [ for other in 0 .. nodes - 1 do
+                  if other <> victim then
+                      { At = at; Fault = (if deaf then LanLoss(other, victim, length) else LanLoss(victim, other, length)) } ]
+        let scenario =
+            { Nodes = nodes
+              Election = election
+              Services = services
+              Drifts = drifts
+              Faults = faults
+              ChaosEnd = at + length
+              Horizon = at + length
+              Seed = uint64 seed }
+        return scenario, victim, deaf
+    }
+
+[<Property(MaxTest = 300)>]
+let ``a node that stops hearing every member, or being heard by any, at one instant deposes none of them`` () =
+    Prop.forAll (Arb.fromGen genOneSidedScenario) (fun (scenario, victim, deaf) ->
+        let outcome = run scenario false
+        let start = (List.head scenario.Faults).At
+        let byVictim = outcome.Depositions |> List.filter (fun d -> d.By = victim && d.At >= start)
+        let ok = byVictim.IsEmpty && outcome.Violations.IsEmpty
+        Prop.label (if ok then "" else explain scenario (sprintf "node-%d (%s) deposed %A; violations %A" victim (if deaf then "deaf" else "mute") byVictim outcome.Violations)) ok
+        |> Prop.classify deaf "deaf"
+        |> Prop.classify (not deaf) "mute"
+        |> Prop.classify (scenario.Nodes = 3) "three nodes")

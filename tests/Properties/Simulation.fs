@@ -125,9 +125,13 @@ type Violation = { At: int64; Ip: Ip; Nodes: int list }
 /// A VIP that stopped being answered by anyone.
 type Gap = { Ip: Ip; From: int64; Until: int64 option }
 
+/// A registration the server wrote as Deposed: by which node, whose, when.
+type DepositionWritten = { At: int64; By: int; Target: string }
+
 type Outcome =
     { Violations: Violation list
       Gaps: Gap list
+      Depositions: DepositionWritten list
       /// At the horizon: VIP → nodes answering it.
       AnsweringAtEnd: Map<Ip, int list>
       /// VIPs that should be answered at the horizon (a desired group with a live eligible node).
@@ -270,6 +274,7 @@ let run (scenario: Scenario) (trace: bool) : Outcome =
     let mutable steps = 0
     let violations = List<Violation>()
     let gaps = List<Gap>()
+    let depositions = List<DepositionWritten>()
 
     // ── Answering ───────────────────────────────────────────────────────────────────────────────
     let answers (n: Node) (ip: Ip) (t: int64) =
@@ -661,6 +666,10 @@ let run (scenario: Scenario) (trace: bool) : Outcome =
                         let outcome, change = apply request
                         say (fun () -> sprintf "server: %s request %A -> %A" (nodeName i) (match request with WriteLease(id, w) -> sprintf "%d %s" id w.Name | DeleteLease(id, n, _) -> sprintf "delete %d %s" id n | _ -> "") (match outcome with Written(Some r) -> sprintf "written v%s" r.Version | o -> sprintf "%A" o))
                         change |> Option.iter publish
+                        match outcome with
+                        | Written(Some r) when r.Name.StartsWith LeaseNames.RegistrationPrefix && r.Annotations.TryFind LeaseKeys.State = Some "deposed" ->
+                            depositions.Add { At = now; By = i; Target = r.Name.Substring LeaseNames.RegistrationPrefix.Length }
+                        | _ -> ()
                         let id = match request with WriteLease(id, _) | DeleteLease(id, _, _) -> id | _ -> 0L
                         let back = now + leg i
                         let jitter = rng.Fraction()
@@ -702,6 +711,7 @@ let run (scenario: Scenario) (trace: bool) : Outcome =
         |> List.collect _.Addresses
     { Violations = List.ofSeq violations
       Gaps = List.ofSeq gaps
+      Depositions = List.ofSeq depositions
       AnsweringAtEnd = answeringAtEnd
       ExpectedAtEnd = expected
       Steps = steps

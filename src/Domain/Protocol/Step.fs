@@ -891,6 +891,15 @@ module Protocol =
     let private silentSince (s: NodeState) (node: string) (o: ObservedRegistration) =
         max (defaultArg (s.LastGrantAt.TryFind node) s.IncarnationStartedAt) o.ChangedSeenAt |> max s.ListeningSince
 
+    /// This node still hears the LAN: some other member it ever heard was heard at least D_L/2 after `node`
+    /// fell silent. A node that goes deaf stops hearing every member within about one interval of each other,
+    /// so the first silence it notices must not be taken for that member's fault (it would depose its healthy
+    /// peers one by one, each deposition shrinking its required set below the two that make it isolated).
+    /// With no other member heard, nothing can tell (docs/PROTOCOL.md §3).
+    let private stillHears (s: NodeState) (node: string) (silentFrom: Instant) =
+        let others = s.Lan.Peers |> Map.filter (fun n _ -> n <> s.Self && n <> node && s.Membership.Members.ContainsKey n)
+        others.IsEmpty || others |> Map.exists (fun _ p -> p.HeardAt >= silentFrom + (timing s).LanLeaseDuration / 2L)
+
     /// Whether this node may depose `node` now: the conditions of §3, from its own view.
     let private mayDepose (s: NodeState) (node: string) (o: ObservedRegistration) =
         let t = timing s
@@ -900,7 +909,8 @@ module Protocol =
             | Some p -> p.Incarnation = r.Incarnation && p.AckedMe
             | None -> false
         let proofB = r.Members.TryFind s.Self = Some s.Registration.Term
-        let silentEnough = s.Now - silentSince s node o >= t.LanLeaseDuration
+        let silentFrom = silentSince s node o
+        let silentEnough = s.Now - silentFrom >= t.LanLeaseDuration && stillHears s node silentFrom
         let apiFenceOver =
             match r.Fence with
             | LanFence -> true
