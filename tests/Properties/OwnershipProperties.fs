@@ -1,5 +1,5 @@
 /// Ownership (docs/PROTOCOL.md §4): who should hold each group, from observations every node shares. A live,
-/// eligible holder keeps its group; an orphaned group goes to the best-ranked live eligible node under the load
+/// eligible holder keeps its group (until, once the cluster is still, it holds more than the load bound); an orphaned group goes to the best-ranked live eligible node under the load
 /// bound, oldest group first; successors claim after a stagger; janitors and rankings are rendezvous hashing.
 module Hybrid.Properties.OwnershipProperties
 
@@ -390,3 +390,122 @@ let ``rankings spread keys evenly: over 600 keys each of 6 nodes ranks first bet
         let nodes = [ for i in 1..6 -> sprintf "%s%d" prefix i ]
         let firsts = [ for i in 0..599 -> Rendezvous.preference (LeaseNames.group (v4 198 18 (i / 250) (i % 250 + 1))) nodes |> List.head ] |> List.countBy id |> Map.ofList
         holds (sprintf "%A" firsts) (nodes |> List.forall (fun n -> let c = defaultArg (firsts.TryFind n) 0 in c >= 50 && c <= 200)))
+
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+// Rebalancing: bounded loads restored once the cluster is still
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+let private settle = 4500L
+
+/// Live nodes, groups held by them with a skew (one node took far more than its share while the others
+/// were slow), Leases and the live set still for a while or not yet.
+type private Skewed =
+    { Nodes: string list
+      Groups: Group list
+      Leases: Map<GroupId, ObservedGroupLease>
+      LiveSince: Instant }
+
+let private genSkewed : Gen<Skewed> =
+    gen {
+        let! n = Gen.choose (2, NodePool.Length)
+        let nodes = List.take n NodePool
+        let! count = Gen.choose (2, 40)
+        let! groups =
+            [ 1..count ]
+            |> Gen.collectToList (fun i ->
+                Gen.map2 (fun e created -> { group (v4 10 0 1 i) e (Now - 60_000L) with CreatedAt = int64 created })
+                    (Gen.frequency [ 6, Gen.constant (AnyNode ServingEndpointExists); 1, genEligibility nodes ]) (Gen.choose (0, 5)))
+        let! greedy = Gen.elements nodes
+        let! leases =
+            groups
+            |> Gen.collectToList (fun g ->
+                gen {
+                    let eligible = nodes |> List.filter (fun x -> Eligibility.allows x g.Eligibility)
+                    let! holder =
+                        if eligible.IsEmpty then Gen.constant None
+                        elif List.contains greedy eligible then Gen.frequency [ 3, Gen.constant (Some greedy); 1, Gen.elements eligible |> Gen.map Some ]
+                        else Gen.elements eligible |> Gen.map Some
+                    let! age = Gen.frequency [ 3, chooseL (settle + 1L) 60_000L; 1, chooseL 0L settle ]
+                    return
+                        holder
+                        |> Option.map (fun h ->
+                            g.Id,
+                            { Holder = Some { Node = h; Incarnation = Some(Incarnation 1UL) }; Version = "v1"; Transitions = 1; ChangedSeenAt = Now - age })
+                })
+        let! liveAge = Gen.frequency [ 4, chooseL (settle + 1L) 60_000L; 1, chooseL 0L settle ]
+        return { Nodes = nodes; Groups = groups; Leases = leases |> List.choose id |> Map.ofList; LiveSince = Now - liveAge }
+    }
+
+let private assignSkewed (k: Skewed) =
+    Ownership.assign Now timing (fun n -> if List.contains n k.Nodes then Live else Unregistered) k.Nodes k.Leases Map.empty k.Groups
+
+let private loadsOf (assignments: Map<GroupId, Assignment>) =
+    assignments |> Map.toList |> List.choose (fun (_, a) -> match a with HeldBy h -> Some h | _ -> None) |> List.countBy id |> Map.ofList
+
+/// ⌈1.1 · groups / nodes⌉ over the groups some live node may hold (the bound the spread deals by).
+let private boundOf (k: Skewed) =
+    let servable = k.Groups |> List.filter (fun g -> k.Nodes |> List.exists (fun n -> Eligibility.allows n g.Eligibility)) |> List.length
+    max 1 ((servable * 11 + k.Nodes.Length * 10 - 1) / (k.Nodes.Length * 10))
+
+[<Property(MaxTest = 400)>]
+let ``a group moves for balance only from a holder above the load bound to the node it is dealt to while below the bound, once still, never beyond the excess or the room`` () =
+    Prop.forAll (Arb.fromGen genSkewed) (fun k ->
+        let assignments = assignSkewed k
+        let moves, due = Ownership.rebalance Now settle k.LiveSince k.Nodes k.Leases k.Groups assignments
+        let loads = loadsOf assignments
+        let load n = defaultArg (loads.TryFind n) 0
+        let bound = boundOf k
+        let dealt = Ownership.spread k.Nodes k.Groups
+        let given = moves |> Map.toList |> List.countBy (fun (_, (from, _)) -> from)
+        let taken = moves |> Map.toList |> List.countBy (fun (_, (_, target)) -> target)
+        let still (gid: GroupId) = Now >= k.LiveSince + settle && Now >= k.Leases[gid].ChangedSeenAt + settle
+        let overloaded = loads |> Map.exists (fun _ l -> l > bound)
+        [ for KeyValue(gid, (from, target)) in moves do
+              holds (sprintf "%s moves from %s, which does not hold it: %A" gid from assignments[gid]) (assignments[gid] = HeldBy from)
+              holds (sprintf "%s moves from %s with %d ≤ bound %d" gid from (load from) bound) (load from > bound)
+              holds (sprintf "%s moves to %s, not its dealt node %A" gid target (dealt.TryFind gid)) (dealt.TryFind gid |> Option.bind List.tryHead = Some target)
+              holds (sprintf "%s moves to %s with %d ≥ bound %d" gid target (load target) bound) (load target < bound)
+              holds (sprintf "%s moves before the cluster is still" gid) (still gid)
+          for from, n in given do
+              holds (sprintf "%s gives %d, above its excess %d" from n (load from - bound)) (n <= load from - bound)
+          for target, n in taken do
+              holds (sprintf "%s takes %d, above its room %d" target n (bound - load target)) (n <= bound - load target)
+          holds (sprintf "due %A is not in the future" due) (due |> Option.forall (fun t -> t > Now)) ]
+        |> allOf
+        |> Prop.classify overloaded "a node above the bound"
+        |> Prop.classify (not moves.IsEmpty) "groups move"
+        |> Prop.classify (overloaded && moves.IsEmpty && due.IsSome) "moves wait for stillness")
+
+[<Property(MaxTest = 300)>]
+let ``moving groups for balance until nothing moves leaves no node above the bound holding a group dealt to a node below it`` () =
+    Prop.forAll (Arb.fromGen genSkewed) (fun k ->
+        let still = { k with LiveSince = Now - 60_000L; Leases = k.Leases |> Map.map (fun _ l -> { l with ChangedSeenAt = Now - 60_000L }) }
+        let step (k: Skewed) =
+            let moves, _ = Ownership.rebalance Now settle k.LiveSince k.Nodes k.Leases k.Groups (assignSkewed k)
+            moves,
+            { k with
+                Leases =
+                    moves
+                    |> Map.fold (fun (leases: Map<GroupId, ObservedGroupLease>) gid (_, target) ->
+                        leases.Add(gid, { leases[gid] with Holder = Some { Node = target; Incarnation = Some(Incarnation 1UL) } })) k.Leases }
+        let rec settleAll (k: Skewed) rounds =
+            let moves, next = step k
+            if moves.IsEmpty || rounds = 0 then k, rounds else settleAll next (rounds - 1)
+        let final, roundsLeft = settleAll still 40
+        let assignments = assignSkewed final
+        let loads = loadsOf assignments
+        let load n = defaultArg (loads.TryFind n) 0
+        let bound = boundOf final
+        let dealt = Ownership.spread final.Nodes final.Groups
+        let stuck =
+            assignments
+            |> Map.toList
+            |> List.choose (fun (gid, a) ->
+                match a, dealt.TryFind gid |> Option.bind List.tryHead with
+                | HeldBy h, Some t when h <> t && load h > bound && load t < bound -> Some(gid, h, t)
+                | _ -> None)
+        let initially = loadsOf (assignSkewed still) |> Map.exists (fun _ l -> l > bound)
+        (holds (sprintf "still rebalancing after 40 rounds") (roundsLeft > 0)
+         .&. holds (sprintf "groups held above the bound though dealt to a node below it: %A (loads %A, bound %d)" stuck loads bound) stuck.IsEmpty)
+        |> Prop.classify initially "a node started above the bound"
+        |> Prop.classify (initially && roundsLeft < 40) "groups moved")

@@ -219,6 +219,8 @@ type NodeState =
       /// depends on changes (live nodes, entitlement), or at this instant (claim staggers, timeouts, retries).
       OwnershipStale: bool
       OwnershipDueAt: Instant option
+      /// When the live nodes in this node's view last changed (groups move for balance only once it is still).
+      LiveSetSince: Instant
       OwnershipSignature: OwnershipSignature
       /// Held VIPs are announced and their addresses refreshed from this instant (see maintenance).
       MaintenanceDueAt: Instant option

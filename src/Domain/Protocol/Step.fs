@@ -34,6 +34,9 @@ module ProtocolConstants =
     /// and this node pauses its claims for ClaimPause.
     let claimAckTimeout (timing: Timing) = timing.LanLeaseDuration
     let claimPause (timing: Timing) = 10L * timing.LanLeaseDuration
+    /// How long the live set and a group's Lease must be still before the group moves to restore bounded
+    /// loads: as long as a claim pause, so a node that paused its claims gets its share back afterwards.
+    let rebalanceSettle (timing: Timing) = claimPause timing
 
     /// Backoff of failed Lease writes: 100 ms doubling to 5 s, equal jitter.
     let BackoffBase: Duration = 100L
@@ -140,6 +143,7 @@ module Protocol =
           Roles = Map.empty
           OwnershipStale = true
           OwnershipDueAt = None
+          LiveSetSince = 0L
           OwnershipSignature = { Live = []; Entitled = false; Fenced = false }
           MaintenanceDueAt = None
           NextWakeAt = None }
@@ -1041,7 +1045,7 @@ module Protocol =
         else s.StandAside |> Option.map StoodAside
 
     let private role (s: NodeState) (m: Membership) (entitled: Result<unit, NotEntitledReason>)
-        (assignment: Assignment) (g: Group) : Role =
+        (moves: Map<GroupId, string * string>) (assignment: Assignment) (g: Group) : Role =
         let t = timing s
         let lease = s.View.Groups.TryFind g.Id
         let mine (h: GroupHolder) = h.Node = s.Self
@@ -1072,6 +1076,8 @@ module Protocol =
         | _ ->
             match assignment with
             | HeldBy holder when holder = s.Self -> Waiting(NotEntitled NotYetJoined)
+            | HeldBy holder when moves.TryFind g.Id = Some(holder, s.Self) && entitled = Ok() ->
+                Claiming(lease |> Option.map _.Version, Some holder)
             | HeldBy holder -> Following holder
             | HolderLeaving holder -> Waiting(HolderReleasing holder)
             | HolderSilent holder -> Waiting(DepositionPending holder)
@@ -1429,7 +1435,11 @@ module Protocol =
             view.ServicesSynced && view.SlicesSynced && view.LeasesSynced && s.Kernel.Installed
             && view.PoolsSynced && view.NodesSynced && view.InterfaceKnown
         let signed = signature s m
-        let s = if signed <> s.OwnershipSignature then { s with OwnershipStale = true; OwnershipSignature = signed } else s
+        let s =
+            if signed = s.OwnershipSignature then s
+            else
+                let liveSince = if signed.Live <> s.OwnershipSignature.Live then s.Now else s.LiveSetSince
+                { s with OwnershipStale = true; OwnershipSignature = signed; LiveSetSince = liveSince }
         let due = s.OwnershipStale || (s.OwnershipDueAt |> Option.exists (fun at -> s.Now >= at))
         if not synced || not due then s, []
         else
@@ -1446,7 +1456,9 @@ module Protocol =
             let assignments =
                 Ownership.assign s.Now (timing s) (standing s m) live s.View.Groups s.View.GroupsAbsent s.Desired.Groups
             let entitled = entitlement s m
-            let roles = s.Desired.Groups |> List.map (fun g -> g.Id, role s m entitled assignments[g.Id] g) |> Map.ofList
+            let moves, rebalanceDue =
+                Ownership.rebalance s.Now (ProtocolConstants.rebalanceSettle (timing s)) s.LiveSetSince live s.View.Groups s.Desired.Groups assignments
+            let roles = s.Desired.Groups |> List.map (fun g -> g.Id, role s m entitled moves assignments[g.Id] g) |> Map.ofList
             let s = { s with Assignments = assignments; Roles = roles }
             let s = { s with ForwardWants = Forwarding.wants s roles }
             let s, writes = groupWrites s roles
@@ -1459,7 +1471,8 @@ module Protocol =
             let s, emits = events s roles (m.Members |> Map.keys |> List.ofSeq)
             let s, poolEvents = poolConfigEvents s live
             let s, assigned = assignmentStage s m live
-            { s with OwnershipStale = false; OwnershipDueAt = ownershipDue s assignments; MaintenanceDueAt = Some s.Now },
+            let due = [ yield! Option.toList (ownershipDue s assignments); yield! Option.toList rebalanceDue ]
+            { s with OwnershipStale = false; OwnershipDueAt = (if due.IsEmpty then None else Some(List.min due)); MaintenanceDueAt = Some s.Now },
             kernel @ writes @ deletes @ status @ emits @ poolEvents @ assigned
 
     /// Upkeep of the VIPs in the kernel, apart from the ownership pass: gratuitous announcements of held

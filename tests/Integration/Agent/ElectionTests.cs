@@ -23,10 +23,24 @@ public sealed class ElectionTests(ITestOutputHelper output)
     {
         await lab.ApplyAsync(Manifests.Deployment("test-deploy", "test", replicas: 3));
         await lab.ApplyAsync(string.Join("---\n", Thirty.Select(kv => Manifests.Service(kv.Key, kv.Value))));
-        var hosts = await lab.WaitForIngressesAsync(Thirty);
-        var placement = await lab.WaitForSingleHoldersAsync(Thirty.Values.ToList());
+        // Bounded loads: once the cluster is still, no node holds more than 1.1 times its fair share
+        // (⌈1.1 · 30 / 3⌉ = 11). A node that took more while its peers were slow to claim (a loaded machine)
+        // hands the excess to the nodes the groups are dealt to, so this waits for that too.
+        var placement = await Eventually.WaitAsync(async () =>
+        {
+            var current = await lab.PlacementAsync(Thirty.Values);
+            if (!current.Values.All(nodes => nodes.Count == 1)) return null;
+            var single = current.ToDictionary(kv => kv.Key, kv => kv.Value[0]);
+            return lab.Lab.Nodes.All(n => single.Values.Count(v => v == n.Name) <= 11) ? single : null;
+        }, TimeSpan.FromSeconds(45), "each of the 30 VIPs on one node, no node holding more than 11");
         // What the Service reports is where the VIP is.
-        Assert.All(Thirty, kv => Assert.Equal(placement[kv.Value], hosts[kv.Key]));
+        await lab.WaitForIngressesAsync(Thirty);
+        await Eventually.WaitAsync(async () =>
+        {
+            var services = (await lab.Client.CoreV1.ListNamespacedServiceAsync("default")).Items.ToDictionary(s => s.Metadata.Name);
+            return Thirty.All(kv => services[kv.Key].Metadata.Annotations?.TryGetValue("kube-vip.io/vipHost", out var host) == true
+                                    && host == placement[kv.Value]);
+        }, TimeSpan.FromSeconds(15), "every Service's vipHost to name the node that has its VIP");
         return placement;
     }
 
@@ -40,8 +54,8 @@ public sealed class ElectionTests(ITestOutputHelper output)
         var placement = await CreateThirtyAsync(lab);
         lab.Report($"30 groups: {Spread(placement, lab)}");
 
-        // Bounded loads: no node takes more than 1.1 times its fair share (⌈1.1 · 30 / 3⌉ = 11), so each of the
-        // three holds at least 30 − 2 · 11.
+        // Bounded loads (CreateThirtyAsync waited for no node above 11), so each of the three holds at least
+        // 30 − 2 · 11.
         foreach (var node in lab.Lab.Nodes)
         {
             var held = placement.Values.Count(v => v == node.Name);
