@@ -223,7 +223,11 @@ type UpnpCommand =
 /// each Service has a port mapped now (for its status), and the problems only the gateway revealed.
 type ForwardingReport =
     { External: Map<ServiceKey, Ip list>
-      Problems: Set<ServiceKey * ForwardProblem> }
+      Problems: Set<ServiceKey * ForwardProblem>
+      /// The VIPs of every mapping this node still has on a gateway (deleting included, for at most
+      /// DeleteFromVipGrace): a VIP no Service wants any more stays on the node while it is listed, so that the
+      /// delete is sent from it (gateways in secure mode delete a mapping only at its client's request).
+      Sources: Set<Ip> }
 
 type UpnpDecision =
     { Commands: UpnpCommand list
@@ -420,6 +424,8 @@ module Upnp =
     let RetryBase: Duration = 1000L
     let DiscoveryRetryCap: Duration = 60_000L
     let CallRetryCap: Duration = 5L * 60_000L
+    /// How long a VIP no Service wants any more stays on its node for the delete of its mappings.
+    let DeleteFromVipGrace: Duration = 5000L
 
     /// A delete of a permanent mapping that keeps failing is given up after this long (a timed one when its
     /// lease has run out: then the gateway has removed it itself).
@@ -702,7 +708,15 @@ module Upnp =
                     wants.Forwards |> List.filter _.HeldHere |> List.map (fun f -> f.Service, NoGatewayFound)
                 else []
             let externalCommands = externals |> Map.toList |> List.collect (fun (_, (c, _, _)) -> c)
-            let wakes = discoveryWakes @ (externals |> Map.toList |> List.collect (fun (_, (_, _, w)) -> w)) @ step.Wakes
+            // A delete that outlives the grace stops holding its VIP on the node: report again then.
+            let graceEnds =
+                step.Mappings
+                |> Map.toList
+                |> List.choose (fun (_, s) ->
+                    match s.Phase with
+                    | Deleting(_, since) | DeleteRetry(_, _, since, _) when now < since + DeleteFromVipGrace -> Some(since + DeleteFromVipGrace)
+                    | _ -> None)
+            let wakes = discoveryWakes @ (externals |> Map.toList |> List.collect (fun (_, (_, _, w)) -> w)) @ step.Wakes @ graceEnds
             { Commands = discoveryCommands @ externalCommands @ step.Commands
               State = { Discovery = discovery; Gateways = gateways; Mappings = step.Mappings }
               NextWakeAt = (if wakes.IsEmpty then None else Some(List.min wakes))
@@ -834,8 +848,16 @@ module Upnp =
 
     /// What the node's protocol needs to know after a decision or an outcome: every Service's external
     /// addresses, and the runtime problems of the last decision.
-    let report (state: UpnpState) (problems: (ServiceKey * ForwardProblem) list) : ForwardingReport =
+    let report (state: UpnpState) (problems: (ServiceKey * ForwardProblem) list) (now: Instant) : ForwardingReport =
         let services = state.Mappings |> Map.toList |> List.map (fun (_, s) -> s.Mapping.Service) |> List.distinct
+        let sources =
+            state.Mappings
+            |> Map.toList
+            |> List.choose (fun (_, s) ->
+                match s.Phase with
+                | Deleting(_, since) | DeleteRetry(_, _, since, _) when now >= since + DeleteFromVipGrace -> None
+                | _ -> Some s.Mapping.Client)
+            |> Set.ofList
         { External =
             services
             |> List.choose (fun key ->
@@ -843,7 +865,8 @@ module Upnp =
                 | [] -> None
                 | ips -> Some(key, ips))
             |> Map.ofList
-          Problems = problems |> List.filter (snd >> ForwardProblem.isRuntime) |> Set.ofList }
+          Problems = problems |> List.filter (snd >> ForwardProblem.isRuntime) |> Set.ofList
+          Sources = sources }
 
     /// Nothing forwarded, nothing wrong.
-    let noReport: ForwardingReport = { External = Map.empty; Problems = Set.empty }
+    let noReport: ForwardingReport = { External = Map.empty; Problems = Set.empty; Sources = Set.empty }

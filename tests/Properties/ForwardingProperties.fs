@@ -63,7 +63,8 @@ let private genScene (config: Config) : Gen<Scene> =
               Problems =
                 failing
                 |> List.map (fun k -> k, MappingFailed(Gateway, tcp 80, ConflictInMappingEntry))
-                |> Set.ofList }
+                |> Set.ofList
+              Sources = Set.empty }
         return { State = { state with Forwarding = report }; Services = services; Roles = roles }
     }
 
@@ -174,3 +175,36 @@ let ``a retry of a failing mapping in flight still counts as failing`` () =
               holds "and the failure is still reported while it is in flight" (failingIn retrying)
               holds "until it succeeds"
                   (not (failingIn (Upnp.decide wants (set [ VipPool.Head ]) (Upnp.evolve retrying.State retryAt Jitter.none (Added key)) retryAt))) ])
+
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+// A deleted Service's VIP stays while its mappings are deleted from it
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+let private readyOn (node: string) (s: Service) : EndpointSlice =
+    { Service = s.Key; Endpoints = [ { NodeName = Some node; Conditions = { Ready = Some true; Serving = Some true; Terminating = Some false } } ] }
+
+[<Property(MaxTest = 40)>]
+let ``a VIP no Service wants any more stays on the node while the forwarder deletes its mappings from it, and goes once it is done`` () =
+    let genCase = Gen.zip3 (Gen.elements [ true; false ]) (chooseL 0L 3000L) (Gen.elements [ true; false ])
+    forAll genCase (fun (election, deleting, forwarded) ->
+        let config = configWith [ "enable_upnp", "true"; "svc_election", (if election then "true" else "false") ]
+        let vip = VipPool[0]
+        let web = { service "default" "web" with LoadBalancerIP = Some(Ip.format vip) } |> annotate Annotations.ForwardUpnp "true"
+        let settled = SingleNode.start config [ web ] [ readyOn "node-a" web ] |> SingleNode.runUntil 3000L
+        let sources = if forwarded then Set [ vip ] else Set.empty
+        let reported = settled |> SingleNode.feed (ForwardingReported({ Upnp.noReport with Sources = sources }, settled.Now))
+        let deleted = reported |> SingleNode.feed (ServiceDeleted(web.Key, reported.Now))
+        let during = deleted |> SingleNode.runUntil (deleted.Now + deleting)
+        let doneAt = during.Now
+        let after = during |> SingleNode.feed (ForwardingReported(Upnp.noReport, doneAt)) |> SingleNode.runUntil (doneAt + 200L)
+        // With svc_election the group's Lease goes with the group (the global Lease of the other mode stays).
+        let leaseGone = not election || not (after.Leases |> Map.exists (fun name _ -> name.StartsWith LeaseNames.VipPrefix))
+        allOf
+            [ holds "answered before" (SingleNode.answering settled = Set [ vip ])
+              (if forwarded then holds (sprintf "withdrawn while deleting: %A" (SingleNode.answering during)) (SingleNode.answering during = Set [ vip ])
+               else holds "kept without mappings to delete" (SingleNode.answering during).IsEmpty)
+              holds "still answered once the deletes are through" (SingleNode.answering after).IsEmpty
+              holds "still on the interface" after.Addresses.IsEmpty
+              holds (sprintf "group Lease left: %A" (Map.keys after.Leases)) leaseGone ]
+        |> Prop.classify forwarded "mappings to delete"
+        |> Prop.classify election "svc_election")

@@ -597,3 +597,29 @@ let ``once calls are answered again, the gateway holds exactly what this node's 
             [ holds (sprintf "settled within 60 rounds (%d): %A" rounds state.Mappings) (rounds <= 60)
               holds (sprintf "gateway %A, wanted %A" gateway wanted) (gateway = wanted) ]
         |> Prop.classify (phases |> List.exists (fun (_, fates) -> fates |> List.exists ((<>) Answered))) "lost answers")
+
+[<Property>]
+let ``the report keeps a VIP on the node while a mapping to it is on a gateway or being deleted, for at most the grace`` () =
+    let genCase = Gen.zip3 (Gen.elements [ "mapped"; "deleting"; "delete failing"; "deleted" ]) (chooseL 0L (2L * Upnp.DeleteFromVipGrace)) (bool 1 1)
+    forAll genCase (fun (stage, later, vipStillHere) ->
+        let mine = web "web" 80 Vips[0]
+        let _, mapped = round succeed (Upnp.wants enabled [ mine ]) (set [ Vips[0] ]) (withGateways [ GatewayA ] Now) Now
+        let vips = if vipStillHere then set [ Vips[0] ] else Set.empty
+        let state =
+            match stage with
+            | "mapped" -> mapped
+            | _ ->
+                let d = Upnp.decide (Upnp.wants enabled []) vips mapped Now
+                match stage with
+                | "deleting" -> d.State
+                | "delete failing" -> Upnp.evolve d.State Now Jitter.none (DeleteFailed(keyOf 80, Unreachable "timed out"))
+                | _ -> Upnp.evolve d.State Now Jitter.none (Deleted(keyOf 80))
+        let report = Upnp.report state [] (Now + later)
+        let expected =
+            match stage with
+            | "mapped" -> true
+            | "deleted" -> false
+            | _ -> later < Upnp.DeleteFromVipGrace
+        holds (sprintf "%s after %d ms: sources %A" stage later report.Sources) (report.Sources = (if expected then set [ Vips[0] ] else Set.empty))
+        |> Prop.classify true stage
+        |> Prop.classify (later >= Upnp.DeleteFromVipGrace) "past the grace")

@@ -1191,6 +1191,10 @@ module Protocol =
                 | WantHeld, Some _ -> None
                 | WantAdmitted, Some v when v.Held -> Some(Unhold ip)
                 | WantAdmitted, Some _ -> None
+                // A VIP no Service wants any more stays while the forwarder deletes its mappings from it (within
+                // the fence; the group's Lease is deleted only once it is withdrawn, so nobody else holds it).
+                | WantAbsent, Some v when v.Held && not (wants.ContainsKey ip) && s.Forwarding.Sources.Contains ip
+                                         && FenceBound.allows s.Now bound && not (stopping s) && s.LinkUp -> None
                 | (WantUnheld | WantAbsent), Some v when v.Held -> Some(Unhold ip)
                 | WantUnheld, Some _ -> None
                 | WantAbsent, Some v -> Some(Withdraw(ip, v.Prefix))

@@ -78,7 +78,7 @@ internal sealed partial class UpnpForwarder(
                     decision = Upnp.decide(wants, localVips, state, NowMs);
                     state = decision.State;
                     problems = decision.Problems;
-                    changed = Upnp.report(state, problems);
+                    changed = Upnp.report(state, problems, NowMs);
                 }
                 report(changed);
                 foreach (var command in decision.Commands) inFlight.Add(ExecuteAsync(command, cancellationToken));
