@@ -187,15 +187,18 @@ module Ownership =
             g.Id, assignment)
         |> Map.ofList
 
-    /// Bounded loads restored after a transient: a node that took more than the load bound of all groups
-    /// (its peers were slow to claim what they were dealt, or it was alone for a moment) keeps it only until
-    /// the cluster is still. Then each group it holds beyond the bound whose dealt node (the spread's first
-    /// successor) is another live node below the bound is taken by that node: by compare-and-swap from the
-    /// holder, announced on the LAN, answered only once the holder withdrew and acknowledged (docs/PROTOCOL.md
-    /// §4), so a move costs one hand-over and an API outage stops it without a gap. "Still" means the live
-    /// set and the group's Lease have not changed for `settle`. Groups move newest first, at most the
-    /// holder's excess and the taker's room. Returns the moves (group → from, to) and when a move that waits
-    /// only for stillness falls due. Every node computes the same moves from the same view.
+    /// Gross imbalance repaired once the cluster is still. Stickiness keeps groups where they are, so a node
+    /// that took far more than its share while its peers were slow to claim what they were dealt (a loaded
+    /// machine), or a node that joined late, would stay so for good. When a live holder holds more than 1.5
+    /// times the mean, or some live node holds less than half of it while a holder is above the load bound
+    /// (1.1 times the mean, rounded up, as the spread deals), the groups of holders above the bound whose dealt
+    /// node (the spread's first successor) is another live node below the bound go to that node: by
+    /// compare-and-swap from the holder, announced on the LAN and answered only once the holder withdrew and
+    /// acknowledged (docs/PROTOCOL.md §4), so a move costs one hand-over and an API outage stops it without a
+    /// gap. The mild imbalance a failover leaves moves nothing (only the dead node's groups move). "Still":
+    /// the live set and the group's Lease have not changed for `settle`. Newest groups first, at most each
+    /// holder's excess over the bound and each taker's room under it. Returns the moves (group → from, to) and
+    /// when a move that waits only for stillness falls due. Every node computes the same from the same view.
     let rebalance (now: Instant) (settle: Duration) (liveSince: Instant) (live: string list)
         (leases: Map<GroupId, ObservedGroupLease>) (groups: Group list) (assignments: Map<GroupId, Assignment>)
         : Map<GroupId, string * string> * Instant option =
@@ -204,34 +207,40 @@ module Ownership =
             |> List.choose (fun g -> match assignments.TryFind g.Id with Some(HeldBy h) -> Some(g, h) | _ -> None)
         let loads = heldBy |> List.countBy snd |> Map.ofList
         let load n = defaultArg (loads.TryFind n) 0
-        let dealt = lazy (spread live groups)
-        let cap = lazy (capacity dealt.Value.Count live.Length)
-        // Every group held by a live eligible node is servable, so the bound over the held ones is a lower
-        // bound of the real one: below it nobody is over (and the spread is not computed).
+        // Every group held by a live eligible node is servable, so the held ones bound the servable ones from
+        // below: with no node above the bound over them, nobody is above the real one (no spread computed).
         if live.Length < 2 || not (loads |> Map.exists (fun _ n -> n > capacity heldBy.Length live.Length)) then Map.empty, None
         else
-            let stillAt (g: Group) =
-                let leaseAt = leases.TryFind g.Id |> Option.map _.ChangedSeenAt |> Option.defaultValue g.ChangedSeenAt
-                max liveSince leaseAt + settle
-            let candidates =
-                heldBy
-                |> List.filter (fun (_, h) -> load h > cap.Value)
-                |> List.choose (fun (g, h) ->
-                    match dealt.Value.TryFind g.Id with
-                    | Some(target :: _) when target <> h && load target < cap.Value -> Some(g, h, target)
-                    | _ -> None)
-                |> List.sortBy (fun (g, _, _) -> -g.CreatedAt, g.Id)
-            let moves, _, _, waiting =
-                candidates
-                |> List.fold
-                    (fun (moves: Map<GroupId, string * string>, given: Map<string, int>, taken: Map<string, int>, waiting) (g, h, target) ->
-                        let gave = defaultArg (given.TryFind h) 0
-                        let took = defaultArg (taken.TryFind target) 0
-                        if load h - gave <= cap.Value || load target + took >= cap.Value then moves, given, taken, waiting
-                        elif now < stillAt g then moves, given, taken, stillAt g :: waiting
-                        else moves.Add(g.Id, (h, target)), given.Add(h, gave + 1), taken.Add(target, took + 1), waiting)
-                    (Map.empty, Map.empty, Map.empty, [])
-            moves, (if waiting.IsEmpty then None else Some(List.min waiting))
+            let dealt = spread live groups
+            let servable = dealt.Count
+            let cap = capacity servable live.Length
+            let far = (servable * 3 + live.Length * 2 - 1) / (live.Length * 2)
+            let starved = live |> List.exists (fun n -> load n * 2 * live.Length < servable)
+            let gross = loads |> Map.exists (fun _ n -> n > far) || (starved && loads |> Map.exists (fun _ n -> n > cap))
+            if not gross then Map.empty, None
+            else
+                let stillAt (g: Group) =
+                    let leaseAt = leases.TryFind g.Id |> Option.map _.ChangedSeenAt |> Option.defaultValue g.ChangedSeenAt
+                    max liveSince leaseAt + settle
+                let candidates =
+                    heldBy
+                    |> List.filter (fun (_, h) -> load h > cap)
+                    |> List.choose (fun (g, h) ->
+                        match dealt.TryFind g.Id with
+                        | Some(target :: _) when target <> h && load target < cap -> Some(g, h, target)
+                        | _ -> None)
+                    |> List.sortBy (fun (g, _, _) -> -g.CreatedAt, g.Id)
+                let moves, _, _, waiting =
+                    candidates
+                    |> List.fold
+                        (fun (moves: Map<GroupId, string * string>, given: Map<string, int>, taken: Map<string, int>, waiting) (g, h, target) ->
+                            let gave = defaultArg (given.TryFind h) 0
+                            let took = defaultArg (taken.TryFind target) 0
+                            if load h - gave <= cap || load target + took >= cap then moves, given, taken, waiting
+                            elif now < stillAt g then moves, given, taken, stillAt g :: waiting
+                            else moves.Add(g.Id, (h, target)), given.Add(h, gave + 1), taken.Add(target, took + 1), waiting)
+                        (Map.empty, Map.empty, Map.empty, [])
+                moves, (if waiting.IsEmpty then None else Some(List.min waiting))
 
     /// Why a node releases a group, as Events and logs say it.
     let describeRelease (reason: ReleaseReason) =
