@@ -654,3 +654,63 @@ type Configuration =
 
     /// The annotation naming the node that announces a Service.
     static member VipHostAnnotation = Annotations.VipHost
+
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+// hybrid explain
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+/// One Service explained, as lines to print.
+type ServiceExplanationOutput = { Namespace: string; Name: string; Lines: string array }
+
+/// The cluster explained: the header lines and each Service's.
+type ExplanationOutput =
+    { Header: string array
+      Services: ServiceExplanationOutput array }
+
+/// The agents' settings as `hybrid explain` reads them: where to look, or what is wrong with them.
+type ExplainSettingsOutcome =
+    /// ServiceNamespace null: every namespace.
+    | Readable of LeaseNamespace: string * ServiceNamespace: (string | null)
+    | Unreadable of Errors: SettingError array
+
+type ExplainOutcome =
+    | Explained of Explanation: ExplanationOutput
+    | NotExplained of Errors: SettingError array
+
+/// `hybrid explain`: the agents' rules run over what the API server shows (src/Domain/Protocol/Explain.fs).
+[<AbstractClass; Sealed>]
+type Explainer =
+    static member private Errors(errors: ConfigError list) =
+        errors |> List.map (fun e -> { Variable = e.Variable; Value = e.Value; Problem = e.Problem; Message = string e }) |> Array.ofList
+
+    static member private Variables(variables: IReadOnlyDictionary<string, string>) = Convert.dict variables
+
+    /// Checks kube-vip's variables (the agents' settings) and says where their Leases and Services are.
+    static member Settings(variables: IReadOnlyDictionary<string, string>) : ExplainSettingsOutcome =
+        match ExplainSettings.resolve (Explainer.Variables variables) [] with
+        | Ok s -> Readable(s.Config.LeaseNamespace, Convert.orNull s.Config.ServiceNamespace)
+        | Error errors -> Unreadable(Explainer.Errors errors)
+
+    /// Explains every Service. `leases`: every Lease of the Lease namespace; `poolData`: the pool ConfigMap's
+    /// data, null when there is none.
+    static member Explain(variables: IReadOnlyDictionary<string, string>, services: ServiceInput array, slices: SliceInput array,
+                          leases: LeaseInput array, nodes: NodeInput array, poolData: IReadOnlyDictionary<string, string> | null)
+        : ExplainOutcome =
+        let records = leases |> Array.map Convert.lease |> List.ofArray
+        match ExplainSettings.resolve (Explainer.Variables variables) records with
+        | Error errors -> NotExplained(Explainer.Errors errors)
+        | Ok settings ->
+            let snapshot =
+                { Services = services |> Array.map Convert.service |> List.ofArray
+                  Families = services |> Array.map (fun s -> let k, fs, p = Convert.families s in k, (fs, p)) |> Map.ofArray
+                  Slices = slices |> Array.map Convert.slice |> List.ofArray
+                  Leases = records
+                  Nodes = nodes |> Array.map Convert.node |> List.ofArray
+                  PoolData = (match poolData with null -> None | d -> Some(Convert.dict d)) }
+            let explanation = Explain.explain settings snapshot
+            Explained
+                { Header = ExplainText.header explanation |> Array.ofList
+                  Services =
+                    explanation.Services
+                    |> List.map (fun e -> { Namespace = e.Service.Namespace; Name = e.Service.Name; Lines = ExplainText.service e |> Array.ofList })
+                    |> Array.ofList }

@@ -20,6 +20,8 @@ internal static class CommandLine
               build a network-namespace lab with an emulated API server and one agent per node (needs root)
           hybrid manifest daemonset|rbac|secret [flags]
               print the agent's manifests as YAML; kube-vip's `manifest` flags for services mode work unchanged
+          hybrid explain [-n NAMESPACE] SERVICE | --all [--kubeconfig FILE] [--env KEY=VALUE]...
+              ask the cluster what the agents decide about a Service and why (holder, and why not each other node)
           hybrid who-has IPV4 [--name hybrid]
               ask a running sandbox's LAN who answers ARP for an address (exit 0 when exactly one node does)
           hybrid --help
@@ -50,6 +52,8 @@ internal static class CommandLine
                 return await SandboxCommand.RunAsync(rest, stopping.Token);
             case "manifest":
                 return ManifestCommand.Run(rest, Console.Out, Console.Error);
+            case "explain":
+                return await ExplainCommand.RunAsync(rest, Console.Out, Console.Error, stopping.Token);
             case "who-has":
                 return await WhoHasCommand.RunAsync(rest, stopping.Token);
             default:
