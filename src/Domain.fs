@@ -219,6 +219,53 @@ type NodeSummary =
       Groups: int
       FramesDropped: int64 }
 
+/// What the protocol state says right now, as numbers for the metrics endpoint (Gauges.ofState).
+type GaugesOutput =
+    { ActiveServices: int
+      VipsHeld: int
+      GroupsHeld: int
+      IsLeader: bool
+      /// "lan", "api" or "none": the fence that lets the kernel answer.
+      Fence: string
+      FenceMarginMs: int64
+      /// Heartbeat frames dropped per reason (every reason, in a fixed order); DroppedCounts[i] for DroppedReasons[i].
+      DroppedReasons: string array
+      DroppedCounts: int64 array
+      UpnpForwardedServices: int }
+
+/// A VIP this node began or stopped answering for in the last Decide (HoldChanges.between).
+type HoldChangeKind =
+    | Began = 0
+    | TookOver = 1
+    | HandedOver = 2
+
+type HoldChangeOutput =
+    { Kind: HoldChangeKind
+      Address: string
+      /// TookOver: the node it was taken from (else null).
+      From: string | null
+      /// TookOver: how long that node had been silent on the LAN (ms), or -1 when it was never heard.
+      SilenceMs: int64 }
+
+/// One state of the node, immutable: safe to read from another thread than the loop's.
+[<Sealed>]
+type NodeReading internal (state: NodeState) =
+    member _.Gauges() : GaugesOutput =
+        let g = Gauges.ofState state
+        { ActiveServices = g.ActiveServices
+          VipsHeld = g.VipsHeld
+          GroupsHeld = g.GroupsHeld
+          IsLeader = g.IsLeader
+          Fence =
+            (match g.Fence with
+             | FenceInForce.Lan -> "lan"
+             | FenceInForce.Api -> "api"
+             | FenceInForce.Nothing -> "none")
+          FenceMarginMs = g.FenceMargin
+          DroppedReasons = g.Dropped |> List.map fst |> Array.ofList
+          DroppedCounts = g.Dropped |> List.map snd |> Array.ofList
+          UpnpForwardedServices = g.UpnpForwardedServices }
+
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 // Conversions
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
@@ -340,6 +387,13 @@ module internal Convert =
           Reason = EventReason.name e.Reason
           Message = e.Message }
 
+    let holdChange (change: HoldChange) : HoldChangeOutput =
+        match change with
+        | Began ip -> { Kind = HoldChangeKind.Began; Address = Ip.format ip; From = null; SilenceMs = -1L }
+        | TookOver(ip, from, silence) ->
+            { Kind = HoldChangeKind.TookOver; Address = Ip.format ip; From = from; SilenceMs = defaultArg silence -1L }
+        | HandedOver ip -> { Kind = HoldChangeKind.HandedOver; Address = Ip.format ip; From = null; SilenceMs = -1L }
+
     let fenceText (bound: FenceBound) (now: Instant) =
         match bound with
         | Lapsed -> "lapsed"
@@ -364,6 +418,7 @@ type ProtocolNode(settings: Settings) =
     let mutable nextKernelId = 1L
     let mutable forwarding = Forwarding.request state
     let mutable forwardingChanges = 0L
+    let mutable holdChanges: HoldChangeOutput array = [||]
 
     let notice (n: Notice) : ShellCommand list =
         let log level template (args: objnull list) = Log { Level = level; Template = template; Arguments = Array.ofList args }
@@ -486,11 +541,16 @@ type ProtocolNode(settings: Settings) =
     member _.LeaseUpserted(lease: LeaseInput, now: int64) = step (LeaseUpserted(Convert.lease lease, now))
     member _.LeaseDeleted(name: string, now: int64) = step (LeaseDeleted(name, now))
 
-    /// A datagram from the heartbeat port, read at `now`: authenticated and decoded here.
-    member _.DatagramReceived(datagram: byte array, now: int64) =
+    /// A datagram from the heartbeat port, read at `now`: authenticated and decoded here. Returns the sending
+    /// node's name, or null when the datagram is no authentic frame (for the per-peer frame counter).
+    member _.DatagramReceived(datagram: byte array, now: int64) : string | null =
         match FrameCodec.decode settings.Config.ClusterKey datagram with
-        | Ok frame -> step (FrameReceived(frame, now))
-        | Error e -> step (FrameDropped(e, now))
+        | Ok frame ->
+            step (FrameReceived(frame, now))
+            frame.Node
+        | Error e ->
+            step (FrameDropped(e, now))
+            null
 
     /// The outcome of WriteLease or DeleteLease `id`; `lease` is what the server returned (null after a delete
     /// or a failure); `jitter` a random number in [0, 1) for the retry backoff.
@@ -545,6 +605,7 @@ type ProtocolNode(settings: Settings) =
         let inputs = List.ofSeq queued
         queued.Clear()
         let next, commands = Protocol.apply state inputs
+        holdChanges <- HoldChanges.between state next |> List.map Convert.holdChange |> Array.ofList
         state <- next
         let request = Forwarding.request state
         if not (LanguagePrimitives.PhysicalEquality request.Wants forwarding.Wants && request.LocalVips = forwarding.LocalVips)
@@ -585,6 +646,12 @@ type ProtocolNode(settings: Settings) =
 
     /// The domain state itself (for tests and explanations).
     member _.State = state
+
+    /// The state after the last Decide, for readers on other threads (the metrics endpoint).
+    member _.Reading = NodeReading state
+
+    /// The VIPs this node began or stopped answering for in the last Decide.
+    member _.HoldChanges : HoldChangeOutput array = holdChanges
 
 /// Parsing the environment, and the names the shell needs.
 [<AbstractClass; Sealed>]
@@ -644,6 +711,15 @@ type Configuration =
 
     /// The label selector of the node registrations.
     static member RegistrationSelector = LeaseKeys.Kind + "=" + LeaseKeys.RegistrationKind
+
+    /// The label on every Lease the agent writes that says what it is (registration or group).
+    static member LeaseKindLabel = LeaseKeys.Kind
+
+    /// The value of LeaseKindLabel on a group Lease (the only kind the agent deletes).
+    static member GroupLeaseKind = LeaseKeys.GroupKind
+
+    /// The value of LeaseKindLabel on a node's registration Lease.
+    static member RegistrationLeaseKind = LeaseKeys.RegistrationKind
 
     /// The label selector of every Lease the agent writes (its Lease watch uses it).
     static member LeaseSelector = LeaseKeys.Selector

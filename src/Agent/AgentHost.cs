@@ -1,3 +1,4 @@
+using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using Hybrid.Facade;
@@ -64,16 +65,17 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
             settings.NodeName, interfaceName, link.HardwareAddress, settings.Election, settings.LeaseNamespace, settings.Fingerprint);
 
         var inbox = new ProtocolInbox();
+        var metrics = new AgentMetrics();
         var node = new ProtocolNode(settings);
         var services = new ServiceRecords();
-        var leases = new LeaseWriter(client, settings.LeaseNamespace, inbox, loggers.CreateLogger<LeaseWriter>());
-        await using var status = new StatusWriter(client, services, loggers.CreateLogger<StatusWriter>());
+        var leases = new LeaseWriter(client, settings.LeaseNamespace, inbox, metrics, loggers.CreateLogger<LeaseWriter>());
+        await using var status = new StatusWriter(client, services, metrics, loggers.CreateLogger<StatusWriter>());
         await using var events = new EventRecorder(client, settings, services, loggers.CreateLogger<EventRecorder>());
         await using var assigner = new AddressAssigner(client, events, loggers.CreateLogger<AddressAssigner>());
         var kernel = new KernelExecutor(fence, link, addresses, announcer, loggers.CreateLogger<KernelExecutor>());
         using var gatewayHttp = settings.Upnp ? new GatewayHttp(SocketFactories.Current) : null;
         var forwarder = gatewayHttp is null ? null : Forwarder(interfaceName, gatewayHttp, inbox);
-        var loop = new ProtocolLoop(node, inbox, heartbeat, kernel, leases, status, events, assigner, forwarder, loggers.CreateLogger<ProtocolLoop>());
+        var loop = new ProtocolLoop(node, inbox, heartbeat, kernel, leases, status, events, assigner, forwarder, metrics, loggers.CreateLogger<ProtocolLoop>());
         var facts = new InterfaceFactsReader(addresses, links, link.Index, inbox, loggers.CreateLogger<InterfaceFactsReader>());
         var linkWatcher = new LinkWatcher(monitor, links, link.Index, facts, inbox, loggers.CreateLogger<LinkWatcher>());
         var linkUp = await linkWatcher.ReadAsync(stopping);
@@ -90,14 +92,10 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
         var background = new List<Task>
         {
             Task.Run(() => linkWatcher.RunAsync(run.Token)),
-            Task.Run(() => ReceiveHeartbeatsAsync(heartbeat, inbox, run.Token)),
+            Task.Run(() => ReceiveHeartbeatsAsync(heartbeat, inbox, metrics, run.Token)),
         };
-        background.AddRange(Watches(inbox, services, status).Select(w => Task.Run(() => w(run.Token))));
-        if (settings.HealthPort > 0)
-        {
-            var health = new HealthEndpoint(settings.HealthPort, loop, loggers.CreateLogger<HealthEndpoint>());
-            background.Add(Task.Run(() => health.RunAsync(run.Token)));
-        }
+        background.AddRange(Watches(inbox, services, status, metrics).Select(w => Task.Run(() => w(run.Token))));
+        background.AddRange(HttpServers(loop, metrics).Select(server => Task.Run(() => server.RunAsync(run.Token))));
         if (forwarder is not null) background.Add(Task.Run(() => forwarder.RunAsync(run.Token)));
 
         var loopTask = loop.RunAsync(run.Token);
@@ -120,6 +118,49 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
     }
 
     /// <summary>
+    /// The health probes on health_check_port (all addresses) and the metrics on prometheus_server; one server
+    /// for both when they name the same port (on all addresses, as the probes need). Port 0 serves none.
+    /// </summary>
+    private IEnumerable<HttpServer> HttpServers(ProtocolLoop loop, AgentMetrics metrics)
+    {
+        var health = settings.HealthPort > 0 ? new HealthEndpoint(loop).Routes : null;
+        var metricsRoutes = new MetricsEndpoint(metrics, settings.Upnp).Routes;
+        var listen = MetricsListen();
+        if (listen is { Port: var port } && port == settings.HealthPort && health is not null)
+        {
+            if (!listen.Value.Address.Equals(IPAddress.IPv6Any))
+                _logger.LogWarning("prometheus_server {Listen} names the health port: /metrics is served with the probes, on every address",
+                    settings.PrometheusServer);
+            yield return Server(IPAddress.IPv6Any, port, health.Concat(metricsRoutes).ToDictionary());
+            yield break;
+        }
+        if (health is not null) yield return Server(IPAddress.IPv6Any, settings.HealthPort, health);
+        if (listen is { } l) yield return Server(l.Address, l.Port, metricsRoutes);
+    }
+
+    private HttpServer Server(IPAddress address, int port, IReadOnlyDictionary<string, Func<HttpAnswer>> routes) =>
+        new(address, port, routes, loggers.CreateLogger<HttpServer>());
+
+    /// <summary>
+    /// prometheus_server as an address to listen on: <c>:port</c> every address, <c>host:port</c> with an IP
+    /// address (IPv6 in brackets) or <c>localhost</c>. Port 0 serves no metrics. The port was validated with
+    /// the settings; a host name other than localhost is refused here with the reason.
+    /// </summary>
+    private (IPAddress Address, int Port)? MetricsListen()
+    {
+        var listen = settings.PrometheusServer;
+        var colon = listen.LastIndexOf(':');
+        var port = int.Parse(listen.AsSpan(colon + 1), System.Globalization.CultureInfo.InvariantCulture);
+        if (port == 0) return null;
+        var host = listen[..colon].Trim('[', ']');
+        if (host.Length == 0) return (IPAddress.IPv6Any, port);
+        if (host == "localhost") return (IPAddress.Loopback, port);
+        if (IPAddress.TryParse(host, out var address)) return (address, port);
+        _logger.LogError("prometheus_server {Listen}: {Host} is not an IP address or localhost; serving no metrics", listen, host);
+        return null;
+    }
+
+    /// <summary>
     /// enable_upnp: the UPnP forwarder searches for gateways on the VIP interface and maps the ports of the
     /// Services whose group this node holds; what it reports goes back to the protocol (status, Events).
     /// </summary>
@@ -135,7 +176,7 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
             },
             loggers.CreateLogger<UpnpForwarder>());
 
-    private static async Task ReceiveHeartbeatsAsync(HeartbeatSocket heartbeat, ProtocolInbox inbox, CancellationToken cancellationToken)
+    private static async Task ReceiveHeartbeatsAsync(HeartbeatSocket heartbeat, ProtocolInbox inbox, AgentMetrics metrics, CancellationToken cancellationToken)
     {
         try
         {
@@ -143,7 +184,7 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
             {
                 var payload = datagram.Payload;
                 var at = datagram.ReceivedAtMs;
-                inbox.Post(n => n.DatagramReceived(payload, at));
+                inbox.Post(n => metrics.FrameReceived(n.DatagramReceived(payload, at)));
             }
         }
         catch (OperationCanceledException)
@@ -151,7 +192,7 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
         }
     }
 
-    private IEnumerable<Func<CancellationToken, Task>> Watches(ProtocolInbox inbox, ServiceRecords services, StatusWriter status)
+    private IEnumerable<Func<CancellationToken, Task>> Watches(ProtocolInbox inbox, ServiceRecords services, StatusWriter status, AgentMetrics metrics)
     {
         var ns = settings.ServiceNamespace;
         var timeout = ResourceWatch<V1Service, V1ServiceList>.WatchTimeoutSeconds;
@@ -184,7 +225,7 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
                 status.Forget(key);
                 inbox.Post(n => n.ServiceDeleted(s.Metadata.NamespaceProperty ?? "default", s.Metadata.Name, MonotonicClock.NowMs));
             },
-            loggers.CreateLogger("Hybrid.Agent.Watch.Services"));
+            metrics, loggers.CreateLogger("Hybrid.Agent.Watch.Services"));
         var sliceWatch = new ResourceWatch<V1EndpointSlice, V1EndpointSliceList>("endpointslices",
             ct => ns is null
                 ? client.DiscoveryV1.ListEndpointSliceForAllNamespacesAsync(cancellationToken: ct)
@@ -213,7 +254,7 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
                 var name = KubeObjects.Key(s.Metadata.NamespaceProperty, s.Metadata.Name);
                 inbox.Post(n => n.SliceDeleted(name, MonotonicClock.NowMs));
             },
-            loggers.CreateLogger("Hybrid.Agent.Watch.EndpointSlices"));
+            metrics, loggers.CreateLogger("Hybrid.Agent.Watch.EndpointSlices"));
         var selector = Configuration.LeaseSelector;
         var leaseWatch = new ResourceWatch<V1Lease, V1LeaseList>("leases",
             ct => client.CoordinationV1.ListNamespacedLeaseAsync(settings.LeaseNamespace, labelSelector: selector, cancellationToken: ct),
@@ -235,7 +276,7 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
                 var name = l.Metadata.Name;
                 inbox.Post(n => n.LeaseDeleted(name, MonotonicClock.NowMs));
             },
-            loggers.CreateLogger("Hybrid.Agent.Watch.Leases"));
+            metrics, loggers.CreateLogger("Hybrid.Agent.Watch.Leases"));
         var nodeWatch = new ResourceWatch<V1Node, V1NodeList>("nodes",
             ct => client.CoreV1.ListNodeAsync(cancellationToken: ct),
             (rv, onError, ct) => client.CoreV1.WatchListNodeAsync(allowWatchBookmarks: true, resourceVersion: rv,
@@ -255,7 +296,7 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
                 var name = o.Metadata.Name;
                 inbox.Post(n => n.NodeDeleted(name, MonotonicClock.NowMs));
             },
-            loggers.CreateLogger("Hybrid.Agent.Watch.Nodes"));
+            metrics, loggers.CreateLogger("Hybrid.Agent.Watch.Nodes"));
         // Only the pool ConfigMap: a field selector on its name, so other ConfigMaps never reach the agent.
         var poolNamespace = Configuration.PoolConfigMapNamespace;
         var poolSelector = "metadata.name=" + Configuration.PoolConfigMapName;
@@ -274,7 +315,7 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
                 inbox.Post(n => n.PoolConfigObserved(data, MonotonicClock.NowMs));
             },
             _ => inbox.Post(n => n.PoolConfigObserved(null, MonotonicClock.NowMs)),
-            loggers.CreateLogger("Hybrid.Agent.Watch.PoolConfigMap"));
+            metrics, loggers.CreateLogger("Hybrid.Agent.Watch.PoolConfigMap"));
         return [serviceWatch.RunAsync, sliceWatch.RunAsync, leaseWatch.RunAsync, nodeWatch.RunAsync, poolWatch.RunAsync];
     }
 }

@@ -12,13 +12,13 @@ namespace Hybrid.Agent;
 /// with a deadline of its own, and posts every outcome back to the inbox. Writes run concurrently (each
 /// touches one Lease, and the domain never has two in flight for one Lease); none blocks the loop.
 /// </summary>
-internal sealed class LeaseWriter(IKubernetes client, string ns, ProtocolInbox inbox, ILogger<LeaseWriter> logger)
+internal sealed class LeaseWriter(IKubernetes client, string ns, ProtocolInbox inbox, AgentMetrics metrics, ILogger<LeaseWriter> logger)
 {
     /// <summary>A write that has not been answered by then counts as failed (it may still land).</summary>
     public static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(2);
 
     public void Write(long id, LeaseWriteOutput write, CancellationToken cancellationToken) =>
-        _ = RunAsync(id, $"write {write.Name}", async token =>
+        _ = RunAsync(id, $"write {write.Name}", KindOf(write), async token =>
         {
             var now = DateTime.UtcNow;
             V1Lease written = write.ExpectedVersion is null
@@ -28,7 +28,7 @@ internal sealed class LeaseWriter(IKubernetes client, string ns, ProtocolInbox i
         }, cancellationToken);
 
     public void Delete(long id, string name, string version, CancellationToken cancellationToken) =>
-        _ = RunAsync(id, $"delete {name}", async token =>
+        _ = RunAsync(id, $"delete {name}", Configuration.GroupLeaseKind, async token =>
         {
             await client.CoordinationV1.DeleteNamespacedLeaseAsync(name, ns,
                 new V1DeleteOptions { Preconditions = new V1Preconditions { ResourceVersion = version } }, cancellationToken: token);
@@ -60,7 +60,11 @@ internal sealed class LeaseWriter(IKubernetes client, string ns, ProtocolInbox i
         }
     }
 
-    private async Task RunAsync(long id, string what, Func<CancellationToken, Task<LeaseInput?>> request, CancellationToken cancellationToken)
+    /// <summary>What the write's own label says it is (registration or group), for the metrics.</summary>
+    private static string KindOf(LeaseWriteOutput write) =>
+        write.Labels.TryGetValue(Configuration.LeaseKindLabel, out var kind) ? kind : "unknown";
+
+    private async Task RunAsync(long id, string what, string kind, Func<CancellationToken, Task<LeaseInput?>> request, CancellationToken cancellationToken)
     {
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(RequestTimeout);
@@ -86,6 +90,7 @@ internal sealed class LeaseWriter(IKubernetes client, string ns, ProtocolInbox i
             outcome = (WriteResult.Failed, null, Describe(e));
             logger.LogWarning("Lease {What} failed: {Error}", what, outcome.Reason);
         }
+        metrics.LeaseWritten(kind, outcome.Result);
         var jitter = Random.Shared.NextDouble();
         inbox.Post(node => node.WriteCompleted(id, outcome.Result, outcome.Lease, outcome.Reason, jitter, MonotonicClock.NowMs));
     }

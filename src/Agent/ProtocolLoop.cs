@@ -20,6 +20,7 @@ internal sealed class ProtocolLoop(
     EventRecorder events,
     AddressAssigner assigner,
     UpnpForwarder? forwarder,
+    AgentMetrics metrics,
     ILogger<ProtocolLoop> logger)
 {
     /// <summary>How long the loop sleeps when the node scheduled nothing (it always does while running).</summary>
@@ -61,8 +62,10 @@ internal sealed class ProtocolLoop(
             node.Tick(MonotonicClock.NowMs);
             var commands = node.Decide();
             var decided = MonotonicClock.NowMs;
+            metrics.Record(node.HoldChanges);
             HandOverForwarding();
             await ExecuteAsync(commands, cancellationToken);
+            metrics.Publish(node.Reading);
             ReportStall(wake, started, decided, inputs, commands.Length);
             _ready = node.Synced && node.Summary.Joined;
             Interlocked.Exchange(ref _lastTurnAtMs, MonotonicClock.NowMs);
@@ -88,6 +91,13 @@ internal sealed class ProtocolLoop(
         if (late + took < StallWarning) return;
         logger.LogWarning("Protocol loop stalled: woke {Late} ms late, decided in {Decide} ms and acted in {Act} ms ({Inputs} inputs, {Commands} commands)",
             late, decided - started, took - (decided - started), inputs, commands);
+    }
+
+    /// <summary>Announcements sent, and kernel actions that failed (a Service's announcement not carried out).</summary>
+    private void Count(KernelAction action, KernelResult result)
+    {
+        if (result == KernelResult.Failed) metrics.ReconcileErrors.Add();
+        else if (result == KernelResult.Applied && action.IsAnnounce) metrics.Announcements.Add();
     }
 
     /// <summary>Half a heartbeat interval at the defaults: a delay peers can notice.</summary>
@@ -125,6 +135,7 @@ internal sealed class ProtocolLoop(
                     break;
                 case ShellCommand.Kernel k:
                     var report = await kernel.ApplyAsync(k.Action, cancellationToken);
+                    Count(k.Action, report.Result);
                     var id = k.Id;
                     if (report.AnsweringEndsByMs is { } endsBy)
                         inbox.Post(n => n.FenceExtended(id, endsBy, MonotonicClock.NowMs));

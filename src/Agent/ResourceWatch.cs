@@ -17,11 +17,15 @@ internal sealed class ResourceWatch<TObject, TList>(
     Action<IEnumerable<TObject>> replaceAll,
     Action<TObject> upsert,
     Action<TObject> remove,
+    AgentMetrics metrics,
     ILogger logger)
     where TObject : IKubernetesObject<V1ObjectMeta>
     where TList : IKubernetesObject<V1ListMeta>, IItems<TObject>
 {
     private readonly Backoff _backoff = new();
+    private readonly Counter _ended = metrics.WatchRestarts(resource, "ended");
+    private readonly Counter _expired = metrics.WatchRestarts(resource, "expired");
+    private readonly Counter _failed = metrics.WatchRestarts(resource, "failed");
 
     /// <summary>Server-side watch timeout; spread so that many agents do not reconnect together.</summary>
     public static int WatchTimeoutSeconds() => 240 + Random.Shared.Next(120);
@@ -61,10 +65,15 @@ internal sealed class ResourceWatch<TObject, TList>(
                 {
                     logger.LogInformation("Watch of {Resource} expired at version {Version}; relisting", resource, version);
                     version = null;
+                    _expired.Add();
                 }
                 else if (streamError is not null)
                 {
                     throw streamError;
+                }
+                else
+                {
+                    _ended.Add();
                 }
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -73,6 +82,7 @@ internal sealed class ResourceWatch<TObject, TList>(
             }
             catch (Exception e)
             {
+                _failed.Add();
                 var delay = _backoff.Next();
                 logger.LogWarning("Watch of {Resource} failed ({Error}); retrying in {Delay} ms, keeping the last known state",
                     resource, ApiErrors.Describe(e), (int)delay.TotalMilliseconds);

@@ -15,7 +15,7 @@ namespace Hybrid.Agent;
 /// overwrite. Runs in the background with per-Service coalescing and backoff, so an API outage on status
 /// writes never slows the VIP itself.
 /// </summary>
-internal sealed class StatusWriter(IKubernetes client, ServiceRecords services, ILogger<StatusWriter> logger) : IAsyncDisposable
+internal sealed class StatusWriter(IKubernetes client, ServiceRecords services, AgentMetrics metrics, ILogger<StatusWriter> logger) : IAsyncDisposable
 {
     private sealed record Request(ShellCommand.WriteStatus Desired, string Version);
 
@@ -149,8 +149,11 @@ internal sealed class StatusWriter(IKubernetes client, ServiceRecords services, 
             if (conflict)
                 logger.LogDebug("{Service} changed while its status was written; the next decision writes it again", key);
             else
+            {
+                metrics.ReconcileErrors.Add();
                 logger.LogWarning("{Service} status write failed ({Error}); retrying in {Delay} ms", key,
                     ApiErrors.Describe(e), (int)delay.TotalMilliseconds);
+            }
         }
     }
 

@@ -481,6 +481,6 @@ module Config =
           "(address lifetime)", seconds c.Timing.AddressLifetime, "kernel lifetime of VIPs (cleanup backstop)"
           "enable_upnp", string c.Upnp |> _.ToLowerInvariant(), "UPnP port forwarding"
           "disable_service_updates", string c.DisableServiceUpdates |> _.ToLowerInvariant(), "do not write status or vipHost"
-          "prometheus_server", c.PrometheusServer, "metrics listen address (no metrics are served yet)"
+          "prometheus_server", c.PrometheusServer, "listen address of /metrics, [host]:port (port 0: none)"
           "health_check_port", string c.HealthPort, "TCP port of /healthz and /readyz (0: none)"
           "vip_loglevel", string c.LogLevel, "4 info, 5 debug, 6 trace" ]

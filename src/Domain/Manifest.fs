@@ -417,8 +417,19 @@ module Manifest =
                       else ManifestFlags.forVariable e.Variable |> Option.map _.Name |> Option.defaultValue e.Variable
                   ManifestError.InvalidValue(flag, e.Value, sprintf "%s (sets %s)" e.Problem e.Variable) ]
 
+    /// prometheus_server as the manifest sets it (kube-vip's default when no flag sets it).
+    let private metricsListen (options: ManifestOptions) =
+        options.Variables
+        |> List.tryFind (fun (v, _) -> v = "prometheus_server")
+        |> Option.map snd
+        |> Option.filter (fun v -> v <> "")
+        |> Option.defaultValue ":2112"
+
+    /// The port of /metrics on the node (0: none is served).
+    let private metricsPort (options: ManifestOptions) = portOf (metricsListen options)
+
     let private checkPorts (options: ManifestOptions) =
-        let metrics = options.Variables |> List.tryFind (fun (v, _) -> v = "prometheus_server") |> Option.map snd |> Option.defaultValue ":2112"
+        let metrics = metricsListen options
         match portOf metrics with
         | Some p when p = options.HealthPort ->
             [ ManifestError.InvalidValue("healthCheckPort", string options.HealthPort, sprintf "the metrics server (%s) already listens there" metrics) ]
@@ -538,7 +549,10 @@ module Manifest =
               "env", Document.List(environment options)
               "ports",
               Document.List
-                  [ Document.Map [ "name", text "health"; "containerPort", Document.Number(int64 options.HealthPort); "protocol", text "TCP" ] ]
+                  [ match metricsPort options with
+                    | Some p when p > 0 -> Document.Map [ "name", text "metrics"; "containerPort", Document.Number(int64 p); "protocol", text "TCP" ]
+                    | _ -> ()
+                    Document.Map [ "name", text "health"; "containerPort", Document.Number(int64 options.HealthPort); "protocol", text "TCP" ] ]
               "livenessProbe", probe "/healthz" 10L 3L
               "readinessProbe", probe "/readyz" 5L 2L
               // Memory: about 115 MiB idle and 142 MiB with 1,000 Services (README, agent-memory). No CPU

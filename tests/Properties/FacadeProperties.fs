@@ -240,10 +240,11 @@ let ``a datagram that does not decode is counted as dropped, never thrown`` () =
     let genDatagram = Gen.choose (0, 200) |> Gen.bind (fun n -> Gen.arrayOfLength n (Gen.choose (0, 255) |> Gen.map byte))
     forAll (Gen.listOf genDatagram) (fun datagrams ->
         let node = started ()
-        for d in datagrams do
-            node.DatagramReceived(d, 20L)
+        let senders = [ for d in datagrams -> node.DatagramReceived(d, 20L) ]
         node.Decide() |> ignore
-        holds (sprintf "dropped %d of %d" node.Summary.FramesDropped datagrams.Length) (node.Summary.FramesDropped = int64 datagrams.Length))
+        allOf
+            [ holds (sprintf "dropped %d of %d" node.Summary.FramesDropped datagrams.Length) (node.Summary.FramesDropped = int64 datagrams.Length)
+              holds "no sender is named for a frame that does not decode" (senders |> List.forall isNull) ])
 
 [<Property>]
 let ``a heartbeat signed with another key is dropped and counted as failing its signature, never heard`` () =
@@ -254,12 +255,12 @@ let ``a heartbeat signed with another key is dropped and counted as failing its 
         let heartbeat i : Frame =
             { Node = "node-b"; Incarnation = Incarnation 9UL; Seq = uint32 (i + 1); Fingerprint = 0UL; Aside = false
               Part = 0; Parts = 1; Claims = []; Echoes = [] }
-        for i in 0 .. forged - 1 do
-            node.DatagramReceived(FrameCodec.encode OtherKey (heartbeat i), 20L)
+        let senders = [ for i in 0 .. forged - 1 -> node.DatagramReceived(FrameCodec.encode OtherKey (heartbeat i), 20L) ]
         node.Decide() |> ignore
         let dropped = node.State.Lan.Dropped
         allOf
-            [ holds (sprintf "%A" dropped) (dropped.TryFind(Undecodable BadSignature) |> Option.defaultValue 0L = int64 forged)
+            [ holds "a forged frame names no sender" (senders |> List.forall isNull)
+              holds (sprintf "%A" dropped) (dropped.TryFind(Undecodable BadSignature) |> Option.defaultValue 0L = int64 forged)
               holds "counted in the summary" (node.Summary.FramesDropped = int64 forged)
               holds "nobody heard" node.State.Lan.Peers.IsEmpty ]
         |> Prop.classify (forged = 0) "none forged")
@@ -279,6 +280,21 @@ let ``the frames a node sends are signed datagrams that decode to this node's he
                   match FrameCodec.decode Key d with
                   | Ok f -> holds (sprintf "%A" f) (f.Node = name && f.Incarnation = Incarnation 0xfeedUL && d.Length <= FrameCodec.MaxDatagram)
                   | Error e -> holds (sprintf "%A" e) false ])
+
+[<Property>]
+let ``an authentic heartbeat names its sender, for the per-peer frame count`` () =
+    forAll (Gen.elements [ "node-b"; "n"; String.replicate 60 "x" + ".example" ]) (fun name ->
+        let sender = ProtocolNode(settingsOf [ "vip_nodename", name ])
+        sender.Start(0xbeefUL, [||], true, 0L)
+        sender.ServicesListed([||], 0L)
+        sender.SlicesListed([||], 0L)
+        sender.LeasesListed([||], 0L)
+        let datagrams = sender.Decide() |> Array.collect (function SendDatagrams d -> d | _ -> [||])
+        let receiver = started ()
+        let senders = [ for d in datagrams -> receiver.DatagramReceived(d, 20L) ]
+        allOf
+            [ holds "some datagram" (not senders.IsEmpty)
+              holds (sprintf "%A" senders) (senders |> List.forall (fun s -> s = name)) ])
 
 [<Property>]
 let ``the join the shell is asked to write reads back as this incarnation's Joined registration`` () =

@@ -192,11 +192,11 @@ let ``a VIP no Service wants any more stays on the node while the forwarder dele
         let web = { service "default" "web" with LoadBalancerIP = Some(Ip.format vip) } |> annotate Annotations.ForwardUpnp "true"
         let settled = SingleNode.start config [ web ] [ readyOn "node-a" web ] |> SingleNode.runUntil 3000L
         let sources = if forwarded then Set [ vip ] else Set.empty
-        let reported = settled |> SingleNode.feed (ForwardingReported({ Upnp.noReport with Sources = sources }, settled.Now))
-        let deleted = reported |> SingleNode.feed (ServiceDeleted(web.Key, reported.Now))
+        let reported = settled |> SingleNode.deliver [ ForwardingReported({ Upnp.noReport with Sources = sources }, settled.Now) ]
+        let deleted = reported |> SingleNode.deliver [ ServiceDeleted(web.Key, reported.Now) ]
         let during = deleted |> SingleNode.runUntil (deleted.Now + deleting)
         let doneAt = during.Now
-        let after = during |> SingleNode.feed (ForwardingReported(Upnp.noReport, doneAt)) |> SingleNode.runUntil (doneAt + 200L)
+        let after = during |> SingleNode.deliver [ ForwardingReported(Upnp.noReport, doneAt) ] |> SingleNode.runUntil (doneAt + 200L)
         // With svc_election the group's Lease goes with the group (the global Lease of the other mode stays).
         let leaseGone = not election || not (after.Leases |> Map.exists (fun name _ -> name.StartsWith LeaseNames.VipPrefix))
         allOf

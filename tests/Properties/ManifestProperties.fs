@@ -328,8 +328,8 @@ let ``the roles grant exactly the agent's API calls`` () =
     Xunit.Assert.Equal<Set<_>>(expected, grants (Manifest.rbac o))
 
 [<Property>]
-let ``the probes look at the health port, which differs from the metrics port`` () =
-    forAll (Gen.zip (Gen.elements [ None; Some 2113; Some 9000; Some 2112 ]) (Gen.elements [ None; Some ":2112"; Some ":9000"; Some "127.0.0.1:2113" ])) (fun (health, metrics) ->
+let ``the probes look at the health port, which differs from the metrics port, and both are declared`` () =
+    forAll (Gen.zip (Gen.elements [ None; Some 2113; Some 9000; Some 2112 ]) (Gen.elements [ None; Some ":2112"; Some ":9000"; Some "127.0.0.1:2113"; Some ":0" ])) (fun (health, metrics) ->
         let args =
             required
             @ (match health with Some p -> [ "--healthCheckPort"; string p ] | None -> [])
@@ -339,12 +339,21 @@ let ``the probes look at the health port, which differs from the metrics port`` 
         match daemonSetOf args with
         | Ok ds ->
             let c = container ds
-            let port = items [ "ports" ] c |> List.exactlyOne
+            let ports = items [ "ports" ] c
+            let named name = ports |> List.filter (fun p -> textAt [ "name" ] p = Some name)
+            let port = named "health" |> List.exactlyOne
             allOf
                 [ holds "ports differ" (healthPort <> metricsPort)
+                  holds "the metrics port is declared unless none is served"
+                      (match named "metrics" with
+                       | [ m ] -> metricsPort <> 0 && at [ "containerPort" ] m = Some(Document.Number(int64 metricsPort))
+                       | [] -> metricsPort = 0
+                       | _ -> false)
+                  holds "no other port" (ports.Length = (if metricsPort = 0 then 1 else 2))
                   holds "container port" (at [ "containerPort" ] port = Some(Document.Number(int64 healthPort)))
                   holds "probes use it" ([ "livenessProbe"; "readinessProbe" ] |> List.forall (fun p -> textAt [ p; "httpGet"; "port" ] c = textAt [ "name" ] port))
                   holds "paths" (textAt [ "livenessProbe"; "httpGet"; "path" ] c = Some "/healthz" && textAt [ "readinessProbe"; "httpGet"; "path" ] c = Some "/readyz")
                   holds "the agent is told" (List.contains (Manifest.HealthPortVariable, string healthPort) (literalVariables ds)) ]
         | Error errors -> holds (sprintf "%A" errors) (healthPort = metricsPort && errors.Length = 1)
-        |> Prop.classify (healthPort = metricsPort) "clash")
+        |> Prop.classify (healthPort = metricsPort) "clash"
+        |> Prop.classify (metricsPort = 0) "no metrics")

@@ -100,8 +100,8 @@ let rec private drain (w: World) (inbox: Input list) : World =
         let w, replies = commands |> List.fold (fun (w, acc) c -> let w, r = execute w c in w, acc @ r) ({ w with Node = node }, [])
         drain w (rest @ replies)
 
-/// Feeds one input (stamped by the caller), executing what it asks.
-let feed (input: Input) (w: World) : World = drain w [ input ]
+/// Reports these inputs (stamped by the caller) and everything they cause, at the world's current instant.
+let deliver (inputs: Input list) (w: World) : World = drain w inputs
 
 /// Runs until `until` (ms on the node's clock), waking when the node asks (at least every 100 ms).
 let rec runUntil (until: Instant) (w: World) : World =

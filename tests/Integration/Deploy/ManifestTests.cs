@@ -71,7 +71,9 @@ public sealed class ManifestTests
         Assert.True(c.SecurityContext.ReadOnlyRootFilesystem);
         Assert.False(c.Resources.Limits.ContainsKey("cpu"));
         Assert.NotNull(c.Resources.Limits["memory"]);
-        var health = Assert.Single(c.Ports);
+        Assert.Equal(["metrics", "health"], c.Ports.Select(p => p.Name));
+        Assert.Equal(2112, c.Ports.Single(p => p.Name == "metrics").ContainerPort);
+        var health = c.Ports.Single(p => p.Name == "health");
         Assert.Equal(Manifest.DefaultHealthPort, health.ContainerPort);
         Assert.Equal("/healthz", c.LivenessProbe.HttpGet.Path);
         Assert.Equal("/readyz", c.ReadinessProbe.HttpGet.Path);
