@@ -58,7 +58,8 @@ public sealed class KubectlDeployTests
         Assert.False(c.SecurityContext.AllowPrivilegeEscalation);
         Assert.False(c.SecurityContext.Privileged);
         Assert.True(c.SecurityContext.ReadOnlyRootFilesystem);
-        Assert.Equal(Manifest.DefaultHealthPort, c.Ports.Single().HostPort);
+        Assert.Equal(Manifest.DefaultHealthPort, c.Ports.Single(p => p.Name == "health").HostPort);
+        Assert.Equal(2112, c.Ports.Single(p => p.Name == "metrics").HostPort);
         Assert.Equal("eth0", c.Env.Single(e => e.Name == "vip_interface").Value);
         Assert.Equal("true", c.Env.Single(e => e.Name == "svc_election").Value);
 
