@@ -16,7 +16,9 @@ public sealed class HealthEndpointTests(ITestOutputHelper output)
         {
             var url = $"http://{node.Ipv4}:2113";
             Assert.Equal("ok\n", (await Curl.GetAsync(lab.ClientNamespace, url + "/healthz")).Body);
-            Assert.Equal("ok\n", (await Curl.GetAsync(lab.ClientNamespace, url + "/readyz")).Body);
+            // The lab saw the registration in the API; the agent reads its own write's answer a moment later.
+            await Eventually.WaitAsync(async () => (await Curl.GetAsync(lab.ClientNamespace, url + "/readyz")).Body == "ok\n",
+                TimeSpan.FromSeconds(10), $"{node.Name} to answer /readyz with ok");
             Assert.Equal("not found\n", (await Curl.GetAsync(lab.ClientNamespace, url + "/metrics")).Body);
         }
         var stopped = lab.Lab.Nodes[0];
