@@ -147,6 +147,19 @@ internal sealed class ArpCapture(string namespaceName, string interfaceName, Lib
     /// Reader thread. pcap_next_ex blocks until a packet arrives (libpcap on Linux keeps polling past the
     /// read timeout); <see cref="DisposeAsync"/> wakes it with pcap_breakloop.
     /// </summary>
+    /// <summary>A monotonic reading and the real-time clock (ns since the epoch) at the same instant, within 50 µs.</summary>
+    private static (long Monotonic, long RealNs) ReadClocks()
+    {
+        var limit = Stopwatch.Frequency / 20_000;
+        for (var attempt = 0; ; attempt++)
+        {
+            var before = Stopwatch.GetTimestamp();
+            var realNs = (DateTime.UtcNow.Ticks - DateTime.UnixEpoch.Ticks) * 100L;
+            var after = Stopwatch.GetTimestamp();
+            if (after - before <= limit || attempt == 20) return (before + (after - before) / 2, realNs);
+        }
+    }
+
     private void Read()
     {
         var nanoseconds = device.TimestampResolution == TimestampResolution.Nanosecond;
@@ -156,9 +169,10 @@ internal sealed class ArpCapture(string namespaceName, string interfaceName, Lib
             {
                 if (Interop.Pcap.NextEx(device, out var header, out var frame) != Interop.Pcap.PacketRead) continue;
 
-                // The packet's age on the real-time clock, taken off a monotonic reading made now.
-                var nowMonotonic = Stopwatch.GetTimestamp();
-                var nowRealNs = (DateTime.UtcNow.Ticks - DateTime.UnixEpoch.Ticks) * 100L;
+                // The packet's age on the real-time clock, taken off a monotonic reading made at the same
+                // moment: the real-time read is bracketed by two monotonic reads, again if the thread was
+                // preempted between them (on a loaded machine that put captures before their sends).
+                var (nowMonotonic, nowRealNs) = ReadClocks();
                 var stampNs = header.Seconds * 1_000_000_000L + (nanoseconds ? header.Fraction : header.Fraction * 1_000L);
                 var ageTicks = (long)((Int128)(nowRealNs - stampNs) * Stopwatch.Frequency / 1_000_000_000L);
                 var at = DateTimeOffset.FromUnixTimeSeconds(header.Seconds).AddTicks((nanoseconds ? header.Fraction / 100 : header.Fraction * 10));
