@@ -246,16 +246,22 @@ module Protocol =
         | Unbounded -> Some(s.Now + (timing s).LanRenewDeadline)
         | _ -> None
 
+    /// Whether the node's Node object carries the exclusion label and this node honours it (docs/POOLS.md).
+    let excludedByLabel (s: NodeState) (node: string) =
+        s.View.Nodes.TryFind node
+        |> Option.exists (fun n -> NodeExclusion.eligibility s.Config.ExclusionLabel n.Labels = ExcludedByLabel)
+
     /// How a node stands for ownership decisions, in this node's view.
     let standing (s: NodeState) (m: Membership) (node: string) : Standing =
+        let liveUnlessExcluded () = if excludedByLabel s node then Excluded else Live
         if node = s.Self then
-            if running s && joined s && inForce s m && s.LinkUp && s.StandAside.IsNone then Live else Silent
+            if running s && joined s && inForce s m && s.LinkUp && s.StandAside.IsNone then liveUnlessExcluded () else Silent
         else
             match s.View.Registrations.Known.TryFind node with
             | Some o when o.Registration.State = Joined ->
                 if Some o.Registration.Fingerprint <> m.InForce then OutOfForce
                 elif Lan.standsAside s.Now (timing s).LanLeaseDuration s.Lan node then Aside
-                elif Lan.hears s.Now (timing s).LanLeaseDuration s.Lan node then Live
+                elif Lan.hears s.Now (timing s).LanLeaseDuration s.Lan node then liveUnlessExcluded ()
                 else Silent
             | Some _ -> Gone
             | None -> Unregistered
@@ -976,7 +982,8 @@ module Protocol =
                 |> Map.toList
             if silent.IsEmpty then s, []
             else
-                let live = m.Members |> Map.filter (fun n _ -> standing s m n = Live) |> Map.keys |> List.ofSeq
+                // An excluded node holds nothing but deposes like any live member.
+                let live = m.Members |> Map.filter (fun n _ -> standing s m n = Live || standing s m n = Excluded) |> Map.keys |> List.ofSeq
                 let candidate =
                     silent
                     |> List.tryFind (fun (node, o) ->
@@ -1036,13 +1043,16 @@ module Protocol =
         | _ when not s.LinkUp -> Error InterfaceIsDown
         | _ when not (joined s) -> Error NotYetJoined
         | _ when s.StandAside.IsSome -> Error(StandsAside s.StandAside.Value)
+        | _ when excludedByLabel s s.Self -> Error ExcludedFromLoadBalancers
         | _ when s.Now < s.ClaimsPausedUntil -> Error(ClaimsPausedUntil s.ClaimsPausedUntil)
         | _ when not (FenceBound.allows s.Now (fence s m)) -> Error NoFence
         | _ -> Ok()
 
     let private releaseReason (s: NodeState) : ReleaseReason option =
         if not s.LinkUp then Some InterfaceDown
-        else s.StandAside |> Option.map StoodAside
+        elif s.StandAside.IsSome then s.StandAside |> Option.map StoodAside
+        elif excludedByLabel s s.Self then Some NowExcludedFromLoadBalancers
+        else None
 
     let private role (s: NodeState) (m: Membership) (entitled: Result<unit, NotEntitledReason>)
         (moves: Map<GroupId, string * string>) (assignment: Assignment) (g: Group) : Role =

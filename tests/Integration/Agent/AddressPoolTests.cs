@@ -122,6 +122,41 @@ public sealed class AddressPoolTests(ITestOutputHelper output)
         Assert.Empty(await lab.ArpRespondersAsync("198.18.0.231"));
     }
 
+    [Fact]
+    public async Task Eleven_services_on_a_ten_address_range_the_eleventh_waits_with_a_warning_until_an_address_is_freed()
+    {
+        await using var lab = await AgentLab.StartAsync(output);
+        await CreatePoolsAsync(lab, ("range-global", "198.18.0.200-198.18.0.209"));
+        await lab.ApplyAsync(Manifests.Deployment("test-deploy", "test", replicas: 2));
+        // One apply: the Services are handled oldest first, then by name, so svc-NN gets .2NN and svc-10 none.
+        var names = Enumerable.Range(0, 11).Select(i => $"svc-{i:00}").ToList();
+        await lab.ApplyAsync(string.Join("---\n", names.Select(n => Manifests.Service(n))));
+
+        var expected = names.Take(10).Select((n, i) => (Name: n, Ip: $"198.18.0.{200 + i}")).ToList();
+        foreach (var (name, ip) in expected) Assert.Equal(ip, await WaitForAssignedAsync(lab, name, "default"));
+        await lab.WaitForIngressesAsync(expected.ToDictionary(e => e.Name, e => e.Ip));
+        await lab.WaitForSingleHoldersAsync(expected.Select(e => e.Ip).ToList());
+        foreach (var (_, ip) in expected.Where((_, i) => i % 3 == 0))
+            Assert.Single(await lab.ArpRespondersAsync(ip));
+
+        var exhausted = await lab.WaitForEventAsync("svc-10", "AddressPoolExhausted");
+        Assert.Equal("Warning", exhausted.Type);
+        Assert.Contains("no address assigned: every IPv4 address of", exhausted.Note);
+        Assert.Contains("is in use", exhausted.Note);
+        var eleventh = await lab.ServiceAsync("svc-10");
+        Assert.False(eleventh.Metadata.Annotations?.ContainsKey("kube-vip.io/loadbalancerIPs") ?? false);
+        Assert.Empty(eleventh.Status?.LoadBalancer?.Ingress ?? []);
+
+        // Deleting one frees its address; the waiting Service gets it and it is answered by one node.
+        (await lab.Kubectl.RunAsync("delete", "service", "svc-03")).EnsureSuccess();
+        Assert.Equal("198.18.0.203", await WaitForAssignedAsync(lab, "svc-10", "default"));
+        var holder = await lab.WaitForIngressAsync("svc-10", "198.18.0.203");
+        await lab.WaitForHoldersAsync("198.18.0.203", [holder]);
+        Assert.Equal([holder], await lab.ArpRespondersAsync("198.18.0.203"));
+        var assigned = await lab.WaitForEventAsync("svc-10", "AddressAssigned");
+        Assert.Contains("198.18.0.203", assigned.Note);
+    }
+
     private static async Task CreatePoolsAsync(AgentLab lab, params (string Key, string Value)[] entries)
     {
         var args = new List<string> { "-n", "kube-system", "create", "configmap", "kubevip" };
