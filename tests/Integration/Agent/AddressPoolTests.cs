@@ -157,6 +157,51 @@ public sealed class AddressPoolTests(ITestOutputHelper output)
         Assert.Contains("198.18.0.203", assigned.Note);
     }
 
+    [Fact]
+    public async Task A_node_labelled_exclude_from_external_load_balancers_hands_its_groups_to_others_takes_no_new_one_and_may_hold_again_once_unlabelled()
+    {
+        const string label = "node.kubernetes.io/exclude-from-external-load-balancers";
+        await using var lab = await AgentLab.StartAsync(output, new Dictionary<string, string> { ["svc_election"] = "true" });
+        await lab.ApplyAsync(Manifests.Deployment("test-deploy", "test", replicas: 3));
+        var vips = Enumerable.Range(0, 6).ToDictionary(i => $"svc-{i:00}", i => $"198.18.0.{200 + i}");
+        await lab.ApplyAsync(string.Join("---\n", vips.Select(kv => Manifests.Service(kv.Key, kv.Value))));
+        var before = await lab.WaitForSingleHoldersAsync(vips.Values.ToList());
+        // The node with the most groups is labelled (any value counts, the empty one included).
+        var excluded = before.Values.GroupBy(n => n).OrderByDescending(g => g.Count()).ThenBy(g => g.Key).First().Key;
+        var itsVips = before.Where(kv => kv.Value == excluded).Select(kv => kv.Key).ToList();
+        lab.Report($"labelling {excluded}, which holds {string.Join(", ", itsVips)}");
+        (await lab.Kubectl.RunAsync("label", "node", excluded, $"{label}=")).EnsureSuccess();
+
+        var after = await lab.WaitForSingleHoldersAsync(vips.Values.ToList(), (_, node) => node != excluded);
+        foreach (var (ip, holder) in before.Where(kv => kv.Value != excluded))
+            Assert.Equal(holder, after[ip]); // only the labelled node's groups moved
+        foreach (var ip in itsVips)
+            Assert.Equal([after[ip]], await lab.ArpRespondersAsync(ip));
+        var name = vips.First(kv => kv.Value == itsVips[0]).Key;
+        await lab.WaitForIngressAsync(name, itsVips[0]);
+        var withdrawn = await Eventually.WaitAsync(async () =>
+                (await lab.EventsAsync(name)).FirstOrDefault(e => e.Reason == "Withdrawn" && e.Note.Contains(label)),
+            TimeSpan.FromSeconds(15), $"a Withdrawn Event for {name} naming the label");
+        Assert.Contains(itsVips[0], withdrawn.Note);
+
+        // New groups do not land on it either.
+        var more = Enumerable.Range(6, 3).ToDictionary(i => $"svc-{i:00}", i => $"198.18.0.{200 + i}");
+        await lab.ApplyAsync(string.Join("---\n", more.Select(kv => Manifests.Service(kv.Key, kv.Value))));
+        await lab.WaitForSingleHoldersAsync(vips.Values.Concat(more.Values).ToList(), (_, node) => node != excluded);
+        Assert.DoesNotContain(await lab.PlacementAsync(vips.Values.Concat(more.Values)), kv => kv.Value.Contains(excluded));
+
+        // Unlabelled, it is a candidate again: the two others hold all nine groups, more than the load bound
+        // (⌈1.1 · 9 / 3⌉ = 4) while it holds none, so once the cluster is still groups move back to it.
+        (await lab.Kubectl.RunAsync("label", "node", excluded, $"{label}-")).EnsureSuccess();
+        await Eventually.WaitAsync(async () =>
+            {
+                var placement = await lab.PlacementAsync(vips.Values.Concat(more.Values));
+                return placement.Values.All(n => n.Count == 1) && placement.Values.Any(n => n[0] == excluded);
+            }, TimeSpan.FromSeconds(45), $"{excluded} to hold a group again, each VIP on one node");
+        var back = (await lab.PlacementAsync(vips.Values.Concat(more.Values))).First(kv => kv.Value.SequenceEqual([excluded])).Key;
+        Assert.Equal([excluded], await lab.ArpRespondersAsync(back));
+    }
+
     private static async Task CreatePoolsAsync(AgentLab lab, params (string Key, string Value)[] entries)
     {
         var args = new List<string> { "-n", "kube-system", "create", "configmap", "kubevip" };
