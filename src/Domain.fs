@@ -128,6 +128,8 @@ type KernelResult =
     | Applied = 0
     | FenceEnded = 1
     | Failed = 2
+    /// Admit only: the address was already on the interface and not Hybrid's; it was left untouched.
+    | NotOurs = 3
 
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 // Commands: what the shell must do
@@ -571,6 +573,7 @@ type ProtocolNode(settings: Settings) =
                 match result with
                 | KernelResult.Applied -> Applied
                 | KernelResult.FenceEnded -> SkippedFenceEnded
+                | KernelResult.NotOurs -> AddressNotOurs
                 | _ -> KernelFailed(match reason with null -> "failed" | r -> r)
             step (KernelCompleted(command, outcome, now))
         | _ -> ()

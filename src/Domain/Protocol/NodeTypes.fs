@@ -49,6 +49,9 @@ type KernelOutcome =
     | FenceExtended of answeringEndsBy: Instant
     /// Not done because the fence had ended when the clock was read (fresh-clock rule).
     | SkippedFenceEnded
+    /// Admit found the address already on the interface, not put there by Hybrid: it was left as it was
+    /// (neither replaced nor fenced), and the VIP is not announced from this node.
+    | AddressNotOurs
     | KernelFailed of reason: string
 
 // ════════════════════════════════════════════════════════════════════════════════════════════════════

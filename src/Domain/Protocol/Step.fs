@@ -130,7 +130,7 @@ module Protocol =
           GroupWrites = Map.empty
           GroupRetries = Map.empty
           ClaimsPausedUntil = 0L
-          Kernel = { Installed = false; FenceWritten = None; FencePending = None; Vips = Map.empty }
+          Kernel = { Installed = false; FenceWritten = None; FencePending = None; Vips = Map.empty; Foreign = Set.empty }
           StandAside = None
           EmittedWarnings = Set.empty
           EmittedPoolErrors = Set.empty
@@ -531,7 +531,7 @@ module Protocol =
         let applied =
             match outcome with
             | Applied | FenceExtended _ -> true
-            | SkippedFenceEnded | KernelFailed _ -> false
+            | SkippedFenceEnded | AddressNotOurs | KernelFailed _ -> false
         let s =
             match command with
             | InstallFence _ -> { s with Kernel = { k with Installed = applied; FencePending = None } }
@@ -546,8 +546,13 @@ module Protocol =
                 { s with Kernel = { k with FencePending = None; FenceWritten = written } }
             | ExpireFence -> { s with Kernel = { k with FencePending = None; FenceWritten = (if applied then None else k.FenceWritten) } }
             | Admit(ip, _, _) ->
-                if applied then { s with Kernel = setVip ip (fun v -> { v with Admitted = true; AddressWrittenAt = Some s.Now }) }
-                else { s with Kernel = { k with Vips = k.Vips.Remove ip } }
+                match outcome with
+                | _ when applied -> { s with Kernel = setVip ip (fun v -> { v with Admitted = true; AddressWrittenAt = Some s.Now }) }
+                | AddressNotOurs ->
+                    { s with
+                        Kernel = { k with Vips = k.Vips.Remove ip; Foreign = k.Foreign.Add ip }
+                        Transitions = NowRefusedByKernel ip :: s.Transitions }
+                | _ -> { s with Kernel = { k with Vips = k.Vips.Remove ip } }
             | RefreshAddress(ip, _, _, _) ->
                 { s with Kernel = setVip ip (fun v -> if applied then { v with AddressWrittenAt = Some s.Now } else v) }
             | Hold ip ->
@@ -671,7 +676,14 @@ module Protocol =
         | InterfaceRead(facts, now) ->
             let facts = InterfaceFacts.normalise facts
             if s.View.InterfaceKnown && facts = s.View.Interface then { s with Now = now }, []
-            else stale { s with Now = now; View = { s.View with InterfaceKnown = true; Interface = facts }; DesiredStale = true }, []
+            else
+                stale
+                    { s with
+                        Now = now
+                        View = { s.View with InterfaceKnown = true; Interface = facts }
+                        Kernel = { s.Kernel with Foreign = Set.empty }
+                        DesiredStale = true },
+                []
         | StopRequested now ->
             match s.Phase with
             | Stopping _ | Stopped -> { s with Now = now }, []
@@ -1195,6 +1207,7 @@ module Protocol =
                 let want = wants.TryFind ip |> Option.map fst |> Option.defaultValue WantAbsent
                 match want, k.Vips.TryFind ip with
                 | _, Some v when v.Pending.IsSome -> None
+                | _, None when k.Foreign.Contains ip -> None
                 | (WantHeld | WantAdmitted), None -> Some(Admit(ip, prefixOf ip, lifetime))
                 | (WantHeld | WantAdmitted), Some v when not v.Admitted -> Some(Admit(ip, v.Prefix, lifetime))
                 | WantHeld, Some v when not v.Held -> if FenceBound.allows s.Now bound then Some(Hold ip) else None
@@ -1401,7 +1414,13 @@ module Protocol =
                 | NowWithdrawn(ip, why) ->
                     membersUsing ip
                     |> List.map (fun key ->
-                        Emit { Service = key; Type = Normal; Reason = EventReason.Withdrawn; Message = sprintf "withdrew %s: %s" (Ip.format ip) why }))
+                        Emit { Service = key; Type = Normal; Reason = EventReason.Withdrawn; Message = sprintf "withdrew %s: %s" (Ip.format ip) why })
+                | NowRefusedByKernel ip ->
+                    membersUsing ip
+                    |> List.map (fun key ->
+                        Emit
+                            { Service = key; Type = Warning; Reason = EventReason.AddressInUseOnInterface
+                              Message = ServiceWarnings.addressInUse ip s.Self }))
         { s with EmittedWarnings = warnings; Transitions = [] }, transitions @ fresh
 
     /// The instants at which the ownership decisions may change without any input.
