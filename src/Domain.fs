@@ -447,6 +447,10 @@ type ProtocolNode(settings: Settings) =
                 | Isolated _ -> "LanIsolated"
             [ log LogLevelName.Warning "Holding nothing: {Reason}" [ box text ]; EmitNodeEvent(eventReason, sprintf "holding no VIP: %s" text) ]
         | StandingAsideEnded -> [ log LogLevelName.Information "No longer standing aside" [] ]
+        | VipEligibilityChanged ExcludedByLabel ->
+            [ log LogLevelName.Warning "Holding no VIP: this node is labelled {Label} (ignore_exclude_lb_label=true ignores the label)" [ box NodeExclusion.Label ] ]
+        | VipEligibilityChanged MayHoldVips ->
+            [ log LogLevelName.Information "This node may hold VIPs again: it is no longer labelled {Label}" [ box NodeExclusion.Label ] ]
         | ClaimAcknowledgementTimedOut(group, missing) ->
             [ log LogLevelName.Warning "Claim of {Group} not acknowledged by {Members}" [ box group; box (String.Join(", ", missing)) ] ]
         | ContestedClaim(group, by) ->

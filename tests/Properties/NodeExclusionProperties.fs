@@ -38,6 +38,9 @@ let ``a node labelled exclude-from-external-load-balancers withdraws its VIPs an
             settled |> SingleNode.deliver [ NodeUpserted(nodeObject ((NodeExclusion.Label, value) :: others), settled.Now) ] |> SingleNode.runUntil (settled.Now + 1500L)
         let unlabelled =
             labelled |> SingleNode.deliver [ NodeUpserted(nodeObject others, labelled.Now) ] |> SingleNode.runUntil (labelled.Now + 3000L)
+        // The step that sees the label says so in the log (a Note), once, when the label is honoured.
+        let _, onLabel = Protocol.step settled.Node (NodeUpserted(nodeObject ((NodeExclusion.Label, value) :: others), settled.Now))
+        let noted = onLabel |> List.filter (function Note(VipEligibilityChanged _) -> true | _ -> false)
         let groupLeaseHolders (w: SingleNode.World) =
             w.Leases |> Map.filter (fun name _ -> name.StartsWith LeaseNames.VipPrefix || name = config.LeaseName) |> Map.toList |> List.map (fun (_, l) -> l.Holder)
         let withdrawnForLabel =
@@ -45,6 +48,7 @@ let ``a node labelled exclude-from-external-load-balancers withdraws its VIPs an
             |> List.exists (fun e -> e.Reason = EventReason.Withdrawn && e.Message.Contains NodeExclusion.Label)
         allOf
             [ holds "answered before the label" (SingleNode.answering settled = all)
+              holds (sprintf "log notes %A" noted) (noted = (if ignore then [] else [ Note(VipEligibilityChanged ExcludedByLabel) ]))
               (if ignore then
                    allOf
                        [ holds (sprintf "label ignored, yet withdrawn: %A" (SingleNode.answering labelled)) (SingleNode.answering labelled = all)

@@ -165,7 +165,9 @@ type Transition =
 type OwnershipSignature =
     { Live: string list
       Entitled: bool
-      Fenced: bool }
+      Fenced: bool
+      /// Whether this node's own exclusion label keeps it from holding (logged when it changes).
+      Vips: NodeVipEligibility }
 
 /// One node's whole protocol state.
 type NodeState =

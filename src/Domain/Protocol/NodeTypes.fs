@@ -78,6 +78,8 @@ type Notice =
     | RegistrationDeleted
     | StandingAside of StandAsideReason
     | StandingAsideEnded
+    /// This node's exclusion label (node.kubernetes.io/exclude-from-external-load-balancers) came or went.
+    | VipEligibilityChanged of NodeVipEligibility
     | ClaimAcknowledgementTimedOut of group: string * missing: string list
     | ContestedClaim of group: string * by: string
     | LeftCluster

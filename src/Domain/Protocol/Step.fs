@@ -144,7 +144,7 @@ module Protocol =
           OwnershipStale = true
           OwnershipDueAt = None
           LiveSetSince = 0L
-          OwnershipSignature = { Live = []; Entitled = false; Fenced = false }
+          OwnershipSignature = { Live = []; Entitled = false; Fenced = false; Vips = MayHoldVips }
           MaintenanceDueAt = None
           NextWakeAt = None }
 
@@ -1460,7 +1460,8 @@ module Protocol =
     let private signature (s: NodeState) (m: Membership) : OwnershipSignature =
         { Live = m.Members |> Map.filter (fun n _ -> standing s m n = Live) |> Map.keys |> List.ofSeq
           Entitled = (entitlement s m = Ok())
-          Fenced = FenceBound.allows s.Now (fence s m) }
+          Fenced = FenceBound.allows s.Now (fence s m)
+          Vips = (if excludedByLabel s s.Self then ExcludedByLabel else MayHoldVips) }
 
     let private ownershipStage (m: Membership) (s: NodeState) : NodeState * Command list =
         let view = s.View
@@ -1468,13 +1469,14 @@ module Protocol =
             view.ServicesSynced && view.SlicesSynced && view.LeasesSynced && s.Kernel.Installed
             && view.PoolsSynced && view.NodesSynced && view.InterfaceKnown
         let signed = signature s m
+        let exclusion = if signed.Vips = s.OwnershipSignature.Vips then [] else [ Note(VipEligibilityChanged signed.Vips) ]
         let s =
             if signed = s.OwnershipSignature then s
             else
                 let liveSince = if signed.Live <> s.OwnershipSignature.Live then s.Now else s.LiveSetSince
                 { s with OwnershipStale = true; OwnershipSignature = signed; LiveSetSince = liveSince }
         let due = s.OwnershipStale || (s.OwnershipDueAt |> Option.exists (fun at -> s.Now >= at))
-        if not synced || not due then s, []
+        if not synced || not due then s, exclusion
         else
             let policy = policyInputs s
             let s =
@@ -1506,7 +1508,7 @@ module Protocol =
             let s, assigned = assignmentStage s m live
             let due = [ yield! Option.toList (ownershipDue s assignments); yield! Option.toList rebalanceDue ]
             { s with OwnershipStale = false; OwnershipDueAt = (if due.IsEmpty then None else Some(List.min due)); MaintenanceDueAt = Some s.Now },
-            kernel @ writes @ deletes @ status @ emits @ poolEvents @ assigned
+            exclusion @ kernel @ writes @ deletes @ status @ emits @ poolEvents @ assigned
 
     /// Upkeep of the VIPs in the kernel, apart from the ownership pass: gratuitous announcements of held
     /// VIPs (a burst, then every vip_arpRate) and address lifetimes (rewritten at half-life), each within the

@@ -183,6 +183,7 @@ public sealed class AddressPoolTests(ITestOutputHelper output)
                 (await lab.EventsAsync(name)).FirstOrDefault(e => e.Reason == "Withdrawn" && e.Note.Contains(label)),
             TimeSpan.FromSeconds(15), $"a Withdrawn Event for {name} naming the label");
         Assert.Contains(itsVips[0], withdrawn.Note);
+        Assert.Contains($"Holding no VIP: this node is labelled {label}", lab.Log(excluded));
 
         // New groups do not land on it either.
         var more = Enumerable.Range(6, 3).ToDictionary(i => $"svc-{i:00}", i => $"198.18.0.{200 + i}");
@@ -200,6 +201,7 @@ public sealed class AddressPoolTests(ITestOutputHelper output)
             }, TimeSpan.FromSeconds(45), $"{excluded} to hold a group again, each VIP on one node");
         var back = (await lab.PlacementAsync(vips.Values.Concat(more.Values))).First(kv => kv.Value.SequenceEqual([excluded])).Key;
         Assert.Equal([excluded], await lab.ArpRespondersAsync(back));
+        Assert.Contains("This node may hold VIPs again", lab.Log(excluded));
     }
 
     private static async Task CreatePoolsAsync(AgentLab lab, params (string Key, string Value)[] entries)
