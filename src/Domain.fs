@@ -128,6 +128,8 @@ type KernelResult =
     | Applied = 0
     | FenceEnded = 1
     | Failed = 2
+    /// Admit only: the address was already on the interface and not Hybrid's; it was left untouched.
+    | NotOurs = 3
 
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 // Commands: what the shell must do
@@ -445,6 +447,10 @@ type ProtocolNode(settings: Settings) =
                 | Isolated _ -> "LanIsolated"
             [ log LogLevelName.Warning "Holding nothing: {Reason}" [ box text ]; EmitNodeEvent(eventReason, sprintf "holding no VIP: %s" text) ]
         | StandingAsideEnded -> [ log LogLevelName.Information "No longer standing aside" [] ]
+        | VipEligibilityChanged ExcludedByLabel ->
+            [ log LogLevelName.Warning "Holding no VIP: this node is labelled {Label} (ignore_exclude_lb_label=true ignores the label)" [ box NodeExclusion.Label ] ]
+        | VipEligibilityChanged MayHoldVips ->
+            [ log LogLevelName.Information "This node may hold VIPs again: it is no longer labelled {Label}" [ box NodeExclusion.Label ] ]
         | ClaimAcknowledgementTimedOut(group, missing) ->
             [ log LogLevelName.Warning "Claim of {Group} not acknowledged by {Members}" [ box group; box (String.Join(", ", missing)) ] ]
         | ContestedClaim(group, by) ->
@@ -571,6 +577,7 @@ type ProtocolNode(settings: Settings) =
                 match result with
                 | KernelResult.Applied -> Applied
                 | KernelResult.FenceEnded -> SkippedFenceEnded
+                | KernelResult.NotOurs -> AddressNotOurs
                 | _ -> KernelFailed(match reason with null -> "failed" | r -> r)
             step (KernelCompleted(command, outcome, now))
         | _ -> ()

@@ -41,8 +41,12 @@ internal sealed class KernelExecutor(
                     // Fenced off first: the address must never be answered before the domain holds it.
                     var vip = new IPAddress(admit.Address);
                     fence.Manage([vip], cancellationToken);
-                    await addresses.AddOrRefreshAsync(link.Index, vip, admit.Prefix, TimeSpan.FromMilliseconds(admit.LifetimeMs), cancellationToken);
-                    return new KernelReport(KernelResult.Applied);
+                    var added = await addresses.AddAsync(link.Index, vip, admit.Prefix, TimeSpan.FromMilliseconds(admit.LifetimeMs), cancellationToken);
+                    if (added != AddressAddOutcome.NotOurs) return new KernelReport(KernelResult.Applied);
+                    // Somebody else's address: no longer fenced off either, so it is answered as before.
+                    fence.Unmanage([vip], cancellationToken);
+                    logger.LogWarning("{Address}/{Prefix} is already on the VIP interface and Hybrid did not add it: left untouched", vip, admit.Prefix);
+                    return new KernelReport(KernelResult.NotOurs, "the address is on the interface and not Hybrid's");
                 }
                 case KernelAction.RefreshAddress refresh:
                 {

@@ -81,11 +81,6 @@ type ServiceAddressVerdicts =
     { Service: ServiceKey
       Verdicts: (AddressRequest * AddressVerdict) list }
 
-/// Whether a node's exclusion label counts (MetalLB honours it unless told to ignore it).
-type ExclusionLabelPolicy =
-    | HonourExclusionLabel
-    | IgnoreExclusionLabel
-
 /// Whether a node may hold VIPs.
 type NodeVipEligibility =
     | MayHoldVips

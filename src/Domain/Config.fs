@@ -136,6 +136,12 @@ type KeyFile =
     | KeyFileContent of path: string * content: string
     | KeyFileUnreadable of path: string * problem: string
 
+/// Whether a node's label node.kubernetes.io/exclude-from-external-load-balancers keeps VIPs off it
+/// (MetalLB honours it unless told to ignore it: `--ignore-exclude-lb`).
+type ExclusionLabelPolicy =
+    | HonourExclusionLabel
+    | IgnoreExclusionLabel
+
 /// Effective agent configuration, parsed from kube-vip's environment variable names.
 type Config =
     { NodeName: string
@@ -158,6 +164,8 @@ type Config =
       ClusterKey: ClusterKey
       Upnp: bool
       DisableServiceUpdates: bool
+      /// ignore_exclude_lb_label: whether labelled nodes may hold VIPs after all.
+      ExclusionLabel: ExclusionLabelPolicy
       PrometheusServer: string
       /// TCP port of /healthz and /readyz (health_check_port); 0 serves none.
       HealthPort: int
@@ -175,7 +183,7 @@ module Config =
           "lb_class_only"; "lb_class_name"; "lb_class_legacy_handling"; "vip_interface"; "vip_servicesinterface"
           "vip_subnet"; "vip_arp"; "vip_arpRate"; "lan_interval"; "lan_renew_deadline"; "lan_lease_duration"
           "vip_leaseduration"; "vip_renewdeadline"; "vip_retryperiod"; "lan_port"; "lan_key"; "lan_key_file"
-          "enable_upnp"; "enableUPNP"; "disable_service_updates"; "prometheus_server"; "health_check_port"; "vip_loglevel" ]
+          "enable_upnp"; "enableUPNP"; "disable_service_updates"; "ignore_exclude_lb_label"; "prometheus_server"; "health_check_port"; "vip_loglevel" ]
 
     /// The default UDP port of the LAN heartbeats.
     let DefaultLanPort = 7474
@@ -384,6 +392,7 @@ module Config =
             | Some v when v <> "" -> readBool env "enable_upnp" false
             | _ -> readBool env "enableUPNP" false
         let disableUpdates = readBool env "disable_service_updates" false
+        let ignoreExclusion = readBool env "ignore_exclude_lb_label" false
         let prometheus = readListen env
         let healthPort =
             match lookup env "health_check_port" with
@@ -404,7 +413,7 @@ module Config =
                 [ nodeName.Errors; svcEnable.Errors; election.Errors; leaseName.Errors; leaseNamespace.Errors
                   svcNamespace.Errors; classOnly.Errors; className.Errors; legacy.Errors; iface.Errors
                   servicesIface.Errors; subnet.Errors; arp.Errors; arpRate.Errors; h.Errors; rl.Errors; dl.Errors
-                  da.Errors; ra.Errors; pa.Errors; timing.Errors; lanPort.Errors; key.Errors; upnp.Errors; disableUpdates.Errors; prometheus.Errors; healthPort.Errors; logLevel.Errors ]
+                  da.Errors; ra.Errors; pa.Errors; timing.Errors; lanPort.Errors; key.Errors; upnp.Errors; disableUpdates.Errors; ignoreExclusion.Errors; prometheus.Errors; healthPort.Errors; logLevel.Errors ]
         match errors, timing.Value, key.Value with
         | [], Some t, Some k ->
             Ok
@@ -427,6 +436,7 @@ module Config =
                   ClusterKey = k
                   Upnp = upnp.Value
                   DisableServiceUpdates = disableUpdates.Value
+                  ExclusionLabel = (if ignoreExclusion.Value then IgnoreExclusionLabel else HonourExclusionLabel)
                   PrometheusServer = prometheus.Value
                   HealthPort = healthPort.Value
                   LogLevel = logLevel.Value }
@@ -436,7 +446,8 @@ module Config =
     let vipInterface config = config.ServicesInterface |> Option.orElse config.Interface
 
     /// The settings that shape the protocol (docs/PROTOCOL.md §6), hashed: nodes whose fingerprints differ
-    /// could not run one election together (other Leases, timings or key).
+    /// could not run one election together (other Leases, timings or key, or another reading of the
+    /// exclusion label, which decides who may hold: appended only when ignored, so the default's hash stays).
     let fingerprint (c: Config) : string =
         let t = c.Timing
         let canonical =
@@ -445,6 +456,7 @@ module Config =
                 [ "hybrid/2"; string c.Election; c.LeaseName; c.LeaseNamespace; string t.HeartbeatInterval
                   string t.LanRenewDeadline; string t.LanLeaseDuration; string t.ApiLeaseDuration
                   string t.ApiRenewDeadline; string t.ApiRetryPeriod; string c.LanPort; c.ClusterKey.Id ]
+                @ (match c.ExclusionLabel with IgnoreExclusionLabel -> [ "ignore-exclude-lb" ] | HonourExclusionLabel -> [])
             )
         let mutable h = 14695981039346656037UL
         for b in Text.Encoding.UTF8.GetBytes canonical do
@@ -481,6 +493,10 @@ module Config =
           "(address lifetime)", seconds c.Timing.AddressLifetime, "kernel lifetime of VIPs (cleanup backstop)"
           "enable_upnp", string c.Upnp |> _.ToLowerInvariant(), "UPnP port forwarding"
           "disable_service_updates", string c.DisableServiceUpdates |> _.ToLowerInvariant(), "do not write status or vipHost"
+          "ignore_exclude_lb_label", (match c.ExclusionLabel with IgnoreExclusionLabel -> "true" | HonourExclusionLabel -> "false"),
+          (match c.ExclusionLabel with
+           | IgnoreExclusionLabel -> "nodes labelled node.kubernetes.io/exclude-from-external-load-balancers may hold VIPs"
+           | HonourExclusionLabel -> "nodes labelled node.kubernetes.io/exclude-from-external-load-balancers hold no VIP")
           "prometheus_server", c.PrometheusServer, "listen address of /metrics, [host]:port (port 0: none)"
           "health_check_port", string c.HealthPort, "TCP port of /healthz and /readyz (0: none)"
           "vip_loglevel", string c.LogLevel, "4 info, 5 debug, 6 trace" ]

@@ -35,6 +35,8 @@ type EventReason =
     | AddressOutsidePolicyKept
     | NoAddressPool
     | AddressPoolExhausted
+    /// The address is already on the VIP interface of the holder, and Hybrid did not put it there.
+    | AddressInUseOnInterface
     // Warning, on the pool ConfigMap
     | InvalidAddressPool
     // Warning, on a Service held here: why it is not (fully) forwarded by UPnP (docs/UPNP.md)
@@ -72,6 +74,7 @@ module EventReason =
         | EventReason.AddressOutsidePolicyKept -> "AddressOutsidePolicyKept"
         | EventReason.NoAddressPool -> "NoAddressPool"
         | EventReason.AddressPoolExhausted -> "AddressPoolExhausted"
+        | EventReason.AddressInUseOnInterface -> "AddressInUseOnInterface"
         | EventReason.InvalidAddressPool -> "InvalidAddressPool"
         | EventReason.UPnPDisabled -> "UPnPDisabled"
         | EventReason.UPnPInvalidAnnotation -> "UPnPInvalidAnnotation"
@@ -91,6 +94,7 @@ module EventReason =
           EventReason.NoEligibleNode; EventReason.EligibleNodesNotLive; EventReason.NoLiveNode
           EventReason.AddressNotInPool; EventReason.AddressReserved; EventReason.AddressSharingRefused
           EventReason.AddressOutsidePolicyKept; EventReason.NoAddressPool; EventReason.AddressPoolExhausted
+          EventReason.AddressInUseOnInterface
           EventReason.InvalidAddressPool; EventReason.UPnPDisabled; EventReason.UPnPInvalidAnnotation
           EventReason.UPnPNoIPv4Address; EventReason.UPnPUnsupportedProtocol; EventReason.UPnPPortTaken
           EventReason.UPnPNoGateway; EventReason.UPnPConflict; EventReason.UPnPNotAuthorized

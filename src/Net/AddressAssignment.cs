@@ -14,3 +14,14 @@ internal sealed record AddressAssignment(int InterfaceIndex, IPAddress Address, 
 
 /// <summary>One request of a batch that the kernel refused.</summary>
 internal sealed record AddressFailure(AddressAssignment Assignment, NetlinkException Error);
+
+/// <summary>What <see cref="AddressTable.AddAsync"/> did.</summary>
+internal enum AddressAddOutcome
+{
+    /// <summary>The address was not there; it is now, marked as Hybrid's.</summary>
+    Added,
+    /// <summary>It was there already, added by Hybrid: its lifetime was restarted.</summary>
+    Refreshed,
+    /// <summary>It was there already, added by somebody else: left untouched.</summary>
+    NotOurs,
+}

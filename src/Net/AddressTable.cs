@@ -38,6 +38,31 @@ internal sealed class AddressTable(NetlinkSocket socket) : IDisposable, IAsyncDi
     }
 
     /// <summary>
+    /// Adds an address that should not be there yet (NLM_F_CREATE | NLM_F_EXCL: the kernel never replaces an
+    /// existing one). When it is there already (EEXIST), it is refreshed only if Hybrid added it (its IFA_PROTO
+    /// mark, e.g. left by an earlier agent process); an address somebody else added is left exactly as it is and
+    /// reported as <see cref="AddressAddOutcome.NotOurs"/>.
+    /// </summary>
+    public async Task<AddressAddOutcome> AddAsync(int ifIndex, IPAddress address, int prefixLength, TimeSpan? lifetime,
+        CancellationToken cancellationToken)
+    {
+        var assignment = new AddressAssignment(ifIndex, address, prefixLength, lifetime);
+        Validate(assignment);
+        var results = await socket.ExecuteAsync(1, (writer, _) => EncodeAdd(writer, assignment, replace: false), "RTM_NEWADDR",
+            cancellationToken).ConfigureAwait(false);
+        if (results[0].Succeeded) return AddressAddOutcome.Added;
+        if (results[0].Errno != EEXIST)
+            throw new NetlinkException($"RTM_NEWADDR {assignment}", results[0].Errno, results[0].KernelMessage);
+        var present = (await DumpAsync(ifIndex, cancellationToken).ConfigureAwait(false))
+            .FirstOrDefault(a => a.Address.Equals(address) && a.PrefixLength == prefixLength);
+        // Gone again between the two calls: try once more from the start is the domain's business (a retry).
+        if (present is null) throw new NetlinkException($"RTM_NEWADDR {assignment}", EEXIST, "address vanished after EEXIST");
+        if (!present.IsHybrid) return AddressAddOutcome.NotOurs;
+        await AddOrRefreshAsync(ifIndex, address, prefixLength, lifetime, cancellationToken).ConfigureAwait(false);
+        return AddressAddOutcome.Refreshed;
+    }
+
+    /// <summary>
     /// Adds or refreshes many addresses with few system calls: up to <see cref="NetlinkSocket.MaxMessagesPerSend"/>
     /// requests per send and one ack per send. Returns the requests the kernel refused (empty = all applied);
     /// one refusal does not stop the others.
@@ -47,7 +72,7 @@ internal sealed class AddressTable(NetlinkSocket socket) : IDisposable, IAsyncDi
     {
         foreach (var assignment in assignments) Validate(assignment);
         var results = await socket.ExecuteAsync(assignments.Count,
-            (writer, i) => EncodeAdd(writer, assignments[i]), "RTM_NEWADDR", cancellationToken).ConfigureAwait(false);
+            (writer, i) => EncodeAdd(writer, assignments[i], replace: true), "RTM_NEWADDR", cancellationToken).ConfigureAwait(false);
         return Failures(assignments, results, NetlinkProtocol.RTM_NEWADDR, treatAsGone: false);
     }
 
@@ -89,7 +114,9 @@ internal sealed class AddressTable(NetlinkSocket socket) : IDisposable, IAsyncDi
         return ifIndex is { } only ? addresses.Where(a => a.InterfaceIndex == only).ToList() : addresses;
     }
 
-    private static void EncodeAdd(NetlinkMessageWriter writer, AddressAssignment assignment)
+    private const int EEXIST = 17;
+
+    private static void EncodeAdd(NetlinkMessageWriter writer, AddressAssignment assignment, bool replace)
     {
         var ipv6 = assignment.Address.AddressFamily == AddressFamily.InterNetworkV6;
         var hostLength = ipv6 ? 128 : 32;
@@ -98,7 +125,8 @@ internal sealed class AddressTable(NetlinkSocket socket) : IDisposable, IAsyncDi
         if (assignment.PrefixLength == hostLength) flags |= InterfaceAddressFlags.NoPrefixRoute;
         var seconds = LifetimeSeconds(assignment.Lifetime);
 
-        writer.BeginMessage(NetlinkProtocol.RTM_NEWADDR, NetlinkProtocol.NLM_F_CREATE | NetlinkProtocol.NLM_F_REPLACE);
+        writer.BeginMessage(NetlinkProtocol.RTM_NEWADDR, (ushort)(NetlinkProtocol.NLM_F_CREATE
+            | (replace ? NetlinkProtocol.NLM_F_REPLACE : NetlinkProtocol.NLM_F_EXCL)));
         WriteHeader(writer, assignment, (byte)flags);
         writer.AddAddress(NetlinkProtocol.IFA_LOCAL, assignment.Address);
         writer.AddAddress(NetlinkProtocol.IFA_ADDRESS, assignment.Address);

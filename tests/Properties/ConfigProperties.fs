@@ -37,6 +37,7 @@ let private expectedDefaults: Config =
       ClusterKey = Key
       Upnp = false
       DisableServiceUpdates = false
+      ExclusionLabel = HonourExclusionLabel
       PrometheusServer = ":2112"
       HealthPort = 2113
       LogLevel = 4 }
@@ -90,7 +91,8 @@ let private booleanVariables: (string * (Config -> bool)) list =
       "vip_arp", _.Arp
       "enable_upnp", _.Upnp
       "enableUPNP", _.Upnp
-      "disable_service_updates", _.DisableServiceUpdates ]
+      "disable_service_updates", _.DisableServiceUpdates
+      "ignore_exclude_lb_label", (fun c -> c.ExclusionLabel = IgnoreExclusionLabel) ]
 
 [<Property>]
 let ``booleans accept exactly Go's ParseBool spellings`` () =
@@ -296,7 +298,8 @@ let ``lan_key wins over lan_key_file; the file's content is the key, and an unre
 // ── The settings fingerprint ────────────────────────────────────────────────────────────────────────
 
 /// Settings docs/PROTOCOL.md §6 names as shaping the protocol (election mode, Lease name and namespace, every
-/// timing, the key) and the heartbeat port (nodes on different ports never hear each other): two valid values each.
+/// timing, the key), the heartbeat port (nodes on different ports never hear each other) and whether the
+/// exclusion label counts (nodes reading it differently would name different holders): two valid values each.
 let private shaping =
     [ "svc_election", [ "true"; "false" ]
       "svc_leasename", [ "plndr-svcs-lock"; "other-lock" ]
@@ -308,7 +311,8 @@ let private shaping =
       "vip_renewdeadline", [ "2"; "1.5" ]
       "vip_retryperiod", [ "0.5"; "0.4" ]
       "lan_port", [ "7474"; "7475" ]
-      "lan_key", [ KeyText; OtherKeyText ] ]
+      "lan_key", [ KeyText; OtherKeyText ]
+      "ignore_exclude_lb_label", [ "true"; "false" ] ]
 
 /// Settings that are the node's own business.
 let private local =
@@ -353,6 +357,7 @@ let ``the fingerprint changes exactly when a setting that shapes the protocol ch
             let differs =
                 ca.Election <> cb.Election || ca.LeaseName <> cb.LeaseName || ca.LeaseNamespace <> cb.LeaseNamespace
                 || ca.Timing <> cb.Timing || ca.LanPort <> cb.LanPort || ca.ClusterKey.Id <> cb.ClusterKey.Id
+                || ca.ExclusionLabel <> cb.ExclusionLabel
             let same = Config.fingerprint ca = Config.fingerprint cb
             holds (sprintf "differs %b, fingerprints %s %s" differs (Config.fingerprint ca) (Config.fingerprint cb)) (same = not differs)
             |> Prop.classify differs "a shaping setting differs"

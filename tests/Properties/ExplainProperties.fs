@@ -195,6 +195,40 @@ let ``every node of the cluster and the node the Lease names is explained exactl
             let expected = (c.Nodes |> List.map fst) @ (c.Lease |> Option.flatten |> Option.toList) |> List.distinct |> List.sort
             holds (sprintf "%A" (List.map fst g.Nodes)) (List.map fst g.Nodes = expected))
 
+[<Property>]
+let ``a live node labelled exclude-from-external-load-balancers is explained as not eligible by the label, or as handing over when the Lease names it, and is never in line`` () =
+    let genLabelled =
+        gen {
+            let! c = genCase
+            let! labelled = someOf 1 c.Nodes.Length (c.Nodes |> List.map fst)
+            return c, labelled
+        }
+    forAll genLabelled (fun (c, labelled) ->
+        let base' = snapshot c
+        let snap =
+            { base' with
+                Nodes = base'.Nodes |> List.map (fun n -> if List.contains n.Name labelled then { n with Labels = Map [ NodeExclusion.Label, "" ] } else n) }
+        match (Explain.explain (settings true) snap).Services with
+        | [ { Verdict = ServiceVerdict.Admitted g } ] ->
+            allOf
+                [ for node, v in g.Nodes do
+                      if List.contains node labelled && c.Live node then
+                          let named = c.Lease = Some(Some node)
+                          let ok =
+                              match v with
+                              | NodeVerdict.NotEligible Ineligibility.NodeExcludedByLabel -> not named
+                              | NodeVerdict.HandingOver(HandOverReason.NoLongerEligible Ineligibility.NodeExcludedByLabel) -> named
+                              | _ -> false
+                          holds (sprintf "%s (labelled, live, named %b): %A" node named v) ok
+                      match v with
+                      | NodeVerdict.RankedLower(_, ahead) ->
+                          holds (sprintf "%s ranked after %A, labelled %A" node ahead labelled)
+                              (not (List.contains node labelled) && ahead |> List.forall (fun a -> not (List.contains a labelled)))
+                      | NodeVerdict.NextInLine | NodeVerdict.Holder -> holds (sprintf "%s %A though labelled" node v) (not (List.contains node labelled))
+                      | _ -> () ]
+            |> Prop.classify (c.Lease |> Option.flatten |> Option.exists (fun n -> List.contains n labelled && c.Live n)) "the Lease names a labelled live node"
+        | other -> holds (sprintf "the Service is admitted: %A" other) false)
+
 // ── Skipped Services and Warnings, against the real protocol ────────────────────────────────────────
 
 /// Two to four Services on a few shared addresses (some unusable), so that admission and sharing skip some.

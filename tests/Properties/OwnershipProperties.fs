@@ -23,7 +23,7 @@ type private Fleet =
     member f.Live = f.Nodes |> List.filter (fun n -> f.Standing n = Live)
 
 let private genStanding =
-    Gen.frequency [ 12, Gen.constant Live; 2, Gen.constant Silent; 1, Gen.constant Aside; 1, Gen.constant Gone; 1, Gen.constant OutOfForce ]
+    Gen.frequency [ 12, Gen.constant Live; 2, Gen.constant Silent; 1, Gen.constant Aside; 1, Gen.constant Gone; 1, Gen.constant OutOfForce; 1, Gen.constant Excluded ]
 
 let private genLease (holders: string list) (id: GroupId) : Gen<ObservedGroupLease option * AbsentGroupLease option> =
     gen {
@@ -100,7 +100,7 @@ let ``a group's assignment follows how its Lease holder stands`` () =
                           | Some h ->
                               match f.Standing h.Node with
                               | Live when Eligibility.allows h.Node g.Eligibility -> a = HeldBy h.Node
-                              | Live | OutOfForce -> a = HolderLeaving h.Node
+                              | Live | OutOfForce | Excluded -> a = HolderLeaving h.Node
                               | Silent | Unregistered -> a = HolderSilent h.Node
                               | Gone | Aside -> orphanedSince lease.ChangedSeenAt (Some h.Node)
                           | None -> orphanedSince lease.ChangedSeenAt None

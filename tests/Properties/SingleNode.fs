@@ -15,6 +15,9 @@ type World =
       Held: Set<Ip>
       FenceUntil: Instant option
       Addresses: Set<Ip>
+      /// Addresses somebody else put on the interface: Admit finds them there (AddressNotOurs); a Withdraw
+      /// would delete them.
+      Foreign: Set<Ip>
       Events: ServiceEvent list
       /// Lease and status writes so far.
       Writes: int
@@ -67,12 +70,13 @@ let private execute (w: World) (command: Command) : World * Input list =
             | InstallFence _ -> w, Applied
             | ExtendFence deadline -> { w with FenceUntil = (if deadline > now then Some deadline else None) }, Applied
             | ExpireFence -> { w with FenceUntil = None }, Applied
+            | Admit(ip, _, _) when w.Foreign.Contains ip -> w, AddressNotOurs
             | Admit(ip, _, _) -> { w with Addresses = w.Addresses.Add ip }, Applied
             | RefreshAddress _ | Announce _ when not alive -> w, SkippedFenceEnded
             | RefreshAddress _ | Announce _ -> w, Applied
             | Hold ip -> { w with Held = w.Held.Add ip }, Applied
             | Unhold ip -> { w with Held = w.Held.Remove ip }, Applied
-            | Withdraw(ip, _) -> { w with Held = w.Held.Remove ip; Addresses = w.Addresses.Remove ip }, Applied
+            | Withdraw(ip, _) -> { w with Held = w.Held.Remove ip; Addresses = w.Addresses.Remove ip; Foreign = w.Foreign.Remove ip }, Applied
         w, [ KernelCompleted(k, outcome, now) ]
     | WriteStatus(key, ingress, vipHost) ->
         match w.Services.TryFind key with
@@ -111,8 +115,9 @@ let rec runUntil (until: Instant) (w: World) : World =
         let w = { w with Now = next }
         runUntil until (drain w [ Tick next ])
 
-/// A node of `config` starting at 0 ms on an empty cluster with these Services and EndpointSlices.
-let start (config: Config) (services: Service list) (slices: EndpointSlice list) : World =
+/// A node of `config` starting at 0 ms on an empty cluster with these Services and EndpointSlices, on an
+/// interface that already carries `foreign` (put there by somebody else).
+let startWithForeign (config: Config) (foreign: Set<Ip>) (services: Service list) (slices: EndpointSlice list) : World =
     let w =
         { Node = Protocol.create config
           Now = 0L
@@ -122,6 +127,7 @@ let start (config: Config) (services: Service list) (slices: EndpointSlice list)
           Held = Set.empty
           FenceUntil = None
           Addresses = Set.empty
+          Foreign = foreign
           Events = []
           Writes = 0
           IngressCleared = 0 }
@@ -131,6 +137,10 @@ let start (config: Config) (services: Service list) (slices: EndpointSlice list)
           ServicesListed(services, 0L)
           SlicesListed(slices |> List.mapi (fun i s -> sprintf "%s/slice-%d" s.Service.Namespace i, s), 0L)
           LeasesListed([], 0L) ]
+
+/// A node of `config` starting at 0 ms on an empty cluster with these Services and EndpointSlices.
+let start (config: Config) (services: Service list) (slices: EndpointSlice list) : World =
+    startWithForeign config Set.empty services slices
 
 /// The VIPs the node's kernel answers for now.
 let answering (w: World) = w.Held |> Set.filter (fun _ -> w.FenceUntil |> Option.exists (fun t -> w.Now < t))

@@ -115,3 +115,53 @@ let ``a node is live when Joined in force and heard within D_L, aside when its l
         |> Prop.classify (others |> List.exists (fun o -> o.Registered = Registered(Joined, true) && o.Heard |> Option.exists (fun (ago, aside) -> aside && ago < 450L))) "some member aside"
         |> Prop.classify (others |> List.exists (fun o -> o.Registered = Registered(Joined, true) && o.Heard |> Option.exists (fun (ago, aside) -> aside && ago >= 450L))) "said Aside, not heard lately"
         |> Prop.classify (others |> List.exists (fun o -> o.Heard |> Option.exists (fun (ago, _) -> ago >= 450L && ago <= 460L))) "heard about D_L ago")
+
+/// Each other node's Node object: labelled node.kubernetes.io/exclude-from-external-load-balancers or not.
+let private genLabelled = Gen.zip genCase (Gen.listOfLength 4 (Gen.elements [ None; Some ""; Some "true"; Some "false" ]))
+
+[<Property(MaxTest = 60)>]
+let ``a live member whose Node carries the exclusion label stands excluded, no candidate for any group, unless the label is ignored; a silent one must still be deposed`` () =
+    let genPolicy = Gen.elements [ HonourExclusionLabel; IgnoreExclusionLabel ]
+    forAll (Gen.zip genLabelled genPolicy) (fun ((others, labels), policy) ->
+        let now = 5_000L
+        let config = { DefaultConfig with ExclusionLabel = policy }
+        // Ignoring the label is a setting every node shares (it is in the fingerprint): the others have it too.
+        let fingerprint = Config.fingerprint config
+        let fingerprintValue = UInt64.Parse(fingerprint, Globalization.NumberStyles.AllowHexSpecifier)
+        let labelled = List.zip (others |> List.map _.Node) labels |> Map.ofList
+        let nodeObjects =
+            [ for o in others ->
+                  { Name = o.Node; Addresses = []
+                    Labels = labelled[o.Node] |> Option.map (fun v -> Map [ NodeExclusion.Label, v ]) |> Option.defaultValue Map.empty } ]
+        let registrations =
+            others
+            |> List.choose (fun o ->
+                match o.Registered with
+                | Registered(state, inForce) -> Some(registrationOf o.Node state (if inForce then fingerprint else OtherFingerprint))
+                | NotRegistered | Deleted -> None)
+        let frames =
+            others
+            |> List.choose (fun o -> o.Heard |> Option.map (fun (ago, aside) -> o, now - ago, aside))
+            |> List.sortBy (fun (_, at, _) -> at)
+            |> List.mapi (fun i (o, at, aside) ->
+                FrameReceived(
+                    { Node = o.Node; Incarnation = Incarnation 7UL; Seq = uint32 (i + 1); Fingerprint = fingerprintValue; Aside = aside
+                      Part = 0; Parts = 1; Claims = []; Echoes = [] },
+                    at))
+        let inputs =
+            [ Started(Incarnation 1UL, [], true, 0L); LeasesListed(registrations |> List.map leaseOf, 0L); NodesListed(nodeObjects, 0L) ]
+            @ ([ for at in 100L .. 100L .. now -> Tick at ] @ frames |> List.sortBy (function Tick at -> at, 1 | FrameReceived(_, at) -> at, 0 | _ -> 0L, 0))
+        let s = inputs |> List.fold (fun s input -> fst (Protocol.step s input)) (Protocol.create config)
+        let m = Protocol.membership s
+        let heardLive (o: Other) =
+            o.Registered = Registered(Joined, true) && o.Heard |> Option.exists (fun (ago, aside) -> not aside && ago < t.LanLeaseDuration)
+        let excludedByLabel (o: Other) = labelled[o.Node].IsSome && policy = HonourExclusionLabel
+        allOf
+            [ for o in others do
+                  let standing = Protocol.standing s m o.Node
+                  if heardLive o && excludedByLabel o then holds (sprintf "%A labelled %A stands %A" o labelled[o.Node] standing) (standing = Excluded)
+                  elif heardLive o then holds (sprintf "%A labelled %A under %A stands %A" o labelled[o.Node] policy standing) (standing = Live)
+                  else holds (sprintf "%A labelled %A stands %A: the label changes nothing for a node not live" o labelled[o.Node] standing) (standing <> Excluded && standing <> Live) ]
+        |> Prop.classify (others |> List.exists (fun o -> heardLive o && excludedByLabel o)) "a live member excluded"
+        |> Prop.classify (others |> List.exists (fun o -> not (heardLive o) && labelled[o.Node].IsSome && o.Registered = Registered(Joined, true))) "a labelled member not heard"
+        |> Prop.classify (policy = IgnoreExclusionLabel && others |> List.exists (fun o -> heardLive o && labelled[o.Node].IsSome)) "label ignored")

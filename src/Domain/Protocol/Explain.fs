@@ -65,6 +65,8 @@ type Ineligibility =
     | NoServingEndpointOnNode
     /// Cluster policy and no serving endpoint anywhere.
     | NoServingEndpointAnywhere
+    /// The node is labelled node.kubernetes.io/exclude-from-external-load-balancers (and the label is honoured).
+    | NodeExcludedByLabel
 
 /// Why the node the group Lease names gives the group up.
 [<RequireQualifiedAccess>]
@@ -248,7 +250,11 @@ module Explain =
 
     /// Why one node does or does not hold a group (the rule `hybrid explain` prints).
     let verdict (eligibility: Eligibility) (lease: GroupLeaseState) (assignment: Assignment) (line: string list)
-        (liveness: NodeLiveness) (node: string) : NodeVerdict =
+        (liveness: NodeLiveness) (vips: NodeVipEligibility) (node: string) : NodeVerdict =
+        let ineligibility eligibility node =
+            match vips with
+            | ExcludedByLabel -> Some Ineligibility.NodeExcludedByLabel
+            | MayHoldVips -> ineligibility eligibility node
         match lease with
         | GroupLeaseState.Names h when h.Node = node ->
             match assignment, liveness with
@@ -301,6 +307,8 @@ module Explain =
     type private World =
         { Config: Config
           Liveness: string -> NodeLiveness
+          /// Whether each node may hold VIPs (the exclusion label, as the agents' settings read it).
+          Vips: string -> NodeVipEligibility
           Nodes: string list
           Desired: Desired
           Leases: Map<GroupId, ObservedGroupLease>
@@ -317,6 +325,14 @@ module Explain =
             | GroupLease holder -> Some(lease.Name, { Holder = holder; Version = lease.Version; Transitions = lease.Transitions; ChangedSeenAt = 0L })
             | _ -> None)
         |> Map.ofList
+
+    /// The exclusion label's verdict per node, from the Node objects (a node without one may hold).
+    let private vipEligibility (config: Config) (nodes: NodeObject list) : string -> NodeVipEligibility =
+        let labels = nodes |> List.map (fun n -> n.Name, n.Labels) |> Map.ofList
+        fun node ->
+            match labels.TryFind node with
+            | Some l -> NodeExclusion.eligibility config.ExclusionLabel l
+            | None -> MayHoldVips
 
     let private world (config: Config) (snapshot: ClusterSnapshot) (watched: Service list) : World * Membership =
         let view, unreadable = registrations snapshot.Leases (isGroupName config)
@@ -335,10 +351,16 @@ module Explain =
             { Pools = snapshot.PoolData |> Option.map (Pools.read >> _.Config) |> Option.defaultValue Pools.none
               Network = AddressPolicy.network snapshot.Nodes (view.Known |> Map.map (fun _ o -> o.Registration.Interface)) }
         let desired = Desired.computeWithPolicy config policy snapshot.Families watched snapshot.Slices
-        let live = nodes |> List.filter (fun n -> liveness n = NodeLiveness.LiveAsRegistered)
-        let assignments = Ownership.assign 0L config.Timing (standing liveness) live leases Map.empty desired.Groups
+        let vips = vipEligibility config snapshot.Nodes
+        let live = nodes |> List.filter (fun n -> liveness n = NodeLiveness.LiveAsRegistered && vips n = MayHoldVips)
+        let standing node =
+            match standing liveness node with
+            | Live when vips node = ExcludedByLabel -> Excluded
+            | other -> other
+        let assignments = Ownership.assign 0L config.Timing standing live leases Map.empty desired.Groups
         { Config = config
           Liveness = liveness
+          Vips = vips
           Nodes = nodes
           Desired = desired
           Leases = leases
@@ -361,7 +383,7 @@ module Explain =
           Members = g.Members
           Lease = lease
           Assignment = assignment
-          Nodes = w.Nodes |> List.map (fun n -> n, verdict g.Eligibility lease assignment order (w.Liveness n) n) }
+          Nodes = w.Nodes |> List.map (fun n -> n, verdict g.Eligibility lease assignment order (w.Liveness n) (w.Vips n) n) }
 
     let private service (w: World) (s: Service) : ServiceExplanation =
         let verdict =
@@ -436,6 +458,7 @@ module ExplainText =
         match why with
         | Ineligibility.NoServingEndpointOnNode -> "no serving endpoint on this node (externalTrafficPolicy Local)"
         | Ineligibility.NoServingEndpointAnywhere -> "the service has no serving endpoint"
+        | Ineligibility.NodeExcludedByLabel -> sprintf "the node is labelled %s" NodeExclusion.Label
 
     let verdict (v: NodeVerdict) =
         match v with

@@ -148,19 +148,26 @@ type KernelState =
       /// The deadline written into the fence element (None: no element).
       FenceWritten: Instant option
       FencePending: KernelCommand option
-      Vips: Map<Ip, VipKernel> }
+      Vips: Map<Ip, VipKernel>
+      /// Addresses Admit found on the interface, not Hybrid's: never admitted again, withdrawn or held, until
+      /// the interface is read anew (then the address policy judges them: an interface address is reserved).
+      Foreign: Set<Ip> }
 
 /// Facts of the last inputs that decide() turns into Events.
 type Transition =
     | NowHeld of Ip * takenFrom: string option
     | NowWithdrawn of Ip * why: string
+    /// Admit found the address on the interface, put there by someone else.
+    | NowRefusedByKernel of Ip
 
 /// The facts an ownership pass depends on that change with time alone: the live nodes and whether this
 /// node may claim. A pass runs again only when they change.
 type OwnershipSignature =
     { Live: string list
       Entitled: bool
-      Fenced: bool }
+      Fenced: bool
+      /// Whether this node's own exclusion label keeps it from holding (logged when it changes).
+      Vips: NodeVipEligibility }
 
 /// One node's whole protocol state.
 type NodeState =

@@ -49,6 +49,9 @@ type KernelOutcome =
     | FenceExtended of answeringEndsBy: Instant
     /// Not done because the fence had ended when the clock was read (fresh-clock rule).
     | SkippedFenceEnded
+    /// Admit found the address already on the interface, not put there by Hybrid: it was left as it was
+    /// (neither replaced nor fenced), and the VIP is not announced from this node.
+    | AddressNotOurs
     | KernelFailed of reason: string
 
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
@@ -75,6 +78,8 @@ type Notice =
     | RegistrationDeleted
     | StandingAside of StandAsideReason
     | StandingAsideEnded
+    /// This node's exclusion label (node.kubernetes.io/exclude-from-external-load-balancers) came or went.
+    | VipEligibilityChanged of NodeVipEligibility
     | ClaimAcknowledgementTimedOut of group: string * missing: string list
     | ContestedClaim of group: string * by: string
     | LeftCluster

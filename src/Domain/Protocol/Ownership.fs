@@ -36,6 +36,9 @@ type Standing =
     | Silent
     /// Joined and heard, but its frames say it stands aside and answers for nothing: its groups may be taken.
     | Aside
+    /// Live, but its Node is labelled node.kubernetes.io/exclude-from-external-load-balancers: it is no
+    /// candidate for any group and hands over those it holds itself (it still vouches for others on the LAN).
+    | Excluded
     /// Its registration says Left or Deposed: it answers nothing any more.
     | Gone
     /// Registered with another fingerprint: it hands its groups over itself.
@@ -78,6 +81,8 @@ type Assignment =
 /// Why this node releases a group it holds.
 type ReleaseReason =
     | NoLongerEligible
+    /// Its Node got the exclusion label (NodeExclusion.Label).
+    | NowExcludedFromLoadBalancers
     | InterfaceDown
     | StoodAside of StandAsideReason
     /// Its claim was not acknowledged on the LAN within D_L.
@@ -88,6 +93,8 @@ type NotEntitledReason =
     | AgentStopping
     | InterfaceIsDown
     | NotYetJoined
+    /// Its Node carries the exclusion label (NodeExclusion.Label) and the label is honoured.
+    | ExcludedFromLoadBalancers
     | StandsAside of StandAsideReason
     /// Neither its LAN fence nor an API fence is valid.
     | NoFence
@@ -165,7 +172,7 @@ module Ownership =
             match standing holder with
             | Live when Eligibility.allows holder g.Eligibility -> HeldBy holder
             | Live -> HolderLeaving holder
-            | OutOfForce -> HolderLeaving holder
+            | OutOfForce | Excluded -> HolderLeaving holder
             | Silent | Unregistered -> HolderSilent holder
             | Gone | Aside -> orphaned g since (Some holder)
         groups
@@ -246,6 +253,7 @@ module Ownership =
     let describeRelease (reason: ReleaseReason) =
         match reason with
         | NoLongerEligible -> "this node is no longer eligible"
+        | NowExcludedFromLoadBalancers -> sprintf "this node is labelled %s" NodeExclusion.Label
         | InterfaceDown -> "the VIP interface is down"
         | StoodAside(FingerprintNotInForce(mine, inForce)) ->
             sprintf "this node's settings (fingerprint %s) are not the ones in force (%s)" mine inForce

@@ -58,6 +58,11 @@ module ServiceWarnings =
     /// Service normally has none for a moment, until its pods' endpoints are published.
     let EndpointGrace: Duration = 5000L
 
+    /// The message when the holder found the address on its VIP interface, put there by someone else.
+    let addressInUse (ip: Ip) (node: string) =
+        sprintf "%s is not announced from node %s: the address is already on its VIP interface and Hybrid did not add it (left untouched)"
+            (Ip.format ip) node
+
     /// The Warning for a Service nobody can announce.
     let unserved (service: ServiceKey) (reason: NoCandidateReason) : ServiceEvent =
         let eventReason, message =

@@ -130,7 +130,7 @@ module Protocol =
           GroupWrites = Map.empty
           GroupRetries = Map.empty
           ClaimsPausedUntil = 0L
-          Kernel = { Installed = false; FenceWritten = None; FencePending = None; Vips = Map.empty }
+          Kernel = { Installed = false; FenceWritten = None; FencePending = None; Vips = Map.empty; Foreign = Set.empty }
           StandAside = None
           EmittedWarnings = Set.empty
           EmittedPoolErrors = Set.empty
@@ -144,7 +144,7 @@ module Protocol =
           OwnershipStale = true
           OwnershipDueAt = None
           LiveSetSince = 0L
-          OwnershipSignature = { Live = []; Entitled = false; Fenced = false }
+          OwnershipSignature = { Live = []; Entitled = false; Fenced = false; Vips = MayHoldVips }
           MaintenanceDueAt = None
           NextWakeAt = None }
 
@@ -246,16 +246,22 @@ module Protocol =
         | Unbounded -> Some(s.Now + (timing s).LanRenewDeadline)
         | _ -> None
 
+    /// Whether the node's Node object carries the exclusion label and this node honours it (docs/POOLS.md).
+    let excludedByLabel (s: NodeState) (node: string) =
+        s.View.Nodes.TryFind node
+        |> Option.exists (fun n -> NodeExclusion.eligibility s.Config.ExclusionLabel n.Labels = ExcludedByLabel)
+
     /// How a node stands for ownership decisions, in this node's view.
     let standing (s: NodeState) (m: Membership) (node: string) : Standing =
+        let liveUnlessExcluded () = if excludedByLabel s node then Excluded else Live
         if node = s.Self then
-            if running s && joined s && inForce s m && s.LinkUp && s.StandAside.IsNone then Live else Silent
+            if running s && joined s && inForce s m && s.LinkUp && s.StandAside.IsNone then liveUnlessExcluded () else Silent
         else
             match s.View.Registrations.Known.TryFind node with
             | Some o when o.Registration.State = Joined ->
                 if Some o.Registration.Fingerprint <> m.InForce then OutOfForce
                 elif Lan.standsAside s.Now (timing s).LanLeaseDuration s.Lan node then Aside
-                elif Lan.hears s.Now (timing s).LanLeaseDuration s.Lan node then Live
+                elif Lan.hears s.Now (timing s).LanLeaseDuration s.Lan node then liveUnlessExcluded ()
                 else Silent
             | Some _ -> Gone
             | None -> Unregistered
@@ -525,7 +531,7 @@ module Protocol =
         let applied =
             match outcome with
             | Applied | FenceExtended _ -> true
-            | SkippedFenceEnded | KernelFailed _ -> false
+            | SkippedFenceEnded | AddressNotOurs | KernelFailed _ -> false
         let s =
             match command with
             | InstallFence _ -> { s with Kernel = { k with Installed = applied; FencePending = None } }
@@ -540,8 +546,13 @@ module Protocol =
                 { s with Kernel = { k with FencePending = None; FenceWritten = written } }
             | ExpireFence -> { s with Kernel = { k with FencePending = None; FenceWritten = (if applied then None else k.FenceWritten) } }
             | Admit(ip, _, _) ->
-                if applied then { s with Kernel = setVip ip (fun v -> { v with Admitted = true; AddressWrittenAt = Some s.Now }) }
-                else { s with Kernel = { k with Vips = k.Vips.Remove ip } }
+                match outcome with
+                | _ when applied -> { s with Kernel = setVip ip (fun v -> { v with Admitted = true; AddressWrittenAt = Some s.Now }) }
+                | AddressNotOurs ->
+                    { s with
+                        Kernel = { k with Vips = k.Vips.Remove ip; Foreign = k.Foreign.Add ip }
+                        Transitions = NowRefusedByKernel ip :: s.Transitions }
+                | _ -> { s with Kernel = { k with Vips = k.Vips.Remove ip } }
             | RefreshAddress(ip, _, _, _) ->
                 { s with Kernel = setVip ip (fun v -> if applied then { v with AddressWrittenAt = Some s.Now } else v) }
             | Hold ip ->
@@ -665,7 +676,14 @@ module Protocol =
         | InterfaceRead(facts, now) ->
             let facts = InterfaceFacts.normalise facts
             if s.View.InterfaceKnown && facts = s.View.Interface then { s with Now = now }, []
-            else stale { s with Now = now; View = { s.View with InterfaceKnown = true; Interface = facts }; DesiredStale = true }, []
+            else
+                stale
+                    { s with
+                        Now = now
+                        View = { s.View with InterfaceKnown = true; Interface = facts }
+                        Kernel = { s.Kernel with Foreign = Set.empty }
+                        DesiredStale = true },
+                []
         | StopRequested now ->
             match s.Phase with
             | Stopping _ | Stopped -> { s with Now = now }, []
@@ -976,7 +994,8 @@ module Protocol =
                 |> Map.toList
             if silent.IsEmpty then s, []
             else
-                let live = m.Members |> Map.filter (fun n _ -> standing s m n = Live) |> Map.keys |> List.ofSeq
+                // An excluded node holds nothing but deposes like any live member.
+                let live = m.Members |> Map.filter (fun n _ -> standing s m n = Live || standing s m n = Excluded) |> Map.keys |> List.ofSeq
                 let candidate =
                     silent
                     |> List.tryFind (fun (node, o) ->
@@ -1036,13 +1055,16 @@ module Protocol =
         | _ when not s.LinkUp -> Error InterfaceIsDown
         | _ when not (joined s) -> Error NotYetJoined
         | _ when s.StandAside.IsSome -> Error(StandsAside s.StandAside.Value)
+        | _ when excludedByLabel s s.Self -> Error ExcludedFromLoadBalancers
         | _ when s.Now < s.ClaimsPausedUntil -> Error(ClaimsPausedUntil s.ClaimsPausedUntil)
         | _ when not (FenceBound.allows s.Now (fence s m)) -> Error NoFence
         | _ -> Ok()
 
     let private releaseReason (s: NodeState) : ReleaseReason option =
         if not s.LinkUp then Some InterfaceDown
-        else s.StandAside |> Option.map StoodAside
+        elif s.StandAside.IsSome then s.StandAside |> Option.map StoodAside
+        elif excludedByLabel s s.Self then Some NowExcludedFromLoadBalancers
+        else None
 
     let private role (s: NodeState) (m: Membership) (entitled: Result<unit, NotEntitledReason>)
         (moves: Map<GroupId, string * string>) (assignment: Assignment) (g: Group) : Role =
@@ -1188,6 +1210,7 @@ module Protocol =
                 let want = wants.TryFind ip |> Option.map fst |> Option.defaultValue WantAbsent
                 match want, k.Vips.TryFind ip with
                 | _, Some v when v.Pending.IsSome -> None
+                | _, None when k.Foreign.Contains ip -> None
                 | (WantHeld | WantAdmitted), None -> Some(Admit(ip, prefixOf ip, lifetime))
                 | (WantHeld | WantAdmitted), Some v when not v.Admitted -> Some(Admit(ip, v.Prefix, lifetime))
                 | WantHeld, Some v when not v.Held -> if FenceBound.allows s.Now bound then Some(Hold ip) else None
@@ -1394,7 +1417,13 @@ module Protocol =
                 | NowWithdrawn(ip, why) ->
                     membersUsing ip
                     |> List.map (fun key ->
-                        Emit { Service = key; Type = Normal; Reason = EventReason.Withdrawn; Message = sprintf "withdrew %s: %s" (Ip.format ip) why }))
+                        Emit { Service = key; Type = Normal; Reason = EventReason.Withdrawn; Message = sprintf "withdrew %s: %s" (Ip.format ip) why })
+                | NowRefusedByKernel ip ->
+                    membersUsing ip
+                    |> List.map (fun key ->
+                        Emit
+                            { Service = key; Type = Warning; Reason = EventReason.AddressInUseOnInterface
+                              Message = ServiceWarnings.addressInUse ip s.Self }))
         { s with EmittedWarnings = warnings; Transitions = [] }, transitions @ fresh
 
     /// The instants at which the ownership decisions may change without any input.
@@ -1434,7 +1463,8 @@ module Protocol =
     let private signature (s: NodeState) (m: Membership) : OwnershipSignature =
         { Live = m.Members |> Map.filter (fun n _ -> standing s m n = Live) |> Map.keys |> List.ofSeq
           Entitled = (entitlement s m = Ok())
-          Fenced = FenceBound.allows s.Now (fence s m) }
+          Fenced = FenceBound.allows s.Now (fence s m)
+          Vips = (if excludedByLabel s s.Self then ExcludedByLabel else MayHoldVips) }
 
     let private ownershipStage (m: Membership) (s: NodeState) : NodeState * Command list =
         let view = s.View
@@ -1442,13 +1472,14 @@ module Protocol =
             view.ServicesSynced && view.SlicesSynced && view.LeasesSynced && s.Kernel.Installed
             && view.PoolsSynced && view.NodesSynced && view.InterfaceKnown
         let signed = signature s m
+        let exclusion = if signed.Vips = s.OwnershipSignature.Vips then [] else [ Note(VipEligibilityChanged signed.Vips) ]
         let s =
             if signed = s.OwnershipSignature then s
             else
                 let liveSince = if signed.Live <> s.OwnershipSignature.Live then s.Now else s.LiveSetSince
                 { s with OwnershipStale = true; OwnershipSignature = signed; LiveSetSince = liveSince }
         let due = s.OwnershipStale || (s.OwnershipDueAt |> Option.exists (fun at -> s.Now >= at))
-        if not synced || not due then s, []
+        if not synced || not due then s, exclusion
         else
             let policy = policyInputs s
             let s =
@@ -1480,7 +1511,7 @@ module Protocol =
             let s, assigned = assignmentStage s m live
             let due = [ yield! Option.toList (ownershipDue s assignments); yield! Option.toList rebalanceDue ]
             { s with OwnershipStale = false; OwnershipDueAt = (if due.IsEmpty then None else Some(List.min due)); MaintenanceDueAt = Some s.Now },
-            kernel @ writes @ deletes @ status @ emits @ poolEvents @ assigned
+            exclusion @ kernel @ writes @ deletes @ status @ emits @ poolEvents @ assigned
 
     /// Upkeep of the VIPs in the kernel, apart from the ownership pass: gratuitous announcements of held
     /// VIPs (a burst, then every vip_arpRate) and address lifetimes (rewritten at half-life), each within the

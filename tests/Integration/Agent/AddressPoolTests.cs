@@ -122,6 +122,88 @@ public sealed class AddressPoolTests(ITestOutputHelper output)
         Assert.Empty(await lab.ArpRespondersAsync("198.18.0.231"));
     }
 
+    [Fact]
+    public async Task Eleven_services_on_a_ten_address_range_the_eleventh_waits_with_a_warning_until_an_address_is_freed()
+    {
+        await using var lab = await AgentLab.StartAsync(output);
+        await CreatePoolsAsync(lab, ("range-global", "198.18.0.200-198.18.0.209"));
+        await lab.ApplyAsync(Manifests.Deployment("test-deploy", "test", replicas: 2));
+        // One apply: the Services are handled oldest first, then by name, so svc-NN gets .2NN and svc-10 none.
+        var names = Enumerable.Range(0, 11).Select(i => $"svc-{i:00}").ToList();
+        await lab.ApplyAsync(string.Join("---\n", names.Select(n => Manifests.Service(n))));
+
+        var expected = names.Take(10).Select((n, i) => (Name: n, Ip: $"198.18.0.{200 + i}")).ToList();
+        foreach (var (name, ip) in expected) Assert.Equal(ip, await WaitForAssignedAsync(lab, name, "default"));
+        await lab.WaitForIngressesAsync(expected.ToDictionary(e => e.Name, e => e.Ip));
+        await lab.WaitForSingleHoldersAsync(expected.Select(e => e.Ip).ToList());
+        foreach (var (_, ip) in expected.Where((_, i) => i % 3 == 0))
+            Assert.Single(await lab.ArpRespondersAsync(ip));
+
+        var exhausted = await lab.WaitForEventAsync("svc-10", "AddressPoolExhausted");
+        Assert.Equal("Warning", exhausted.Type);
+        Assert.Contains("no address assigned: every IPv4 address of", exhausted.Note);
+        Assert.Contains("is in use", exhausted.Note);
+        var eleventh = await lab.ServiceAsync("svc-10");
+        Assert.False(eleventh.Metadata.Annotations?.ContainsKey("kube-vip.io/loadbalancerIPs") ?? false);
+        Assert.Empty(eleventh.Status?.LoadBalancer?.Ingress ?? []);
+
+        // Deleting one frees its address; the waiting Service gets it and it is answered by one node.
+        (await lab.Kubectl.RunAsync("delete", "service", "svc-03")).EnsureSuccess();
+        Assert.Equal("198.18.0.203", await WaitForAssignedAsync(lab, "svc-10", "default"));
+        var holder = await lab.WaitForIngressAsync("svc-10", "198.18.0.203");
+        await lab.WaitForHoldersAsync("198.18.0.203", [holder]);
+        Assert.Equal([holder], await lab.ArpRespondersAsync("198.18.0.203"));
+        var assigned = await lab.WaitForEventAsync("svc-10", "AddressAssigned");
+        Assert.Contains("198.18.0.203", assigned.Note);
+    }
+
+    [Fact]
+    public async Task A_node_labelled_exclude_from_external_load_balancers_hands_its_groups_to_others_takes_no_new_one_and_may_hold_again_once_unlabelled()
+    {
+        const string label = "node.kubernetes.io/exclude-from-external-load-balancers";
+        await using var lab = await AgentLab.StartAsync(output, new Dictionary<string, string> { ["svc_election"] = "true" });
+        await lab.ApplyAsync(Manifests.Deployment("test-deploy", "test", replicas: 3));
+        var vips = Enumerable.Range(0, 6).ToDictionary(i => $"svc-{i:00}", i => $"198.18.0.{200 + i}");
+        await lab.ApplyAsync(string.Join("---\n", vips.Select(kv => Manifests.Service(kv.Key, kv.Value))));
+        var before = await lab.WaitForSingleHoldersAsync(vips.Values.ToList());
+        // The node with the most groups is labelled (any value counts, the empty one included).
+        var excluded = before.Values.GroupBy(n => n).OrderByDescending(g => g.Count()).ThenBy(g => g.Key).First().Key;
+        var itsVips = before.Where(kv => kv.Value == excluded).Select(kv => kv.Key).ToList();
+        lab.Report($"labelling {excluded}, which holds {string.Join(", ", itsVips)}");
+        (await lab.Kubectl.RunAsync("label", "node", excluded, $"{label}=")).EnsureSuccess();
+
+        var after = await lab.WaitForSingleHoldersAsync(vips.Values.ToList(), (_, node) => node != excluded);
+        foreach (var (ip, holder) in before.Where(kv => kv.Value != excluded))
+            Assert.Equal(holder, after[ip]); // only the labelled node's groups moved
+        foreach (var ip in itsVips)
+            Assert.Equal([after[ip]], await lab.ArpRespondersAsync(ip));
+        var name = vips.First(kv => kv.Value == itsVips[0]).Key;
+        await lab.WaitForIngressAsync(name, itsVips[0]);
+        var withdrawn = await Eventually.WaitAsync(async () =>
+                (await lab.EventsAsync(name)).FirstOrDefault(e => e.Reason == "Withdrawn" && e.Note.Contains(label)),
+            TimeSpan.FromSeconds(15), $"a Withdrawn Event for {name} naming the label");
+        Assert.Contains(itsVips[0], withdrawn.Note);
+        Assert.Contains($"Holding no VIP: this node is labelled {label}", lab.Log(excluded));
+
+        // New groups do not land on it either.
+        var more = Enumerable.Range(6, 3).ToDictionary(i => $"svc-{i:00}", i => $"198.18.0.{200 + i}");
+        await lab.ApplyAsync(string.Join("---\n", more.Select(kv => Manifests.Service(kv.Key, kv.Value))));
+        await lab.WaitForSingleHoldersAsync(vips.Values.Concat(more.Values).ToList(), (_, node) => node != excluded);
+        Assert.DoesNotContain(await lab.PlacementAsync(vips.Values.Concat(more.Values)), kv => kv.Value.Contains(excluded));
+
+        // Unlabelled, it is a candidate again: the two others hold all nine groups, more than the load bound
+        // (⌈1.1 · 9 / 3⌉ = 4) while it holds none, so once the cluster is still groups move back to it.
+        (await lab.Kubectl.RunAsync("label", "node", excluded, $"{label}-")).EnsureSuccess();
+        await Eventually.WaitAsync(async () =>
+            {
+                var placement = await lab.PlacementAsync(vips.Values.Concat(more.Values));
+                return placement.Values.All(n => n.Count == 1) && placement.Values.Any(n => n[0] == excluded);
+            }, TimeSpan.FromSeconds(45), $"{excluded} to hold a group again, each VIP on one node");
+        var back = (await lab.PlacementAsync(vips.Values.Concat(more.Values))).First(kv => kv.Value.SequenceEqual([excluded])).Key;
+        Assert.Equal([excluded], await lab.ArpRespondersAsync(back));
+        Assert.Contains("This node may hold VIPs again", lab.Log(excluded));
+    }
+
     private static async Task CreatePoolsAsync(AgentLab lab, params (string Key, string Value)[] entries)
     {
         var args = new List<string> { "-n", "kube-system", "create", "configmap", "kubevip" };

@@ -127,6 +127,35 @@ public sealed class NetlinkAddressTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task Adding_an_address_somebody_else_put_on_the_interface_leaves_it_untouched_and_says_so()
+    {
+        await using var ns = await NetlinkTestNamespace.CreateAsync();
+        await using var table = AddressTable.Open(ns.Name);
+        // Put there by an administrator, forever, without Hybrid's mark: IPv4 and IPv6.
+        await ns.IpInAsync("addr", "add", "198.18.20.7/32", "dev", "veth0");
+        await ns.IpInAsync("-6", "addr", "add", "2001:db8::7/128", "dev", "veth0", "nodad");
+        foreach (var (text, prefix) in new[] { ("198.18.20.7", 32), ("2001:db8::7", 128) })
+        {
+            var ip = IPAddress.Parse(text);
+            var before = Assert.Single(await table.DumpAsync(ns.Veth0, CancellationToken.None), a => a.Address.Equals(ip));
+            Assert.Equal(AddressAddOutcome.NotOurs, await table.AddAsync(ns.Veth0, ip, prefix, OneSecond, CancellationToken.None));
+            var after = Assert.Single(await table.DumpAsync(ns.Veth0, CancellationToken.None), a => a.Address.Equals(ip));
+            Assert.False(after.IsHybrid);
+            Assert.Equal(before.Protocol, after.Protocol);
+            Assert.Null(after.ValidLifetime); // still forever: a lifetime would have the kernel delete it
+            Assert.Equal(before.Flags, after.Flags);
+        }
+
+        // A new address is added with the mark; adding it again (an earlier agent's) restarts its lifetime.
+        var vip = IPAddress.Parse("198.18.20.8");
+        Assert.Equal(AddressAddOutcome.Added, await table.AddAsync(ns.Veth0, vip, 32, OneSecond, CancellationToken.None));
+        Assert.Equal(AddressAddOutcome.Refreshed, await table.AddAsync(ns.Veth0, vip, 32, TimeSpan.FromSeconds(30), CancellationToken.None));
+        var ours = Assert.Single(await table.DumpAsync(ns.Veth0, CancellationToken.None), a => a.Address.Equals(vip));
+        Assert.True(ours.IsHybrid);
+        Assert.True(ours.ValidLifetime > TimeSpan.FromSeconds(20), $"lifetime {ours.ValidLifetime}");
+    }
+
+    [Fact]
     public async Task Adding_to_a_missing_interface_names_the_operation_and_ENODEV()
     {
         await using var ns = await NetlinkTestNamespace.CreateAsync();
