@@ -221,9 +221,10 @@ module Ownership =
             let dealt = spread live groups
             let servable = dealt.Count
             let cap = capacity servable live.Length
-            let far = (servable * 3 + live.Length * 2 - 1) / (live.Length * 2)
-            let starved = live |> List.exists (fun n -> load n * 2 * live.Length < servable)
-            let gross = loads |> Map.exists (fun _ n -> n > far) || (starved && loads |> Map.exists (fun _ n -> n > cap))
+            // In whole numbers: load > 1.5 · servable / nodes, and load < servable / (2 · nodes).
+            let far n = 2 * live.Length * n > 3 * servable
+            let starved = live |> List.exists (fun n -> 2 * live.Length * load n < servable)
+            let gross = loads |> Map.exists (fun _ n -> far n) || (starved && loads |> Map.exists (fun _ n -> n > cap))
             if not gross then Map.empty, None
             else
                 let stillAt (g: Group) =
