@@ -62,12 +62,21 @@ let private leaseOf (r: Registration) : LeaseRecord =
       Labels = w.Labels
       Annotations = w.Annotations |> Map.toSeq |> Seq.choose (fun (k, v) -> v |> Option.map (fun v -> k, v)) |> Map.ofSeq }
 
-/// Others where this node's fingerprint stays in force: node-b is always a Joined member in force.
+/// Others where this node's fingerprint stays in force: node-b is always a Joined member in force, and at
+/// most one other runs other settings (two would outnumber node-b, and their fingerprint would be in force).
 let private genCase =
     gen {
         let! b = genOther "node-b"
         let b = { b with Registered = Registered(Joined, true) }
         let! others = [ "node-c"; "node-d"; "node-e" ] |> Gen.collectToList genOther
+        let others =
+            others
+            |> List.mapFold (fun seen o ->
+                match o.Registered with
+                | Registered(Joined, false) when seen -> { o with Registered = Registered(Joined, true) }, seen
+                | Registered(Joined, false) -> o, true
+                | _ -> o, seen) false
+            |> fst
         return b :: others
     }
 
