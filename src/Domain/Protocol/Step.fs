@@ -1182,9 +1182,6 @@ module Protocol =
                 match roles.TryFind g.Id with
                 | Some Holding -> WantHeld
                 | Some Acknowledging -> WantAdmitted
-                // The address goes on the interface while the claim's CAS is in flight (admitted, the kernel fence
-                // keeps it silent), so that Hold follows the acknowledgement at once; a lost claim withdraws it.
-                | Some(Claiming _) -> WantAdmitted
                 | Some(Reclaiming _) when not (s.Contests.ContainsKey g.Id) ->
                     // The Lease went missing while this node held it: it keeps answering while it re-creates
                     // it (any other claimer needs its acknowledgement first).
