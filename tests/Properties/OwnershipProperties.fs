@@ -450,7 +450,7 @@ let private boundOf (k: Skewed) =
     max 1 ((servable * 11 + k.Nodes.Length * 10 - 1) / (k.Nodes.Length * 10))
 
 [<Property(MaxTest = 400)>]
-let ``a group moves for balance only in gross imbalance, from a holder above the load bound to the node it is dealt to while below the bound, once still, never beyond the excess or the room`` () =
+let ``a group moves for balance only in gross imbalance, from a holder above the load bound to another live eligible node below the bound, once still, never beyond the excess or the room`` () =
     Prop.forAll (Arb.fromGen genSkewed) (fun k ->
         let assignments = assignSkewed k
         let moves, due = Ownership.rebalance Now settle k.LiveSince k.Nodes k.Leases k.Groups assignments
@@ -471,7 +471,8 @@ let ``a group moves for balance only in gross imbalance, from a holder above the
           for KeyValue(gid, (from, target)) in moves do
               holds (sprintf "%s moves from %s, which does not hold it: %A" gid from assignments[gid]) (assignments[gid] = HeldBy from)
               holds (sprintf "%s moves from %s with %d ≤ bound %d" gid from (load from) bound) (load from > bound)
-              holds (sprintf "%s moves to %s, not its dealt node %A" gid target (dealt.TryFind gid)) (dealt.TryFind gid |> Option.bind List.tryHead = Some target)
+              holds (sprintf "%s moves to %s, which may not hold it" gid target)
+                  (target <> from && List.contains target k.Nodes && Eligibility.allows target (k.Groups |> List.find (fun g -> g.Id = gid)).Eligibility)
               holds (sprintf "%s moves to %s with %d ≥ bound %d" gid target (load target) bound) (load target < bound)
               holds (sprintf "%s moves before the cluster is still" gid) (still gid)
           for from, n in given do
@@ -486,7 +487,7 @@ let ``a group moves for balance only in gross imbalance, from a holder above the
         |> Prop.classify (overloaded && moves.IsEmpty && due.IsSome) "moves wait for stillness")
 
 [<Property(MaxTest = 300)>]
-let ``moving groups for balance until nothing moves leaves no gross imbalance that a move to a dealt node could mend`` () =
+let ``moving groups for balance until nothing moves leaves no gross imbalance that a move to a node below the bound could mend`` () =
     Prop.forAll (Arb.fromGen genSkewed) (fun k ->
         let still = { k with LiveSince = Now - 60_000L; Leases = k.Leases |> Map.map (fun _ l -> { l with ChangedSeenAt = Now - 60_000L }) }
         let step (k: Skewed) =
@@ -513,11 +514,13 @@ let ``moving groups for balance until nothing moves leaves no gross imbalance th
         let stuck =
             if not gross then []
             else
-                assignments
-                |> Map.toList
-                |> List.choose (fun (gid, a) ->
-                    match a, dealt.TryFind gid |> Option.bind List.tryHead with
-                    | HeldBy h, Some t when h <> t && load h > bound && load t < bound -> Some(gid, h, t)
+                final.Groups
+                |> List.choose (fun g ->
+                    match assignments.TryFind g.Id with
+                    | Some(HeldBy h) when load h > bound ->
+                        final.Nodes
+                        |> List.tryFind (fun n -> n <> h && load n < bound && Eligibility.allows n g.Eligibility)
+                        |> Option.map (fun t -> g.Id, h, t)
                     | _ -> None)
         let initially = loadsOf (assignSkewed still) |> Map.exists (fun _ l -> l > bound)
         (holds (sprintf "still rebalancing after 40 rounds") (roundsLeft > 0)

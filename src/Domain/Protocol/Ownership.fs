@@ -198,8 +198,8 @@ module Ownership =
     /// that took far more than its share while its peers were slow to claim what they were dealt (a loaded
     /// machine), or a node that joined late, would stay so for good. When a live holder holds more than 1.5
     /// times the mean, or some live node holds less than half of it while a holder is above the load bound
-    /// (1.1 times the mean, rounded up, as the spread deals), the groups of holders above the bound whose dealt
-    /// node (the spread's first successor) is another live node below the bound go to that node: by
+    /// (1.1 times the mean, rounded up, as the spread deals), the groups of holders above the bound go to the
+    /// best-ranked other live eligible node below the bound (so that afterwards nobody is above it): by
     /// compare-and-swap from the holder, announced on the LAN and answered only once the holder withdrew and
     /// acknowledged (docs/PROTOCOL.md §4), so a move costs one hand-over and an API outage stops it without a
     /// gap. The mild imbalance a failover leaves moves nothing (only the dead node's groups move). "Still":
@@ -218,8 +218,8 @@ module Ownership =
         // below: with no node above the bound over them, nobody is above the real one (no spread computed).
         if live.Length < 2 || not (loads |> Map.exists (fun _ n -> n > capacity heldBy.Length live.Length)) then Map.empty, None
         else
-            let dealt = spread live groups
-            let servable = dealt.Count
+            let eligible (g: Group) = live |> List.filter (fun n -> Eligibility.allows n g.Eligibility)
+            let servable = groups |> List.filter (fun g -> not (eligible g).IsEmpty) |> List.length
             let cap = capacity servable live.Length
             // In whole numbers: load > 1.5 · servable / nodes, and load < servable / (2 · nodes).
             let far n = 2 * live.Length * n > 3 * servable
@@ -231,22 +231,20 @@ module Ownership =
                     let leaseAt = leases.TryFind g.Id |> Option.map _.ChangedSeenAt |> Option.defaultValue g.ChangedSeenAt
                     max liveSince leaseAt + settle
                 let candidates =
-                    heldBy
-                    |> List.filter (fun (_, h) -> load h > cap)
-                    |> List.choose (fun (g, h) ->
-                        match dealt.TryFind g.Id with
-                        | Some(target :: _) when target <> h && load target < cap -> Some(g, h, target)
-                        | _ -> None)
-                    |> List.sortBy (fun (g, _, _) -> -g.CreatedAt, g.Id)
+                    heldBy |> List.filter (fun (_, h) -> load h > cap) |> List.sortBy (fun (g, _) -> -g.CreatedAt, g.Id)
                 let moves, _, _, waiting =
                     candidates
                     |> List.fold
-                        (fun (moves: Map<GroupId, string * string>, given: Map<string, int>, taken: Map<string, int>, waiting) (g, h, target) ->
+                        (fun (moves: Map<GroupId, string * string>, given: Map<string, int>, taken: Map<string, int>, waiting) (g, h) ->
                             let gave = defaultArg (given.TryFind h) 0
-                            let took = defaultArg (taken.TryFind target) 0
-                            if load h - gave <= cap || load target + took >= cap then moves, given, taken, waiting
-                            elif now < stillAt g then moves, given, taken, stillAt g :: waiting
-                            else moves.Add(g.Id, (h, target)), given.Add(h, gave + 1), taken.Add(target, took + 1), waiting)
+                            let took n = defaultArg (taken.TryFind n) 0
+                            let target =
+                                Rendezvous.preference g.Id (eligible g) |> List.tryFind (fun n -> n <> h && load n + took n < cap)
+                            match target with
+                            | _ when load h - gave <= cap -> moves, given, taken, waiting
+                            | None -> moves, given, taken, waiting
+                            | Some _ when now < stillAt g -> moves, given, taken, stillAt g :: waiting
+                            | Some t -> moves.Add(g.Id, (h, t)), given.Add(h, gave + 1), taken.Add(t, took t + 1), waiting)
                         (Map.empty, Map.empty, Map.empty, [])
                 moves, (if waiting.IsEmpty then None else Some(List.min waiting))
 
