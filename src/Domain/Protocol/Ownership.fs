@@ -215,7 +215,7 @@ module Ownership =
         let loads = heldBy |> List.countBy snd |> Map.ofList
         let load n = defaultArg (loads.TryFind n) 0
         // Every group held by a live eligible node is servable, so the held ones bound the servable ones from
-        // below: with no node above the bound over them, nobody is above the real one (no spread computed).
+        // below: with no node above the bound over them, nobody is above the real one (and the eligible nodes of each group are not listed).
         if live.Length < 2 || not (loads |> Map.exists (fun _ n -> n > capacity heldBy.Length live.Length)) then Map.empty, None
         else
             let eligible (g: Group) = live |> List.filter (fun n -> Eligibility.allows n g.Eligibility)
