@@ -72,8 +72,8 @@ internal sealed partial class KernelFence : IDisposable
     /// Installs the table on <paramref name="link"/> with <paramref name="managed"/> managed,
     /// <paramref name="held"/> held (and managed) and NO fence element: held VIPs are fenced until the next
     /// <see cref="Extend"/>. A table already bound to that device is rewritten in place in one transaction
-    /// (packets see the old rules until the new ones are in place); otherwise it is created, or replaced
-    /// (a table on another device). The chains are bound to the device by name and the fence element is keyed
+    /// (packets see the old rules until the new ones are in place): only its sets when it holds this version's
+    /// rules for this index; otherwise it is created, or replaced (a table on another device). The chains are bound to the device by name and the fence element is keyed
     /// by its index, so an interface deleted and created again (a new index) needs a new Install; until then
     /// its held VIPs stay fenced.
     /// </summary>
@@ -86,11 +86,16 @@ internal sealed partial class KernelFence : IDisposable
             throw new ArgumentException($"'{link.Name}' is not an interface name nftables can bind to", nameof(link));
         var managedVips = Vips(managed, nameof(managed));
         var heldVips = Vips(held, nameof(held));
-        if (BoundDevice(cancellationToken) == link.Name)
+        if (Binding(cancellationToken) is { } bound && bound.Device == link.Name)
         {
+            // The same rules for the same index (an agent restarting): only the sets change, since declaring the
+            // chains again is not quite gap-free (KernelFenceRuleset.RefreshSets).
+            var sameRules = bound.InterfaceIndex == link.Index && bound.RulesDigest == KernelFenceRuleset.RulesDigest && bound.RulesComplete;
             try
             {
-                session.Run(KernelFenceRuleset.Refresh(TableName, link.Name, link.Index, managedVips, heldVips), cancellationToken);
+                session.Run(sameRules
+                    ? KernelFenceRuleset.RefreshSets(TableName, managedVips, heldVips)
+                    : KernelFenceRuleset.Refresh(TableName, link.Name, link.Index, managedVips, heldVips), cancellationToken);
                 interfaceIndex = link.Index;
                 return;
             }
@@ -180,10 +185,12 @@ internal sealed partial class KernelFence : IDisposable
         return KernelFenceListing.Parse(json, text, TableName);
     }
 
-    /// <summary>The one device the table's chains are bound to, or null (no table, no chains, several devices).</summary>
-    private string? BoundDevice(CancellationToken cancellationToken) =>
+    /// <summary>How the table is bound, or null (no table, no chains, several devices).</summary>
+    private FenceBinding? Binding(CancellationToken cancellationToken) =>
         KernelFenceListing.HasTable(session.RunJson("list tables netdev", cancellationToken), TableName)
-            ? KernelFenceListing.BoundDevice(session.Run($"list table netdev {TableName}", cancellationToken))
+            ? KernelFenceListing.Binding(
+                session.RunJson($"list table netdev {TableName}", cancellationToken),
+                session.Run($"list table netdev {TableName}", cancellationToken), TableName)
             : null;
 
     /// <summary>Deletes the table (if it exists): nothing is guarded any more.</summary>

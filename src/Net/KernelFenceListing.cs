@@ -48,11 +48,34 @@ internal static partial class KernelFenceListing
     /// The device both base chains of a fence table's text listing are bound to, or null when either is
     /// missing or bound to several devices ("devices = { … }").
     /// </summary>
-    public static string? BoundDevice(string tableText)
+    private static string? BoundDevice(string tableText)
     {
         var ingress = IngressDevicePattern().Match(tableText);
         var egress = EgressDevicePattern().Match(tableText);
         return ingress.Success && egress.Success && ingress.Groups[1].Value == egress.Groups[1].Value ? ingress.Groups[1].Value : null;
+    }
+
+    /// <summary>
+    /// What <see cref="KernelFence.Install"/> needs to know of a table already there, from `list table` in JSON and
+    /// in text: the one device both base chains are bound to, the interface index and rules digest its comment
+    /// records, and whether every chain holds as many rules as this version writes. Null when the base chains
+    /// are not bound to one device.
+    /// </summary>
+    public static FenceBinding? Binding(string tableJson, string tableText, string table)
+    {
+        if (BoundDevice(tableText) is not { } device) return null;
+        using var document = JsonDocument.Parse(tableJson);
+        var rules = Objects(document, "rule")
+            .Where(r => r.GetProperty("table").GetString() == table)
+            .GroupBy(r => r.GetProperty("chain").GetString()!)
+            .ToDictionary(g => g.Key, g => g.Count());
+        var comment = CommentPattern().Match(tableText);
+        return new FenceBinding(
+            device,
+            comment.Success ? int.Parse(comment.Groups[1].Value, CultureInfo.InvariantCulture) : null,
+            comment.Success && comment.Groups[2].Success ? comment.Groups[2].Value : null,
+            KernelFenceRuleset.RulesPerChain.All(chain => rules.GetValueOrDefault(chain.Key) == chain.Value) &&
+            rules.Keys.All(KernelFenceRuleset.RulesPerChain.ContainsKey));
     }
 
     /// <summary>Milliseconds of an nft duration such as "1m", "4s908ms", "1d2h3m4s5ms".</summary>
@@ -111,7 +134,7 @@ internal static partial class KernelFenceListing
     [GeneratedRegex(@"hook egress device ""([^""]+)""")]
     private static partial Regex EgressDevicePattern();
 
-    [GeneratedRegex(@"comment """ + KernelFenceRuleset.CommentPrefix + @"(\d+)""")]
+    [GeneratedRegex(@"comment """ + KernelFenceRuleset.CommentPrefix + @"(\d+)(?:, rules ([0-9a-f]+))?""")]
     private static partial Regex CommentPattern();
 
     /// <summary>The expiry of the fence set's element: "set fence { … elements = { "eth0" timeout 300ms expires 212ms } }".</summary>
@@ -121,3 +144,9 @@ internal static partial class KernelFenceListing
     [GeneratedRegex("([0-9]+)(ms|d|h|m|s)")]
     private static partial Regex DurationPartPattern();
 }
+
+/// <summary>A fence table found bound to <paramref name="Device"/> (see <see cref="KernelFenceListing.Binding"/>).</summary>
+/// <param name="InterfaceIndex">The index its comment records; null without the comment.</param>
+/// <param name="RulesDigest">The <see cref="KernelFenceRuleset.RulesDigest"/> its comment records; null from a version before digests.</param>
+/// <param name="RulesComplete">Every chain holds as many rules as this version writes, and there is no other chain.</param>
+internal sealed record FenceBinding(string Device, int? InterfaceIndex, string? RulesDigest, bool RulesComplete);
