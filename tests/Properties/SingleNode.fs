@@ -22,7 +22,9 @@ type World =
       /// Lease and status writes so far.
       Writes: int
       /// Status writes that emptied an ingress list that had entries.
-      IngressCleared: int }
+      IngressCleared: int
+      /// What each step asked for, newest first.
+      Decisions: Command list list }
 
 let private record (w: World) (write: LeaseWrite) (previous: LeaseRecord option) : LeaseRecord =
     let kept = previous |> Option.map _.Annotations |> Option.defaultValue Map.empty
@@ -101,7 +103,8 @@ let rec private drain (w: World) (inbox: Input list) : World =
     | [] -> w
     | input :: rest ->
         let node, commands = Protocol.step w.Node input
-        let w, replies = commands |> List.fold (fun (w, acc) c -> let w, r = execute w c in w, acc @ r) ({ w with Node = node }, [])
+        let w = { w with Node = node; Decisions = commands :: w.Decisions }
+        let w, replies = commands |> List.fold (fun (w, acc) c -> let w, r = execute w c in w, acc @ r) (w, [])
         drain w (rest @ replies)
 
 /// Reports these inputs (stamped by the caller) and everything they cause, at the world's current instant.
@@ -130,7 +133,8 @@ let startWithForeign (config: Config) (foreign: Set<Ip>) (services: Service list
           Foreign = foreign
           Events = []
           Writes = 0
-          IngressCleared = 0 }
+          IngressCleared = 0
+          Decisions = [] }
     drain
         w
         [ Started(Incarnation 0x5eed_0001UL, [], true, 0L)

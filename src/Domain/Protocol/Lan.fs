@@ -49,6 +49,8 @@ type LanState =
       NextSendAt: Instant
       /// A frame should go out at once (a claim to announce, a claim to acknowledge).
       SendSoon: bool
+      /// The Aside flag of the latest frame sent: a change goes out at once.
+      SaidAside: bool
       Peers: Map<string, Peer>
       /// Incarnations of a node that a newer one replaced: their frames are never accepted again.
       Superseded: Map<string, Set<Incarnation>>
@@ -92,6 +94,7 @@ module Lan =
           Sent = []
           NextSendAt = now
           SendSoon = true
+          SaidAside = false
           Peers = Map.empty
           Superseded = Map.empty
           Acked = Map.empty
@@ -228,6 +231,7 @@ module Lan =
             Sent = (lan.NextSeq, now) :: (lan.Sent |> List.filter (fun (_, at) -> at >= keep))
             NextSendAt = now + timing.HeartbeatInterval
             SendSoon = false
+            SaidAside = aside
             Peers = lan.Peers |> Map.map (fun node peer -> match grants.TryFind node with Some g -> { peer with Granted = g } | None -> peer)
             Acked = acked }
 

@@ -834,7 +834,13 @@ module Protocol =
         |> Set.ofSeq
 
     let private lanStage (m: Membership) (s: NodeState) : NodeState * Command list =
-        let due = s.Now >= s.Lan.NextSendAt || s.Lan.SendSoon
+        // Aside once the kernel answers for nothing, standing aside or stopping: others then take this node's
+        // groups without its acknowledgement, and a stopping node's successors need not wait for its Left
+        // registration to reach them through the API. A change of the flag goes out at once.
+        let aside =
+            (s.StandAside.IsSome || stopping s)
+            && s.Kernel.Vips |> Map.forall (fun _ v -> not v.Held && (match v.Pending with Some(Hold _) -> false | _ -> true))
+        let due = s.Now >= s.Lan.NextSendAt || s.Lan.SendSoon || aside <> s.Lan.SaidAside
         match s.Phase with
         | Stopped -> s, []
         | _ when not due || s.Incarnation = Incarnation 0UL -> s, []
@@ -849,10 +855,6 @@ module Protocol =
                 |> Map.ofList
             let claims =
                 s.Claims |> Map.toList |> List.filter (fun (_, c) -> c.AcknowledgedAt.IsNone) |> List.map (fst >> GroupHash.ofGroup)
-            // Aside only once the kernel answers for nothing: others then claim without this node's acknowledgement.
-            let aside =
-                s.StandAside.IsSome
-                && s.Kernel.Vips |> Map.forall (fun _ v -> not v.Held && (match v.Pending with Some(Hold _) -> false | _ -> true))
             let frame, lan = Lan.send s.Now (timing s) s.Self s.Incarnation s.FingerprintValue aside m (refused s m) capped claims s.Lan
             let lastGrant =
                 lan.Peers
@@ -1260,10 +1262,16 @@ module Protocol =
                                 | _ -> Some "this node no longer holds it"
                             | Unhold _, None -> Some "no service uses it any more"
                             | _ -> None
+                        // The first announcement goes right behind the Hold, not a turn later: the kernel fence drops
+                        // it on the wire if the Hold did not take effect (docs/KERNEL-FENCE.md).
+                        let announce =
+                            match command with
+                            | Hold _ when s.Config.Arp -> kernelDeadline s bound |> Option.map (fun d -> Kernel(Announce(ip, d))) |> Option.toList
+                            | _ -> []
                         { s with
                             Kernel = { s.Kernel with Vips = s.Kernel.Vips.Add(ip, entry) }
                             Transitions = (match why with Some w -> NowWithdrawn(ip, w) :: s.Transitions | None -> s.Transitions) },
-                        commands @ [ Kernel command ]
+                        commands @ Kernel command :: announce
                     | None -> s, commands)
                 (s, [])
 
