@@ -321,6 +321,7 @@ let ``a member is deaf to this node when it hears it, acknowledged it, refuses n
               EchoOfMe = echoAgo |> Option.map (fun _ -> 7u)
               AckedMe = acked
               RefusesMe = refuses
+              AsideSince = None
               Aside = false
               Claims = Set.empty
               Granted = None }

@@ -21,6 +21,8 @@ type Peer =
       RefusesMe: bool
       /// Its latest frame says it stands aside and answers for nothing.
       Aside: bool
+      /// When its frames began to say Aside (None while they do not).
+      AsideSince: Instant option
       /// Groups its latest frame says it claimed and waits to have acknowledged.
       Claims: Set<uint64>
       /// What this node last echoed for it.
@@ -133,6 +135,7 @@ module Lan =
                   AckedMe = false
                   RefusesMe = false
                   Aside = false
+                  AsideSince = None
                   Claims = Set.empty
                   Granted = None }
             let previous, lan =
@@ -160,6 +163,10 @@ module Lan =
                         AckedMe = peer.AckedMe || not echoesOfMe.IsEmpty
                         RefusesMe = (if echoesOfMe.IsEmpty then peer.RefusesMe else refusesMe)
                         Aside = (if isNewSeq then frame.Aside else peer.Aside)
+                        AsideSince =
+                          if not isNewSeq then peer.AsideSince
+                          elif frame.Aside then Some(defaultArg peer.AsideSince now)
+                          else None
                         Claims = (if isNewSeq then Set.ofList frame.Claims else peer.Claims) }
                 let reappeared =
                     match previous with

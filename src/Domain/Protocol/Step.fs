@@ -246,6 +246,26 @@ module Protocol =
         | Unbounded -> Some(s.Now + (timing s).LanRenewDeadline)
         | _ -> None
 
+    /// When this node learnt that `holder` holds nothing any more: its frames began to say Aside, or its
+    /// registration was seen Left or Deposed (the earlier of the two).
+    let private goneSince (s: NodeState) (holder: string) : Instant option =
+        let aside = s.Lan.Peers.TryFind holder |> Option.bind _.AsideSince
+        let left =
+            match s.View.Registrations.Known.TryFind holder with
+            | Some o when o.Registration.State <> Joined -> Some o.ChangedSeenAt
+            | _ -> None
+        match aside, left with
+        | Some a, Some l -> Some(min a l)
+        | a, l -> Option.orElse a l
+
+    /// The instant the successors' stagger counts from: the group's orphaning, or, when its previous holder
+    /// left or stood aside after that, the moment this node learnt so. Otherwise every successor of a group
+    /// whose Lease has not changed for a while would claim at once when its holder leaves (docs/PROTOCOL.md §4).
+    let private orphanedSince (s: NodeState) (since: Instant) (previous: string option) : Instant =
+        match previous |> Option.bind (goneSince s) with
+        | Some gone -> max since gone
+        | None -> since
+
     /// Whether the node's Node object carries the exclusion label and this node honours it (docs/POOLS.md).
     let excludedByLabel (s: NodeState) (node: string) =
         s.View.Nodes.TryFind node
@@ -1113,7 +1133,7 @@ module Protocol =
                     match entitled with
                     | Error reason -> Waiting(NotEntitled reason)
                     | Ok() ->
-                        let due = Ownership.claimDue t since rank
+                        let due = Ownership.claimDue t (orphanedSince s since previous) rank
                         if s.Now >= due then Claiming(lease |> Option.map _.Version, previous)
                         elif rank = 0 then Waiting(TakeoverDueAt due)
                         else Waiting(BetterRankedNode(successors.Head, rank))
@@ -1436,9 +1456,9 @@ module Protocol =
         let t = timing s
         [ for KeyValue(_, a) in assignments do
               match a with
-              | Orphaned(successors, since, _) ->
+              | Orphaned(successors, since, previous) ->
                   match List.tryFindIndex ((=) s.Self) successors with
-                  | Some rank -> Ownership.claimDue t since rank
+                  | Some rank -> Ownership.claimDue t (orphanedSince s since previous) rank
                   | None -> ()
               | _ -> ()
           for KeyValue(_, c) in s.Claims do
@@ -1661,7 +1681,12 @@ module Protocol =
             |> run (maintenanceStage m)
             |> run (fenceStage m)
             |> run (lanStage m)
-        wake m s, List.ofSeq commands
+        // The frame goes out ahead of the kernel and API work of the same decision: it says only what is already
+        // true (echoes of a contested claim stay capped until the withdrawal completed, Aside only once the
+        // kernel answers for nothing), and peers waiting on it (a claim to acknowledge, a holder gone aside)
+        // should not wait for nftables or the API client.
+        let frames, others = commands |> List.ofSeq |> List.partition (function SendFrame _ -> true | _ -> false)
+        wake m s, frames @ others
 
     /// The clock never goes back. A gap of more than two heartbeat intervals since the previous input means
     /// this process did not run meanwhile (frozen, starved of CPU; it is woken at least every interval): what
