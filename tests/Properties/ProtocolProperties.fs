@@ -279,3 +279,44 @@ let ``a node that stops hearing every member, or being heard by any, at one inst
         |> Prop.classify deaf "deaf"
         |> Prop.classify (not deaf) "mute"
         |> Prop.classify (scenario.Nodes = 3) "three nodes")
+
+/// Three to five nodes, no fault but one graceful stop some time after the cluster formed.
+let private genGracefulStopScenario : Gen<Scenario * int> =
+    gen {
+        let! nodes = Gen.choose (3, 5)
+        let! election = Gen.frequency [ 3, Gen.constant true; 1, Gen.constant false ]
+        let! count = Gen.choose (1, 4)
+        let! services = [ for id in 0 .. count - 1 -> genService nodes 3 id ] |> Gen.sequenceToList
+        let! drifts = Gen.listOfLength nodes (Gen.choose (-1000, 1000))
+        let! victim = Gen.choose (0, nodes - 1)
+        let! at = chooseL ChaosStart (ChaosStart + 1000L)
+        let! seed = Gen.choose (0, Int32.MaxValue)
+        let scenario =
+            { Nodes = nodes
+              Election = election
+              Services = services
+              Drifts = drifts
+              Faults = [ { At = at; Fault = GracefulStop(victim, 60_000L) } ]
+              ChaosEnd = at + 1L
+              Horizon = at + 3L * timing.LanLeaseDuration
+              Seed = uint64 seed }
+        return scenario, victim
+    }
+
+[<Property(MaxTest = 200)>]
+let ``when a holder stops, only the first successor of each of its groups claims it, at once`` () =
+    Prop.forAll (Arb.fromGen genGracefulStopScenario) (fun (scenario, victim) ->
+        let outcome = run scenario false
+        let stop = (List.head scenario.Faults).At
+        // The second successor's turn comes D_L after it learnt the holder left: nobody else claims before.
+        let early = outcome.Claims |> List.filter (fun c -> c.At >= stop && c.At < stop + timing.LanLeaseDuration)
+        let twice = early |> List.countBy _.Lease |> List.filter (fun (_, n) -> n > 1)
+        let late = early |> List.filter (fun c -> c.At - stop > timing.LanLeaseDuration / 2L)
+        let ok = twice.IsEmpty && late.IsEmpty && (early |> List.forall _.Won) && outcome.Violations.IsEmpty
+        Prop.label
+            (if ok then ""
+             else explain scenario (sprintf "node-%d stopped at %d; claims within D_L %A; claimed twice %A; violations %A" victim stop early twice outcome.Violations))
+            ok
+        |> Prop.classify early.IsEmpty "the stopped node held nothing"
+        |> Prop.classify (early.Length > 1) "several groups moved"
+        |> Prop.classify (not scenario.Election) "svc_election=false")

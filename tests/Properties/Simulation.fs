@@ -128,10 +128,14 @@ type Gap = { Ip: Ip; From: int64; Until: int64 option }
 /// A registration the server wrote as Deposed: by which node, whose, when.
 type DepositionWritten = { At: int64; By: int; Target: string }
 
+/// A group Lease write naming its writer as the holder, as the server received it: a claim.
+type ClaimSent = { At: int64; By: int; Lease: string; Won: bool }
+
 type Outcome =
     { Violations: Violation list
       Gaps: Gap list
       Depositions: DepositionWritten list
+      Claims: ClaimSent list
       /// At the horizon: VIP → nodes answering it.
       AnsweringAtEnd: Map<Ip, int list>
       /// VIPs that should be answered at the horizon (a desired group with a live eligible node).
@@ -275,6 +279,7 @@ let run (scenario: Scenario) (trace: bool) : Outcome =
     let violations = List<Violation>()
     let gaps = List<Gap>()
     let depositions = List<DepositionWritten>()
+    let claims = List<ClaimSent>()
 
     // ── Answering ───────────────────────────────────────────────────────────────────────────────
     let answers (n: Node) (ip: Ip) (t: int64) =
@@ -666,6 +671,10 @@ let run (scenario: Scenario) (trace: bool) : Outcome =
                         let outcome, change = apply request
                         say (fun () -> sprintf "server: %s request %A -> %A" (nodeName i) (match request with WriteLease(id, w) -> sprintf "%d %s" id w.Name | DeleteLease(id, n, _) -> sprintf "delete %d %s" id n | _ -> "") (match outcome with Written(Some r) -> sprintf "written v%s" r.Version | o -> sprintf "%A" o))
                         change |> Option.iter publish
+                        match request with
+                        | WriteLease(_, w) when not (w.Name.StartsWith LeaseNames.RegistrationPrefix) && w.Holder = Some(nodeName i) ->
+                            claims.Add { At = now; By = i; Lease = w.Name; Won = (match outcome with Written _ -> true | _ -> false) }
+                        | _ -> ()
                         match outcome with
                         | Written(Some r) when r.Name.StartsWith LeaseNames.RegistrationPrefix && r.Annotations.TryFind LeaseKeys.State = Some "deposed" ->
                             depositions.Add { At = now; By = i; Target = r.Name.Substring LeaseNames.RegistrationPrefix.Length }
@@ -712,6 +721,7 @@ let run (scenario: Scenario) (trace: bool) : Outcome =
     { Violations = List.ofSeq violations
       Gaps = List.ofSeq gaps
       Depositions = List.ofSeq depositions
+      Claims = List.ofSeq claims
       AnsweringAtEnd = answeringAtEnd
       ExpectedAtEnd = expected
       Steps = steps
