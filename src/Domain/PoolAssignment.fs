@@ -34,7 +34,7 @@ type PoolWait =
     | NoPoolApplies
     /// The families the Service needs that could not be given (all of them for RequireDualStack and
     /// SingleStack; PreferDualStack waits only when no family can be given).
-    | FamiliesUnavailable of (IpFamily * FamilyShortfall) list
+    | FamiliesUnavailable of pool: PoolScope * missing: (IpFamily * FamilyShortfall) list
 
 /// What to write on a Service: `kube-vip.io/loadbalancerIPs` and the label `implementation=kube-vip`, as
 /// kube-vip-cloud-provider writes them, and `kube-vip.io/serviceInterface` when the pool names one.
@@ -214,7 +214,7 @@ module PoolAssignment =
             let missing = picks |> List.choose (fun (f, p) -> match p with Error why -> Some(f, why) | Ok _ -> None)
             match need, given, missing with
             | EveryFamily, _, _ :: _
-            | AnyFamily, [], _ -> WaitForAddress(FamiliesUnavailable missing)
+            | AnyFamily, [], _ -> WaitForAddress(FamiliesUnavailable(pool.Scope, missing))
             | _ ->
                 AssignAddresses
                     { Service = key

@@ -22,7 +22,7 @@ module PoolWarning =
         | AddressNotAnnounced(_, (AddressRefusal.NoPoolForNamespace | AddressRefusal.OutsidePool _ | AddressRefusal.DhcpNotInPool _)) ->
             EventReason.AddressNotInPool
         | AddressKeptDespitePolicy _ -> EventReason.AddressOutsidePolicyKept
-        | AddressNotAssigned(FamiliesUnavailable missing) when missing |> List.exists (fun (_, why) -> why = PoolExhausted) ->
+        | AddressNotAssigned(FamiliesUnavailable(_, missing)) when missing |> List.exists (fun (_, why) -> why = PoolExhausted) ->
             EventReason.AddressPoolExhausted
         | AddressNotAssigned _ -> EventReason.NoAddressPool
 
@@ -68,8 +68,8 @@ module PoolWarning =
         | Dhcp(f, None) -> sprintf "DHCP (%s)" (family f)
         | Dhcp(f, Some leased) -> sprintf "%s (leased by DHCP, %s)" (Ip.format leased) (family f)
 
-    let private shortfall (ns: string option) (f: IpFamily, why: FamilyShortfall) =
-        let where = ns |> Option.map (sprintf "namespace %s's pool") |> Option.defaultValue "the pool"
+    let private shortfall (pool: PoolScope) (f: IpFamily, why: FamilyShortfall) =
+        let where = poolName pool
         match why with
         | FamilyNotInPool -> sprintf "%s has no %s address" where (family f)
         | PoolExhausted -> sprintf "every %s address of %s is in use" (family f) where
@@ -82,8 +82,8 @@ module PoolWarning =
         | AddressKeptDespitePolicy(ip, why) ->
             sprintf "%s stays announced because it already was, but would be refused now: %s" (Ip.format ip) (refusal ns why)
         | AddressNotAssigned NoPoolApplies -> sprintf "no address assigned: %s" (refusal ns AddressRefusal.NoPoolForNamespace)
-        | AddressNotAssigned(FamiliesUnavailable missing) ->
-            sprintf "no address assigned: %s" (missing |> List.map (shortfall ns) |> String.concat "; ")
+        | AddressNotAssigned(FamiliesUnavailable(pool, missing)) ->
+            sprintf "no address assigned: %s" (missing |> List.map (shortfall pool) |> String.concat "; ")
 
     /// The message, within an Event's note. `ns` is the namespace of the Service the Event is about (None
     /// for the ConfigMap).

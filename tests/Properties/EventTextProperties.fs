@@ -102,7 +102,7 @@ let ``every message the pool rules write fits an Event's note, whatever it quote
                       AddressNotAnnounced(Dhcp(IPv4, None), AddressRefusal.DhcpNotInPool(OneNamespace ns))
                       AddressNotAnnounced(Static(v4 10 0 0 1), AddressRefusal.NoPoolForNamespace)
                       AddressKeptDespitePolicy(ip "fd00::ffff:ffff:ffff:ffff", AddressRefusal.SharedAcrossNamespaces earlier)
-                      AddressNotAssigned(FamiliesUnavailable [ IPv4, PoolExhausted; IPv6, FamilyNotInPool ])
+                      AddressNotAssigned(FamiliesUnavailable(AllNamespaces, [ IPv4, PoolExhausted; IPv6, FamilyNotInPool ]))
                       AddressNotAssigned NoPoolApplies ]
                 |> Gen.map (fun w -> w, ns)
         }

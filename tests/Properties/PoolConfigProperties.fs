@@ -142,9 +142,24 @@ let ``a namespace whose pool entries are all bad gets no address, not the global
         let verdicts = AddressPolicy.verdicts DefaultConfig read.Config [] [ annotate Annotations.LoadBalancerIPs "10.0.1.7" s ]
         allOf
             [ holds (sprintf "errors %A" read.Errors) (read.Errors |> List.forall (fun e -> e.Key = k))
-              holds (sprintf "assigned %A" outcome) (outcome = [ s.Key, WaitForAddress(FamiliesUnavailable [ IPv4, FamilyNotInPool ]) ])
+              holds (sprintf "assigned %A" outcome) (outcome = [ s.Key, WaitForAddress(FamiliesUnavailable(OneNamespace "team-a", [ IPv4, FamilyNotInPool ])) ])
               holds (sprintf "verdicts %A" verdicts)
                   (verdicts = [ { Service = s.Key; Verdicts = [ Static(v4 10 0 1 7), AddressRefused(AddressRefusal.OutsidePool(OneNamespace "team-a")) ] } ]) ])
+
+[<Property>]
+let ``an exhausted pool's warning names the pool the Service draws from, its namespace's or the global one`` () =
+    forAll (Gen.elements [ true; false ]) (fun own ->
+        let key = if own then "range-team-a" else "range-global"
+        let read = Pools.read (Map [ key, "10.0.1.7-10.0.1.7" ])
+        let first = { service "team-a" "first" with Ports = [ tcp 80 ]; Annotations = Map [ Annotations.LoadBalancerIPs, "10.0.1.7" ] }
+        let waiting = { service "team-a" "second" with Ports = [ tcp 81 ] }
+        let outcome = PoolAssignment.assign DefaultConfig read.Config [] [ for s in [ first; waiting ] -> { Service = s; Families = []; FamilyPolicy = SingleStack } ]
+        let messages = outcome |> List.collect (snd >> PoolWarning.ofAssignment) |> List.map (PoolWarning.message (Some "team-a"))
+        let named = if own then "the pool of namespace team-a (" else "the global pool ("
+        allOf
+            [ holds (sprintf "one warning: %A" messages) (messages.Length = 1)
+              holds (sprintf "%A names %s" messages named) (messages |> List.forall (fun m -> m.Contains named && m.Contains "in use")) ]
+        |> Prop.classify own "the namespace's own pool")
 
 [<Property>]
 let ``0.0.0.0/32 among IPv4 addresses is reported and the addresses are used`` () =

@@ -60,7 +60,7 @@ let private asExpected (outcome: AssignOutcome) =
     match outcome with
     | AssignAddresses { Addresses = [ Static ip ] } -> Some(ExpectAddress ip)
     | AssignAddresses { Addresses = [ Dhcp(IPv4, None) ] } -> Some ExpectDhcp
-    | WaitForAddress(FamiliesUnavailable [ f, why ]) -> Some(ExpectWait(f, why))
+    | WaitForAddress(FamiliesUnavailable(_, [ f, why ])) -> Some(ExpectWait(f, why))
     | WaitForAddress NoPoolApplies -> Some ExpectNoPool
     | _ -> None
 
@@ -143,7 +143,7 @@ let ``an address leased by DHCP is never assigned, wherever the lease is recorde
             [ holds (sprintf "the lease %s was given: %A" (Ip.format leased) outcomes) (not (List.contains leased given))
               holds (sprintf "%d of %d free addresses given" given.Length (size - 1)) (given.Length = size - 1)
               holds "the rest wait, the pool exhausted"
-                  (outcomes |> List.filter (fun (_, o) -> staticsOf o = []) |> List.forall (fun (_, o) -> o = WaitForAddress(FamiliesUnavailable [ IPv4, PoolExhausted ]))) ]
+                  (outcomes |> List.filter (fun (_, o) -> staticsOf o = []) |> List.forall (fun (_, o) -> (match o with WaitForAddress(FamiliesUnavailable(_, [ IPv4, PoolExhausted ])) -> true | _ -> false))) ]
         |> Prop.classify (record = InStatus) "lease only in status"
         |> Prop.classify (size = 1) "the lease is the whole pool")
 
@@ -260,7 +260,7 @@ let ``dual-stack gets one address of each family when asked, primary family firs
         | AssignAddresses a ->
             holds (sprintf "%A given, expected %A" a.Addresses expected)
                 (a.Addresses = expected && (complete || (policy = PreferDualStack && not expected.IsEmpty)))
-        | WaitForAddress(FamiliesUnavailable missing) ->
+        | WaitForAddress(FamiliesUnavailable(_, missing)) ->
             holds (sprintf "waits for %A though %A could be given" missing expected)
                 ((policy = RequireDualStack && not complete || expected.IsEmpty)
                  && (missing |> List.map fst |> List.forall (available >> not)))
