@@ -6,6 +6,7 @@ using Hybrid.Net;
 using k8s;
 using k8s.Models;
 using Microsoft.Extensions.Logging;
+using StopBudget = Hybrid.Domain.StopBudget;
 
 namespace Hybrid.Agent;
 
@@ -13,11 +14,12 @@ namespace Hybrid.Agent;
 /// Composes the agent on one node and runs it: the watches, the heartbeat receiver and the link watcher feed
 /// the inbox; the protocol loop decides (through the domain) and acts; status and Events are written in the
 /// background. On stop it asks the domain to stop — every VIP withdrawn, the fence expired, the registration
-/// written Left — and gives that <see cref="StopBudget"/>; others take the groups over as soon as they see Left.
+/// written Left — and gives that the domain's StopBudget.Sequence; others take the groups over as soon as the
+/// node says on the LAN that it answers for nothing.
 /// </summary>
 internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFactory loggers)
 {
-    private static readonly TimeSpan StopBudget = TimeSpan.FromMilliseconds(1900);
+    private static readonly TimeSpan StopSequence = TimeSpan.FromMilliseconds(StopBudget.Sequence);
     private readonly ILogger _logger = loggers.CreateLogger<AgentHost>();
 
     public async Task<int> RunAsync(CancellationToken stopping)
@@ -105,14 +107,14 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
             // Graceful stop: the domain withdraws everything, expires the fence and writes Left.
             var requested = MonotonicClock.NowMs;
             inbox.Post(n => n.StopRequested(requested));
-            if (await Task.WhenAny(loopTask, Task.Delay(StopBudget, CancellationToken.None)) != loopTask)
-                _logger.LogWarning("Stopping took longer than {Budget} ms; leaving the rest to the fence", (int)StopBudget.TotalMilliseconds);
+            if (await Task.WhenAny(loopTask, Task.Delay(StopSequence, CancellationToken.None)) != loopTask)
+                _logger.LogWarning("Stopping took longer than {Budget} ms; leaving the rest to the fence", StopBudget.Sequence);
         }
         await run.CancelAsync();
         try { await loopTask; } catch (OperationCanceledException) { }
-        using (var flush = new CancellationTokenSource(TimeSpan.FromMilliseconds(300)))
+        using (var flush = new CancellationTokenSource(TimeSpan.FromMilliseconds(StopBudget.EventFlush)))
             await events.FlushAsync(flush.Token);
-        await Task.WhenAny(Task.WhenAll(background), Task.Delay(200));
+        await Task.WhenAny(Task.WhenAll(background), Task.Delay(TimeSpan.FromMilliseconds(StopBudget.Background)));
         _logger.LogInformation("Stopped");
         return 0;
     }

@@ -95,6 +95,19 @@ module Timing =
         else
             Error problems
 
+/// How long a stopping agent gives each part of its stop. Past them the kernel fence still ends the node's
+/// right to answer on time, so a slow stop costs a hand-over its speed, never its safety.
+[<RequireQualifiedAccess>]
+module StopBudget =
+    /// The stop sequence: every VIP withdrawn, the fence expired, the registration written Left.
+    let Sequence: Duration = 1900L
+    /// Events still queued afterwards (the withdrawals') get this long to reach the API.
+    let EventFlush: Duration = 300L
+    /// The background loops (watches, heartbeat receiver, HTTP servers) get this long to end.
+    let Background: Duration = 200L
+    /// The DaemonSet's terminationGracePeriodSeconds: the whole stop, with room for a slow API, before SIGKILL.
+    let GracePeriodSeconds = 10L
+
 /// The cluster key that authenticates LAN heartbeats (at least 16 bytes; `hybrid manifest secret` makes 32),
 /// and its id: the first 8 bytes of HMAC-SHA256(key, "hybrid key id") in hex, safe to show and to compare.
 type ClusterKey =

@@ -569,8 +569,7 @@ module Manifest =
               "hostNetwork", Document.Boolean true
               "dnsPolicy", text "ClusterFirstWithHostNet"
               "priorityClassName", text "system-node-critical"
-              // A stopping agent hands its VIPs over in well under a second; the rest is margin.
-              "terminationGracePeriodSeconds", Document.Number 10L
+              "terminationGracePeriodSeconds", Document.Number StopBudget.GracePeriodSeconds
               "nodeSelector", Document.Map [ "kubernetes.io/os", text "linux" ]
               "securityContext", Document.Map [ "seccompProfile", Document.Map [ "type", text "RuntimeDefault" ] ]
               if options.Switched.Contains ManifestSetting.ControlPlaneOnly then yield! controlPlaneOnly

@@ -357,3 +357,15 @@ let ``the probes look at the health port, which differs from the metrics port, a
         | Error errors -> holds (sprintf "%A" errors) (healthPort = metricsPort && errors.Length = 1)
         |> Prop.classify (healthPort = metricsPort) "clash"
         |> Prop.classify (metricsPort = 0) "no metrics")
+
+[<Xunit.Fact>]
+let ``a stopping agent's budgets end well before the DaemonSet's grace period ends in SIGKILL`` () =
+    // Withdrawing, expiring the fence and writing Left, then flushing Events and ending the loops: all of it
+    // at most half the grace period, so that a slow API server still leaves the agent time to exit by itself.
+    let ds = (daemonSetOf required |> Result.toOption).Value
+    let grace =
+        match at [ "spec"; "template"; "spec"; "terminationGracePeriodSeconds" ] ds with
+        | Some(Document.Number seconds) -> seconds * 1000L
+        | other -> failwithf "no terminationGracePeriodSeconds in the DaemonSet: %A" other
+    let stop = StopBudget.Sequence + StopBudget.EventFlush + StopBudget.Background
+    Xunit.Assert.True(2L * stop <= grace, sprintf "the stop takes up to %d ms of a %d ms grace period" stop grace)
