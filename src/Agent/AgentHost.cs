@@ -41,6 +41,26 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
             _logger.LogCritical("VIP interface {Interface} does not exist", interfaceName);
             return 1;
         }
+        // An interface deleted and created again (a new index and MAC: a reloaded driver, a re-created bond or
+        // VLAN) ends the session as a stop would, and a new one starts on it, as a restarted agent would.
+        while (true)
+        {
+            var (code, replacement) = await RunSessionAsync(monitor, links, addresses, interfaceName, link, stopping);
+            if (replacement is null || stopping.IsCancellationRequested) return code;
+            _logger.LogWarning("VIP interface {Interface} was created again (index {OldIndex} → {NewIndex}, MAC {OldMac} → {NewMac}): starting over on it",
+                interfaceName, link.Index, replacement.Index, link.HardwareAddress, replacement.HardwareAddress);
+            link = replacement;
+        }
+    }
+
+    /// <summary>
+    /// One agent session on one incarnation of the VIP interface: until <paramref name="stopping"/> fires, or
+    /// the interface is replaced by another of the same name (then returned, once this session has stopped).
+    /// </summary>
+    private async Task<(int Code, LinkInfo? Replacement)> RunSessionAsync(NetlinkMonitor monitor, LinkTable links, AddressTable addresses,
+        string interfaceName, LinkInfo link, CancellationToken stopping)
+    {
+        using var session = CancellationTokenSource.CreateLinkedTokenSource(stopping);
 
         // The heartbeat port is bound exclusively: a second agent on this node refuses to start (the
         // protocol's safety assumes one agent process per node).
@@ -53,7 +73,7 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
         {
             _logger.LogCritical("Cannot open the LAN heartbeat port {Port} on {Interface} ({Error}): is another agent running on this node?",
                 settings.LanPort, interfaceName, e.Message);
-            return 1;
+            return (1, null);
         }
         await using var _ = heartbeat;
         using var fence = KernelFence.Open(() => MonotonicClock.NowMs);
@@ -79,7 +99,7 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
         var forwarder = gatewayHttp is null ? null : Forwarder(interfaceName, gatewayHttp, inbox);
         var loop = new ProtocolLoop(node, inbox, heartbeat, kernel, leases, status, events, assigner, forwarder, metrics, loggers.CreateLogger<ProtocolLoop>());
         var facts = new InterfaceFactsReader(addresses, links, link.Index, inbox, loggers.CreateLogger<InterfaceFactsReader>());
-        var linkWatcher = new LinkWatcher(monitor, links, link.Index, facts, inbox, loggers.CreateLogger<LinkWatcher>());
+        var linkWatcher = new LinkWatcher(monitor, links, link, facts, inbox, session.Cancel, loggers.CreateLogger<LinkWatcher>());
         var linkUp = await linkWatcher.ReadAsync(stopping);
 
         var incarnation = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
@@ -91,9 +111,10 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
         status.Start(run.Token);
         events.Start(run.Token);
         assigner.Start(run.Token);
+        var watching = Task.Run(() => linkWatcher.RunAsync(run.Token));
         var background = new List<Task>
         {
-            Task.Run(() => linkWatcher.RunAsync(run.Token)),
+            watching,
             Task.Run(() => ReceiveHeartbeatsAsync(heartbeat, inbox, metrics, run.Token)),
         };
         background.AddRange(Watches(inbox, services, status, metrics).Select(w => Task.Run(() => w(run.Token))));
@@ -101,7 +122,7 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
         if (forwarder is not null) background.Add(Task.Run(() => forwarder.RunAsync(run.Token)));
 
         var loopTask = loop.RunAsync(run.Token);
-        await Task.WhenAny(loopTask, Task.Delay(Timeout.Infinite, stopping).ContinueWith(_ => { }, TaskScheduler.Default));
+        await Task.WhenAny(loopTask, Task.Delay(Timeout.Infinite, session.Token).ContinueWith(_ => { }, TaskScheduler.Default));
         if (!loopTask.IsCompleted)
         {
             // Graceful stop: the domain withdraws everything, expires the fence and writes Left.
@@ -115,8 +136,10 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
         using (var flush = new CancellationTokenSource(TimeSpan.FromMilliseconds(StopBudget.EventFlush)))
             await events.FlushAsync(flush.Token);
         await Task.WhenAny(Task.WhenAll(background), Task.Delay(TimeSpan.FromMilliseconds(StopBudget.Background)));
+        // The netlink monitor serves one reader at a time: a session that follows a replaced interface needs it.
+        if (linkWatcher.Replacement is not null) await watching;
         _logger.LogInformation("Stopped");
-        return 0;
+        return (0, linkWatcher.Replacement);
     }
 
     /// <summary>

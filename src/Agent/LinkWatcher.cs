@@ -6,12 +6,18 @@ namespace Hybrid.Agent;
 /// <summary>
 /// Follows the VIP interface through netlink and reports whether it can carry VIPs (administratively up,
 /// with carrier) to the protocol: a node with a dead NIC hands its groups over at once. A change of the
-/// interface's own addresses, or of the link, has <see cref="InterfaceFactsReader"/> read them again.
+/// interface's own addresses, or of the link, has <see cref="InterfaceFactsReader"/> read them again. An
+/// interface of the same name with another index (deleted and created again) is the
+/// <see cref="Replacement"/>: <paramref name="onReplaced"/> is called once, and the agent starts over on it.
 /// </summary>
-internal sealed class LinkWatcher(NetlinkMonitor monitor, LinkTable links, int interfaceIndex, InterfaceFactsReader facts,
-    ProtocolInbox inbox, ILogger<LinkWatcher> logger)
+internal sealed class LinkWatcher(NetlinkMonitor monitor, LinkTable links, LinkInfo link, InterfaceFactsReader facts,
+    ProtocolInbox inbox, Action onReplaced, ILogger<LinkWatcher> logger)
 {
+    private readonly int interfaceIndex = link.Index;
     private bool? _up;
+
+    /// <summary>The interface that replaced the watched one, once one has.</summary>
+    public LinkInfo? Replacement { get; private set; }
 
     /// <summary>Whether the interface is usable now (read once before the loop starts).</summary>
     public async Task<bool> ReadAsync(CancellationToken cancellationToken)
@@ -32,6 +38,10 @@ internal sealed class LinkWatcher(NetlinkMonitor monitor, LinkTable links, int i
                     case LinkChanged changed when changed.Link.Index == interfaceIndex:
                         Report(changed.Link);
                         await facts.ReportAsync(cancellationToken);
+                        break;
+                    case LinkChanged changed when changed.Link.Name == link.Name && Replacement is null:
+                        Replacement = changed.Link;
+                        onReplaced();
                         break;
                     case AddressAdded { Address: { IsHybrid: false } added } when added.InterfaceIndex == interfaceIndex:
                         await facts.ReportAsync(cancellationToken);

@@ -150,6 +150,23 @@ internal sealed class NetnsLab : IAsyncDisposable
         return _runner.RunAsync(["ip", "-n", Topology.LanNamespace, "link", "set", "dev", h.BridgePort, up ? "up" : "down"], cancellationToken);
     }
 
+    /// <summary>
+    /// Deletes a host's `eth0` (its bridge port goes with it) and creates it again with the MAC `newMac`: a new
+    /// interface index, as after a driver reload or a re-created bond. Its addresses and default route are set
+    /// again as at creation; anything else on the old interface (an agent's VIPs, routes to pods) is gone.
+    /// </summary>
+    public async Task RecreateLinkAsync(string host, string newMac, CancellationToken cancellationToken)
+    {
+        var h = FindHost(host);
+        await BatchAsync(h.Namespace, [$"link del dev {h.Interface}"], cancellationToken);
+        await BatchAsync(Topology.LanNamespace,
+        [
+            $"link add {h.BridgePort} address {h.BridgePortMac} type veth peer name {h.Interface} address {newMac} netns {h.Namespace}",
+            $"link set dev {h.BridgePort} master {LabTopology.Bridge} up",
+        ], cancellationToken);
+        await ConfigureHostAsync(h, cancellationToken);
+    }
+
     /// <summary>Addresses on an interface as `address/prefix`, IPv4 and IPv6 (link-local included), in kernel order.</summary>
     public Task<IReadOnlyList<string>> AddressesAsync(string namespaceName, string iface, CancellationToken cancellationToken) =>
         AddressesAsync(_runner, namespaceName, iface, cancellationToken);

@@ -1,3 +1,4 @@
+using Hybrid.Sandbox.Lab;
 using k8s;
 using System.Diagnostics;
 using Xunit;
@@ -98,5 +99,34 @@ public sealed class FailoverTests(ITestOutputHelper output)
         Assert.Equal([holder, successor], ResponderWatch.Succession(probes));
         Assert.Equal([successor], await lab.HoldersAsync(Vip));
         Assert.Equal([successor], await lab.ArpRespondersAsync(Vip));
+    }
+
+    [Fact]
+    public async Task A_VIP_interface_deleted_and_created_again_is_followed_and_answers_with_its_new_MAC()
+    {
+        await using var lab = await AgentLab.StartAsync(output, nodes: 1);
+        await lab.ExposeSeedExampleAsync(Vip);
+        var node = await lab.WaitForIngressAsync("http1", Vip);
+        Assert.Equal([node], await lab.ArpRespondersAsync(Vip));
+        var before = (await lab.RegistrationAsync(node)).Metadata.Annotations;
+
+        // A driver reload: the interface goes, and one of the same name comes back with a new index and MAC.
+        const string newMac = "02:48:59:01:00:7e";
+        await lab.Lab.Network.RecreateLinkAsync(node, newMac, CancellationToken.None);
+
+        await Eventually.WaitAsync(() => lab.Log(node).Contains("was created again"), TimeSpan.FromSeconds(10),
+            $"{node} to notice its VIP interface was created again");
+        var answers = await Eventually.WaitAsync(async () =>
+        {
+            var macs = (await ArpProbe.ResolveAsync(lab.ClientNamespace, lab.Lab.ClientHost.Interface, System.Net.IPAddress.Parse(Vip),
+                TimeSpan.FromMilliseconds(300), CancellationToken.None)).Select(a => a.Mac.ToString()).Distinct().ToList();
+            return macs.Count > 0 ? macs : null;
+        }, TimeSpan.FromSeconds(15), $"{Vip} to be answered again");
+        Assert.Equal([newMac.Replace(":", "").ToUpperInvariant()], answers);
+        Assert.Equal([node], await lab.HoldersAsync(Vip));
+        // A new session: the node registered again under a new incarnation, and its agent kept running.
+        var after = (await lab.RegistrationAsync(node)).Metadata.Annotations;
+        Assert.NotEqual(before["hybrid.kube-vip.io/incarnation"], after["hybrid.kube-vip.io/incarnation"]);
+        Assert.Null(lab.Agents.LastExitCode(node));
     }
 }
