@@ -245,6 +245,20 @@ let ``registration Lease names are valid and distinct for every node name`` () =
               holds (sprintf "%s and %s share %s" a b la) ((la = lb) = (a = b)) ]
         |> Prop.classify (a.Length + LeaseNames.RegistrationPrefix.Length > 253) "long name (shortened)")
 
+/// Kubernetes' IsValidLabelValue, which the API server applies to every label (the emulator too).
+let private isLabelValue (s: string) =
+    s.Length <= 63 && System.Text.RegularExpressions.Regex.IsMatch(s, "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+[<Property>]
+let ``a registration's labels are valid label values whatever the node name, which goes only where any text may`` () =
+    forAll (Gen.map2 (fun (r: Registration) name -> { r with Node = name }) genRegistration genNodeName) (fun r ->
+        let write = Registration.write (LeaseNames.registration r.Node) None 1 r
+        allOf
+            [ holds (sprintf "labels %A" write.Labels) (write.Labels |> Map.forall (fun k v -> isLabelValue v && k.Length > 0))
+              holds (sprintf "node %s in a label" r.Node) (write.Labels |> Map.forall (fun _ v -> v <> r.Node))
+              holds "the node name reads back from the annotations" (write.Annotations.TryFind LeaseKeys.Node = Some(Some r.Node)) ]
+        |> Prop.classify (r.Node.Length > 63) "node name longer than a label value")
+
 [<Property>]
 let ``group Lease names are valid and distinct for every address`` () =
     forAll (Gen.two genIp) (fun (a, b) ->
