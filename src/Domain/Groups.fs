@@ -31,7 +31,11 @@ type Group =
       /// When this node last saw a member change (used to date a group that has no Lease yet).
       ChangedSeenAt: Instant
       /// The creationTimestamp of its oldest member (seconds; the API server's, so every node sees the same).
-      CreatedAt: int64 }
+      CreatedAt: int64
+      /// svc_election: the group whose holder this one goes with. A dual-stack Service's IPv6 address follows
+      /// the group of its IPv4 address, so that both are announced from one node while each keeps its own
+      /// Lease (docs/PROTOCOL.md §4). None for every other group.
+      Follows: GroupId option }
 
 /// What the address policy judges by: the pools (Pools.none: no pools) and every node's reserved addresses.
 type AddressPolicyInputs = { Pools: PoolConfig; Network: NodeNetwork list }
@@ -156,6 +160,18 @@ module Desired =
         let changedAt (ss: Service list) = ss |> List.map _.ChangedSeenAt |> List.fold max 0L
         let groups, groupOf =
             if config.Election then
+                // The group of each Service's first address (IPv4 first) leads the groups of its other address;
+                // the oldest Service decides for a group several Services share. A leader never follows: a
+                // Service has at most one address per family, so only IPv6 groups follow.
+                let leaders =
+                    members
+                    |> List.collect (fun (_, ips) ->
+                        match ips with
+                        | first :: rest -> rest |> List.map (fun ip -> LeaseNames.group ip, LeaseNames.group first)
+                        | [] -> [])
+                    |> List.filter (fun (g, leader) -> g <> leader)
+                    |> List.fold (fun (acc: Map<GroupId, GroupId>) (g, leader) -> if acc.ContainsKey g then acc else acc.Add(g, leader)) Map.empty
+                let follows = leaders |> Map.filter (fun _ leader -> not (leaders.ContainsKey leader))
                 let groups =
                     perIp
                     |> List.map (fun (ip, ss) ->
@@ -164,7 +180,8 @@ module Desired =
                           Members = ss |> List.map _.Key
                           Eligibility = ss |> List.map (fun s -> eligibility[s.Key]) |> Eligibility.combine
                           ChangedSeenAt = changedAt ss
-                          CreatedAt = ss |> List.map _.CreatedAt |> List.min })
+                          CreatedAt = ss |> List.map _.CreatedAt |> List.min
+                          Follows = follows.TryFind(LeaseNames.group ip) })
                 groups, perIp |> List.map (fun (ip, _) -> ip, LeaseNames.group ip)
             else
                 // One leader holds everything; an IP whose services have no serving endpoint stays unannounced.
@@ -179,7 +196,8 @@ module Desired =
                     Members = all |> List.map _.Key
                     Eligibility = AnyNode SingleLeaderMode
                     ChangedSeenAt = changedAt all
-                    CreatedAt = all |> List.map _.CreatedAt |> List.fold min Int64.MaxValue } ],
+                    CreatedAt = all |> List.map _.CreatedAt |> List.fold min Int64.MaxValue
+                    Follows = None } ],
                 perIp |> List.map (fun (ip, _) -> ip, config.LeaseName)
         { States = stateList |> List.map (fun (s, state) -> s.Key, state) |> Map.ofList
           Groups = groups

@@ -359,4 +359,5 @@ let group (address: Ip) (eligibility: Eligibility) (changedSeenAt: Instant) : Gr
       Members = []
       Eligibility = eligibility
       ChangedSeenAt = changedSeenAt
-      CreatedAt = 0L }
+      CreatedAt = 0L
+      Follows = None }

@@ -144,13 +144,24 @@ module Ownership =
             let load n = defaultArg (loads.TryFind n) 0
             let chosen = ranked |> List.tryFind (fun n -> load n < cap) |> Option.defaultValue ranked.Head
             loads.Add(chosen, load chosen + 1), spread.Add(g.Id, chosen :: (ranked |> List.filter ((<>) chosen))), dealt + 1
-        let _, result, _ =
+        let leading, following =
             groups
             |> List.map (fun g -> g, live |> List.filter (fun n -> Eligibility.allows n g.Eligibility))
             |> List.filter (fun (_, candidates) -> not candidates.IsEmpty)
+            |> List.partition (fun (g, _) -> g.Follows.IsNone)
+        let _, result, _ =
+            leading
             |> List.sortBy (fun (g, _) -> g.CreatedAt, g.Id)
             |> List.fold deal (Map.empty, Map.empty, 0)
-        result
+        // A follower takes its leader's successors (those eligible for it) ahead of its own ranking, and
+        // counts towards no load: it moves with its leader.
+        following
+        |> List.fold
+            (fun (acc: Map<GroupId, string list>) (g, candidates) ->
+                let led =
+                    g.Follows |> Option.bind result.TryFind |> Option.defaultValue [] |> List.filter (fun n -> List.contains n candidates)
+                acc.Add(g.Id, led @ (Rendezvous.preference g.Id candidates |> List.filter (fun n -> not (List.contains n led)))))
+            result
 
     let private noCandidate (g: Group) =
         match g.Eligibility with
@@ -164,10 +175,18 @@ module Ownership =
         (leases: Map<GroupId, ObservedGroupLease>) (absent: Map<GroupId, AbsentGroupLease>) (groups: Group list)
         : Map<GroupId, Assignment> =
         let successors = lazy (spread live groups)
+        // An orphaned follower goes to whoever holds its leader, when that node is live and eligible for it.
+        let leaderHolder (g: Group) =
+            g.Follows
+            |> Option.bind leases.TryFind
+            |> Option.bind _.Holder
+            |> Option.map _.Node
+            |> Option.filter (fun h -> standing h = Live && Eligibility.allows h g.Eligibility && List.contains h live)
         let orphaned (g: Group) since previous =
-            match successors.Value.TryFind g.Id with
-            | Some s -> Orphaned(s, since, previous)
-            | None -> noCandidate g
+            match successors.Value.TryFind g.Id, leaderHolder g with
+            | Some s, Some h -> Orphaned(h :: List.filter ((<>) h) s, since, previous)
+            | Some s, None -> Orphaned(s, since, previous)
+            | None, _ -> noCandidate g
         let byHolder (g: Group) (holder: string) since =
             match standing holder with
             | Live when Eligibility.allows holder g.Eligibility -> HeldBy holder
@@ -230,8 +249,9 @@ module Ownership =
                 let stillAt (g: Group) =
                     let leaseAt = leases.TryFind g.Id |> Option.map _.ChangedSeenAt |> Option.defaultValue g.ChangedSeenAt
                     max liveSince leaseAt + settle
+                // A follower never moves alone: it follows its leader (follow).
                 let candidates =
-                    heldBy |> List.filter (fun (_, h) -> load h > cap) |> List.sortBy (fun (g, _) -> -g.CreatedAt, g.Id)
+                    heldBy |> List.filter (fun (g, h) -> g.Follows.IsNone && load h > cap) |> List.sortBy (fun (g, _) -> -g.CreatedAt, g.Id)
                 let moves, _, _, waiting =
                     candidates
                     |> List.fold
@@ -247,6 +267,26 @@ module Ownership =
                             | Some t -> moves.Add(g.Id, (h, t)), given.Add(h, gave + 1), taken.Add(t, took t + 1), waiting)
                         (Map.empty, Map.empty, Map.empty, [])
                 moves, (if waiting.IsEmpty then None else Some(List.min waiting))
+
+    /// A follower held apart from its leader (both were claimed while a node failed, say) goes to the leader's
+    /// holder once both Leases and the live set have been still for `settle`: that node claims it, as a
+    /// rebalancing move. Returns the moves (group → holder, taker) and when the next one may become due.
+    let follow (now: Instant) (settle: Duration) (liveSince: Instant) (leases: Map<GroupId, ObservedGroupLease>)
+        (groups: Group list) (assignments: Map<GroupId, Assignment>) : Map<GroupId, string * string> * Instant option =
+        let heldBy id = match assignments.TryFind id with Some(HeldBy h) -> Some h | _ -> None
+        let changed (g: Group) id = leases.TryFind id |> Option.map _.ChangedSeenAt |> Option.defaultValue g.ChangedSeenAt
+        let apart =
+            groups
+            |> List.choose (fun g ->
+                match g.Follows, g.Follows |> Option.bind heldBy, heldBy g.Id with
+                | Some leaderId, Some leader, Some holder when leader <> holder && Eligibility.allows leader g.Eligibility ->
+                    Some(g, holder, leader, max liveSince (max (changed g g.Id) (changed g leaderId)) + settle)
+                | _ -> None)
+        let ready, waiting = apart |> List.partition (fun (_, _, _, stillAt) -> now >= stillAt)
+        ready |> List.map (fun (g, holder, leader, _) -> g.Id, (holder, leader)) |> Map.ofList,
+        (match waiting with
+         | [] -> None
+         | w -> Some(w |> List.map (fun (_, _, _, stillAt) -> stillAt) |> List.min))
 
     /// Why a node releases a group, as Events and logs say it.
     let describeRelease (reason: ReleaseReason) =

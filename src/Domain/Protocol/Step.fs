@@ -1519,8 +1519,11 @@ module Protocol =
             let assignments =
                 Ownership.assign s.Now (timing s) (standing s m) live s.View.Groups s.View.GroupsAbsent s.Desired.Groups
             let entitled = entitlement s m
-            let moves, rebalanceDue =
-                Ownership.rebalance s.Now (ProtocolConstants.rebalanceSettle (timing s)) s.LiveSetSince live s.View.Groups s.Desired.Groups assignments
+            let settle = ProtocolConstants.rebalanceSettle (timing s)
+            let balancing, rebalanceDue = Ownership.rebalance s.Now settle s.LiveSetSince live s.View.Groups s.Desired.Groups assignments
+            let following, followDue = Ownership.follow s.Now settle s.LiveSetSince s.View.Groups s.Desired.Groups assignments
+            let moves = following |> Map.fold (fun (acc: Map<GroupId, string * string>) g move -> acc.Add(g, move)) balancing
+            let rebalanceDue = [ rebalanceDue; followDue ] |> List.choose id |> function [] -> None | due -> Some(List.min due)
             let roles = s.Desired.Groups |> List.map (fun g -> g.Id, role s m entitled moves assignments[g.Id] g) |> Map.ofList
             let s = { s with Assignments = assignments; Roles = roles }
             let s = { s with ForwardWants = Forwarding.wants s roles }

@@ -46,6 +46,32 @@ public sealed class ElectionTests(ITestOutputHelper output)
         return placement;
     }
 
+    [Fact]
+    public async Task A_dual_stack_Services_IPv4_and_IPv6_addresses_are_answered_from_one_node_and_fail_over_together()
+    {
+        await using var lab = await AgentLab.StartAsync(output, Election);
+        await lab.ApplyAsync(Manifests.Deployment("test-deploy", "test", replicas: 3));
+        // Six dual-stack Services: each address has its own group and Lease, dealt by its own name; without
+        // the IPv6 group following the IPv4 one, six pairs over three nodes would almost never all sit together.
+        var pairs = Enumerable.Range(0, 6).ToDictionary(i => $"dual-{i}", i => (V4: $"198.18.0.{210 + i}", V6: $"fd48:5942::d{10 + i}"));
+        await lab.ApplyAsync(string.Join("---\n", pairs.Select(kv => Manifests.Service(kv.Key,
+            annotations: new Dictionary<string, string> { ["kube-vip.io/loadbalancerIPs"] = $"{kv.Value.V4},{kv.Value.V6}" }))));
+        var all = pairs.Values.SelectMany(p => new[] { p.V4, p.V6 }).ToList();
+        var placement = await lab.WaitForSingleHoldersAsync(all, timeout: TimeSpan.FromSeconds(30));
+        foreach (var (name, (v4, v6)) in pairs)
+            Assert.True(placement[v4] == placement[v6], $"{name}: {v4} on {placement[v4]}, {v6} on {placement[v6]}");
+        lab.Report($"six dual-stack Services: {string.Join(", ", lab.Lab.Nodes.Select(n => $"{n.Name}={placement.Values.Count(v => v == n.Name) / 2}"))}");
+
+        // The holder of the first pair fails: its pairs move, each still to one node.
+        var failed = placement[pairs["dual-0"].V4];
+        await lab.Agents.KillAsync(failed, restart: false);
+        await lab.Lab.Network.SetLinkAsync(failed, up: false, CancellationToken.None);
+        var after = await lab.WaitForSingleHoldersAsync(all, (_, node) => node != failed, TimeSpan.FromSeconds(30));
+        foreach (var (name, (v4, v6)) in pairs)
+            Assert.True(after[v4] == after[v6], $"after {failed} failed, {name}: {v4} on {after[v4]}, {v6} on {after[v6]}");
+        Assert.Equal([after[pairs["dual-0"].V4]], await lab.ArpRespondersAsync(pairs["dual-0"].V4));
+    }
+
     private static string Spread(IReadOnlyDictionary<string, string> placement, AgentLab lab) =>
         string.Join(", ", lab.Lab.Nodes.Select(n => $"{n.Name}={placement.Values.Count(v => v == n.Name)}"));
 
