@@ -49,6 +49,19 @@ internal sealed class BenchLab(HybridLab lab) : IAsyncDisposable
             .Count(l => l.Metadata.Name.StartsWith("hybrid-node-", StringComparison.Ordinal) && l.Spec.HolderIdentity is not null) == live,
             TimeSpan.FromSeconds(60), $"{live} live heartbeats", cancellationToken);
 
+    /// <summary>
+    /// Waits until every joined registration says fence=lan: no node keeps an API fence. A node killed while its
+    /// registration still says fence=api (a cluster a few seconds old) is deposed only once that fence has run out
+    /// (R_A, 3 s), which is the protocol's safety, not the failover a settled cluster sees.
+    /// </summary>
+    public Task WaitForSteadyStateAsync(CancellationToken cancellationToken) =>
+        WaitUntilAsync(async () =>
+            (await Client.CoordinationV1.ListNamespacedLeaseAsync("kube-system", cancellationToken: cancellationToken)).Items
+            .Where(l => l.Metadata.Name.StartsWith("hybrid-node-", StringComparison.Ordinal)
+                        && l.Metadata.Annotations?.TryGetValue("hybrid.kube-vip.io/state", out var state) == true && state == "joined")
+            .All(l => l.Metadata.Annotations.TryGetValue("hybrid.kube-vip.io/fence", out var fence) && fence == "lan"),
+            TimeSpan.FromSeconds(30), "every joined registration to say fence=lan", cancellationToken);
+
     public static V1Deployment Deployment(string app, int replicas) => new()
     {
         Metadata = new V1ObjectMeta { Name = app },

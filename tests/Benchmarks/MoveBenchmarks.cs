@@ -37,6 +37,7 @@ internal abstract class MoveBenchmark : IBenchmark
         var samples = new List<double>();
         for (var run = 0; run < runs; run++)
         {
+            await lab.WaitForSteadyStateAsync(cancellationToken);
             var holders = new Dictionary<string, string>();
             foreach (var ip in ips) holders[ip] = (await lab.HolderAsync(ip, cancellationToken))!;
             // The node with the most groups goes away (in ARP mode: the leader).
