@@ -50,17 +50,11 @@ internal sealed class BenchLab(HybridLab lab) : IAsyncDisposable
             TimeSpan.FromSeconds(60), $"{live} live heartbeats", cancellationToken);
 
     /// <summary>
-    /// Waits until every joined registration says fence=lan: no node keeps an API fence. A node killed while its
-    /// registration still says fence=api (a cluster a few seconds old) is deposed only once that fence has run out
-    /// (R_A, 3 s), which is the protocol's safety, not the failover a settled cluster sees.
+    /// Waits until no node keeps an API fence (<see cref="HybridLab.SettledAsync"/>): a failover measured earlier
+    /// is the protocol waiting out a startup fence (R_A, 3 s), not the failover a settled cluster sees.
     /// </summary>
     public Task WaitForSteadyStateAsync(CancellationToken cancellationToken) =>
-        WaitUntilAsync(async () =>
-            (await Client.CoordinationV1.ListNamespacedLeaseAsync("kube-system", cancellationToken: cancellationToken)).Items
-            .Where(l => l.Metadata.Name.StartsWith("hybrid-node-", StringComparison.Ordinal)
-                        && l.Metadata.Annotations?.TryGetValue("hybrid.kube-vip.io/state", out var state) == true && state == "joined")
-            .All(l => l.Metadata.Annotations.TryGetValue("hybrid.kube-vip.io/fence", out var fence) && fence == "lan"),
-            TimeSpan.FromSeconds(30), "every joined registration to say fence=lan", cancellationToken);
+        WaitUntilAsync(() => Lab.SettledAsync(cancellationToken), TimeSpan.FromSeconds(30), "every joined registration to say fence=lan", cancellationToken);
 
     public static V1Deployment Deployment(string app, int replicas) => new()
     {

@@ -277,30 +277,13 @@ module Explain =
 
     /// The Warning Events that apply to a Service (the janitor's; Protocol.step posts them once each).
     let warnings (config: Config) (desired: Desired) (assignments: Map<GroupId, Assignment>) (service: Service) : ServiceEvent list =
-        let key = service.Key
-        let event (w: PoolWarning) =
-            { Service = key; Type = Warning; Reason = PoolWarning.reason w; Message = PoolWarning.message (Some key.Namespace) w }
         let announced = desired.Groups |> List.collect _.Addresses |> Set.ofList
-        let ofState =
-            match desired.States.TryFind key with
-            | Some(Skipped reason) ->
-                match SkipReason.audience reason with
-                | Ours eventReason -> [ { Service = key; Type = Warning; Reason = eventReason; Message = SkipReason.describe reason } ]
-                | NotOurs -> []
-            | Some(Member(ips, _)) ->
-                let local = if not config.Election && service.Policy = Local then [ ServiceWarnings.localNeedsElection key ] else []
-                let unserved =
-                    match desired.GroupOf.TryFind ips.Head |> Option.bind assignments.TryFind with
-                    | Some(NoCandidate reason) -> [ ServiceWarnings.unserved key reason ]
-                    | _ when not (announced.Contains ips.Head) -> [ ServiceWarnings.unserved key (NoEligibleNode NoServingEndpoint) ]
-                    | _ -> []
-                local @ unserved
-            | _ -> []
-        let addressed =
-            [ yield! desired.AddressWarnings.TryFind key |> Option.defaultValue [] |> List.map event
-              for k, outcome in desired.AddressAssignments do
-                  if k = key then yield! PoolWarning.ofAssignment outcome |> List.map event ]
-        ofState @ addressed
+        let unservedBy ip =
+            match desired.GroupOf.TryFind ip |> Option.bind assignments.TryFind with
+            | Some(NoCandidate reason) -> Some reason
+            | _ -> None
+        // A snapshot has no history: the Service counts as settled.
+        ServiceWarnings.ofState config desired announced unservedBy true service @ ServiceWarnings.ofAddresses desired (Some service.Key)
 
     // ── Stages ──────────────────────────────────────────────────────────────────────────────────────
 

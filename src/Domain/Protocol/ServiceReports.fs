@@ -81,3 +81,38 @@ module ServiceWarnings =
           Type = Warning
           Reason = EventReason.LocalNeedsElection
           Message = "externalTrafficPolicy Local needs svc_election=true: the leader announces this service whether or not it runs a pod of it" }
+
+    /// The Warnings a Service's state calls for: why it is skipped, Local without svc_election, nobody able to
+    /// announce it. One rule for the node that posts them (its janitor) and for `hybrid explain`.
+    /// `announced`: every address some group announces; `unservedBy ip`: why the group of `ip` has no candidate,
+    /// if it has none; `settled`: the Service has been still for EndpointGrace (a new one has no endpoint for a
+    /// moment, which is not worth a Warning).
+    let ofState (config: Config) (desired: Desired) (announced: Set<Ip>) (unservedBy: Ip -> NoCandidateReason option)
+        (settled: bool) (service: Service) : ServiceEvent list =
+        let key = service.Key
+        match desired.States.TryFind key with
+        | Some(Skipped reason) ->
+            match SkipReason.audience reason with
+            | Ours eventReason -> [ { Service = key; Type = Warning; Reason = eventReason; Message = SkipReason.describe reason } ]
+            | NotOurs -> []
+        | Some(Member(ips, _)) ->
+            let local = if not config.Election && service.Policy = Local then [ localNeedsElection key ] else []
+            let unserved =
+                match unservedBy ips.Head with
+                | Some(NoEligibleNode _) when not settled -> []
+                | Some reason -> [ unserved key reason ]
+                | None when not (announced.Contains ips.Head) && settled -> [ unserved key (NoEligibleNode NoServingEndpoint) ]
+                | None -> []
+            local @ unserved
+        | _ -> []
+
+    /// The address policy's and pool assignment's Warnings for the Service `key` (all Services when None).
+    let ofAddresses (desired: Desired) (key: ServiceKey option) : ServiceEvent list =
+        let event (k: ServiceKey) (warning: PoolWarning) =
+            { Service = k; Type = Warning; Reason = PoolWarning.reason warning; Message = PoolWarning.message (Some k.Namespace) warning }
+        let wanted k = key |> Option.forall ((=) k)
+        [ for KeyValue(k, warnings) in desired.AddressWarnings do
+              if wanted k then for w in warnings -> event k w
+          for k, outcome in desired.AddressAssignments do
+              if wanted k then for w in PoolWarning.ofAssignment outcome -> event k w ]
+

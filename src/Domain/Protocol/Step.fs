@@ -1344,14 +1344,6 @@ module Protocol =
 
     /// The address policy's Warnings (refused and kept addresses) and those of Services waiting for an
     /// address from the pools.
-    let private addressWarnings (s: NodeState) : ServiceEvent list =
-        let event (key: ServiceKey) (warning: PoolWarning) =
-            { Service = key; Type = Warning; Reason = PoolWarning.reason warning; Message = PoolWarning.message (Some key.Namespace) warning }
-        [ for KeyValue(key, warnings) in s.Desired.AddressWarnings do
-              for w in warnings -> event key w
-          for key, outcome in s.Desired.AddressAssignments do
-              for w in PoolWarning.ofAssignment outcome -> event key w ]
-
     /// Bad entries of the pool ConfigMap, reported once each by its janitor (a node that becomes the janitor
     /// reports what is bad then, as for the Services' Warnings).
     let private poolConfigEvents (s: NodeState) (live: string list) : NodeState * Command list =
@@ -1392,27 +1384,16 @@ module Protocol =
         let groupById = s.Desired.GroupById
         let announced = s.Desired.Groups |> List.collect _.Addresses |> Set.ofList
         let iAmJanitor (key: ServiceKey) = isJanitor s members (string key)
+        let unservedBy ip =
+            match groupOf.TryFind ip |> Option.bind roles.TryFind with
+            | Some(Unserved reason) -> Some reason
+            | _ -> None
         let warnings =
             s.View.Services
             |> Map.toList
-            |> List.collect (fun (key, service) ->
-                match stateOf.TryFind key with
-                | Some(Skipped reason) ->
-                    match SkipReason.audience reason with
-                    | Ours reason' -> [ { Service = key; Type = Warning; Reason = reason'; Message = SkipReason.describe reason } ]
-                    | NotOurs -> []
-                | Some(Member(ips, _)) ->
-                    let local = if not s.Config.Election && service.Policy = Local then [ ServiceWarnings.localNeedsElection key ] else []
-                    let settled = s.Now - service.ChangedSeenAt >= ServiceWarnings.EndpointGrace
-                    let unserved =
-                        match groupOf.TryFind ips.Head |> Option.bind roles.TryFind with
-                        | Some(Unserved(NoEligibleNode _)) when not settled -> []
-                        | Some(Unserved reason) -> [ ServiceWarnings.unserved key reason ]
-                        | _ when not (announced.Contains ips.Head) && settled -> [ ServiceWarnings.unserved key (NoEligibleNode NoServingEndpoint) ]
-                        | _ -> []
-                    local @ unserved
-                | _ -> [])
-            |> List.append (addressWarnings s)
+            |> List.collect (fun (_, service) ->
+                ServiceWarnings.ofState s.Config s.Desired announced unservedBy (s.Now - service.ChangedSeenAt >= ServiceWarnings.EndpointGrace) service)
+            |> List.append (ServiceWarnings.ofAddresses s.Desired None)
             |> List.filter (fun w -> iAmJanitor w.Service)
             |> Set.ofList
             |> Set.union (Forwarding.warnings s)

@@ -202,6 +202,17 @@ internal sealed class HybridLab : IAsyncDisposable
         _logger.LogInformation("Cleared every API fault");
     }
 
+    /// <summary>
+    /// Whether no joined node keeps an API fence (every joined registration says fence=lan): from then on nobody
+    /// writes its registration until something changes, and a failed node is deposed D_L after it fell silent
+    /// (one killed while its startup API fence runs is deposed only once that fence has run out, R_A).
+    /// </summary>
+    public async Task<bool> SettledAsync(CancellationToken cancellationToken) =>
+        (await Client.CoordinationV1.ListNamespacedLeaseAsync("kube-system", labelSelector: Hybrid.Facade.Configuration.RegistrationSelector,
+            cancellationToken: cancellationToken)).Items
+        .Where(l => l.Metadata.Annotations?.TryGetValue("hybrid.kube-vip.io/state", out var state) == true && state == "joined")
+        .All(l => l.Metadata.Annotations.TryGetValue("hybrid.kube-vip.io/fence", out var fence) && fence == "lan");
+
     /// <summary>The nodes whose kernel answers for <paramref name="address"/> now (see <see cref="AnsweredAsync"/>).</summary>
     public async Task<IReadOnlyList<string>> HoldersAsync(IPAddress address, CancellationToken cancellationToken) =>
         (await AnsweredAsync(cancellationToken)).Where(kv => kv.Value.Contains(address)).Select(kv => kv.Key).ToList();

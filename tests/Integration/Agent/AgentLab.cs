@@ -82,10 +82,7 @@ internal sealed class AgentLab : IAsyncDisposable
     /// its registration until something changes.
     /// </summary>
     public Task WaitForSteadyStateAsync() =>
-        Eventually.WaitAsync(async () =>
-            (await RegistrationsAsync()).Where(l => l.Metadata.Annotations?.TryGetValue("hybrid.kube-vip.io/state", out var state) == true && state == "joined")
-            .All(l => l.Metadata.Annotations.TryGetValue("hybrid.kube-vip.io/fence", out var fence) && fence == "lan"),
-            TimeSpan.FromSeconds(30), "every joined registration to say fence=lan");
+        Eventually.WaitAsync(() => Lab.SettledAsync(CancellationToken.None), TimeSpan.FromSeconds(30), "every joined registration to say fence=lan");
 
     public string Log(string node)
     {
