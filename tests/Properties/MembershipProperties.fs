@@ -209,3 +209,22 @@ let ``a registration is dated from when this node saw its version change, and a 
                       holds (sprintf "%s absent: %A" node (final.Absent.TryFind node))
                           (not (final.Known.ContainsKey node) && final.Absent.TryFind node |> Option.exists (fun a -> a.Since = at)) ]
         |> Prop.classify (events |> List.exists (function Choice2Of2 _ -> true | _ -> false)) "some deletion")
+
+[<Property>]
+let ``a node deposed less than the janitor grace ago keeps its janitor duties, every member has them, and nobody else`` () =
+    // The view's changes are seen between 0 and 5 s; "now" is 5 s, the grace 4.5 s: some depositions are recent.
+    let now, grace = 5000L, ProtocolConstants.janitorGrace DefaultTiming
+    forAll genView (fun view ->
+        let m = Membership.ofView view
+        let janitors = Membership.janitors now grace m view |> Set.ofList
+        let due = Membership.janitorsChangeAt now grace view
+        allOf
+            [ for KeyValue(node, o) in view.Known do
+                  let recentlyDeposed = (match o.Registration.State with Deposed _ -> true | _ -> false) && o.ChangedSeenAt > now - grace
+                  holds (sprintf "%s (%A, seen %d ms ago): janitor %b" node o.Registration.State (now - o.ChangedSeenAt) (janitors.Contains node))
+                      (janitors.Contains node = (Membership.isMember m node || recentlyDeposed))
+                  if recentlyDeposed then
+                      holds (sprintf "%s's grace ends at %d, the wake is %A" node (o.ChangedSeenAt + grace) due)
+                          (due |> Option.exists (fun d -> d > now && d <= o.ChangedSeenAt + grace)) ]
+        |> Prop.classify (view.Known |> Map.exists (fun _ o -> (match o.Registration.State with Deposed _ -> true | _ -> false) && o.ChangedSeenAt > now - grace)) "recently deposed"
+        |> Prop.classify (view.Known |> Map.exists (fun _ o -> (match o.Registration.State with Deposed _ -> true | _ -> false) && o.ChangedSeenAt <= now - grace)) "deposed long ago")

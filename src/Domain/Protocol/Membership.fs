@@ -79,6 +79,28 @@ module Membership =
     /// The members other than `self`.
     let others (membership: Membership) (self: string) = membership.Members |> Map.remove self
 
+    /// The nodes among which each Service's janitor (who posts its Warnings) is chosen: the members, and a node
+    /// deposed less than `grace` ago, which rejoins at once when it is alive (a stall got it deposed): handing
+    /// its duties to another node meanwhile would have that node post its Warnings again, and the node itself
+    /// once more when it is back. A node that left keeps none.
+    let janitors (now: Instant) (grace: Duration) (membership: Membership) (view: RegistrationView) : string list =
+        let recentlyDeposed =
+            view.Known
+            |> Map.filter (fun _ o -> (match o.Registration.State with Deposed _ -> true | _ -> false) && now - o.ChangedSeenAt < grace)
+        Set.union (membership.Members |> Map.keys |> Set.ofSeq) (recentlyDeposed |> Map.keys |> Set.ofSeq) |> Set.toList
+
+    /// When the janitors change without any input: a recently deposed node's grace ends.
+    let janitorsChangeAt (now: Instant) (grace: Duration) (view: RegistrationView) : Instant option =
+        view.Known
+        |> Map.toList
+        |> List.choose (fun (_, o) ->
+            match o.Registration.State with
+            | Deposed _ when now < o.ChangedSeenAt + grace -> Some(o.ChangedSeenAt + grace)
+            | _ -> None)
+        |> function
+            | [] -> None
+            | ends -> Some(List.min ends)
+
     /// The term a node's registration has now, if any.
     let termOf (view: RegistrationView) (node: string) =
         view.Known.TryFind node |> Option.map _.Registration.Term

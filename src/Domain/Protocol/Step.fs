@@ -37,6 +37,8 @@ module ProtocolConstants =
     /// How long the live set and a group's Lease must be still before the group moves to restore bounded
     /// loads: as long as a claim pause, so a node that paused its claims gets its share back afterwards.
     let rebalanceSettle (timing: Timing) = claimPause timing
+    /// How long a deposed node keeps its janitor duties (Membership.janitors): long enough to rejoin.
+    let janitorGrace (timing: Timing) = claimPause timing
 
     /// Backoff of failed Lease writes: 100 ms doubling to 5 s, equal jitter.
     let BackoffBase: Duration = 100L
@@ -1514,11 +1516,15 @@ module Protocol =
             let status = statusWrites s roles live
             // Warnings come from each Service's janitor among the registered members, not the members heard:
             // a node that misses a few heartbeats (a stall) must not hand the warnings to another node, which
-            // would post them again.
-            let s, emits = events s roles (m.Members |> Map.keys |> List.ofSeq)
+            // would post them again; nor, for a grace, a node deposed for such a stall.
+            let grace = ProtocolConstants.janitorGrace (timing s)
+            let s, emits = events s roles (Membership.janitors s.Now grace m s.View.Registrations)
             let s, poolEvents = poolConfigEvents s live
             let s, assigned = assignmentStage s m live
-            let due = [ yield! Option.toList (ownershipDue s assignments); yield! Option.toList rebalanceDue ]
+            let due =
+                [ yield! Option.toList (ownershipDue s assignments)
+                  yield! Option.toList rebalanceDue
+                  yield! Option.toList (Membership.janitorsChangeAt s.Now grace s.View.Registrations) ]
             { s with OwnershipStale = false; OwnershipDueAt = (if due.IsEmpty then None else Some(List.min due)); MaintenanceDueAt = Some s.Now },
             exclusion @ kernel @ writes @ deletes @ status @ emits @ poolEvents @ assigned
 
