@@ -234,6 +234,9 @@ internal sealed class AgentSupervisor : IAsyncDisposable
         foreach (var arg in argv.Skip(1)) info.ArgumentList.Add(arg);
         info.Environment["vip_interface"] = LabTopology.HostInterface;
         info.Environment["vip_nodename"] = node.Name;
+        // No diagnostic IPC socket or debugger pipes in /tmp: the runtime removes them only on a clean exit, and
+        // the lab kills agents.
+        info.Environment["DOTNET_EnableDiagnostics"] = "0";
         foreach (var (key, value) in _options.Environment) info.Environment[key] = value;
 
         if (Path.GetDirectoryName(node.LogPath) is { Length: > 0 } directory) Directory.CreateDirectory(directory);
