@@ -109,6 +109,9 @@ internal sealed class WorkloadSimulator : IAsyncDisposable
 
     private void Reconcile()
     {
+        // Deployments are read first, so that every Node that existed when one was created is in the Node list
+        // below, with its pod CIDR: a Node list older than the Deployments put three replicas on two of three nodes.
+        var deployments = _resources.List(ResourceCatalog.Deployments, null, Selector.Everything).Items;
         AllocatePodCidrs();
         var nodes = _resources.List(ResourceCatalog.Nodes, null, Selector.Everything).Items.Select(n => Node(n.Node)).ToDictionary(n => n.Name);
         var readyNodes = nodes.Values.Where(n => n.Ready).OrderBy(n => n.Name, StringComparer.Ordinal).ToList();
@@ -117,7 +120,6 @@ internal sealed class WorkloadSimulator : IAsyncDisposable
         foreach (var p in pods)
             if (p.Node.Obj("spec").Str("nodeName") is { Length: > 0 } n) load[n] = load.GetValueOrDefault(n) + 1;
 
-        var deployments = _resources.List(ResourceCatalog.Deployments, null, Selector.Everything).Items;
         foreach (var d in deployments)
             ReconcileDeployment(d, pods, nodes, readyNodes, load);
 
