@@ -9,10 +9,6 @@ open FsCheck.Xunit
 open Hybrid.Domain
 open Hybrid.Properties.Generators
 
-let private readyOn (nodes: string list) (s: Service) : EndpointSlice =
-    { Service = s.Key
-      Endpoints = nodes |> List.map (fun n -> { NodeName = Some n; Conditions = { Ready = Some true; Serving = Some true; Terminating = Some false } }) }
-
 /// Services 0..count-1: dual-stack (198.18.0.(10+i), fd00::(10+i)) or single-stack, some sharing the IPv6
 /// address of an older one on another port.
 let private genServices =

@@ -10,9 +10,6 @@ open FsCheck.Xunit
 open Hybrid.Domain
 open Hybrid.Properties.Generators
 
-let private readyOn (node: string) (s: Service) : EndpointSlice =
-    { Service = s.Key; Endpoints = [ { NodeName = Some node; Conditions = { Ready = Some true; Serving = Some true; Terminating = Some false } } ] }
-
 [<Property(MaxTest = 30)>]
 let ``an address somebody else put on the interface is never replaced withdrawn or held, its Services get a Warning, and it is announced once it is gone`` () =
     let genCase =
@@ -38,7 +35,7 @@ let ``an address somebody else put on the interface is never replaced withdrawn 
         let owners = services |> List.filter (fun s -> s.LoadBalancerIP = Some(Ip.format foreign)) |> List.map _.Key |> Set.ofList
         let others = Set.ofList vips |> Set.remove foreign
         let settled =
-            SingleNode.startWithForeign config (Set [ foreign ]) services (services |> List.map (readyOn config.NodeName))
+            SingleNode.startWithForeign config (Set [ foreign ]) services (services |> List.map (readyOn [ config.NodeName ]))
             |> SingleNode.runUntil 3000L
         let refusals (w: SingleNode.World) =
             w.Events |> List.filter (fun e -> e.Reason = EventReason.AddressInUseOnInterface)

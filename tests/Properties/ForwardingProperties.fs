@@ -180,9 +180,6 @@ let ``a retry of a failing mapping in flight still counts as failing`` () =
 // A deleted Service's VIP stays while its mappings are deleted from it
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 
-let private readyOn (node: string) (s: Service) : EndpointSlice =
-    { Service = s.Key; Endpoints = [ { NodeName = Some node; Conditions = { Ready = Some true; Serving = Some true; Terminating = Some false } } ] }
-
 [<Property(MaxTest = 40)>]
 let ``a VIP no Service wants any more stays on the node while the forwarder deletes its mappings from it, and goes once it is done`` () =
     let genCase = Gen.zip3 (Gen.elements [ true; false ]) (chooseL 0L 3000L) (Gen.elements [ true; false ])
@@ -190,7 +187,7 @@ let ``a VIP no Service wants any more stays on the node while the forwarder dele
         let config = configWith [ "enable_upnp", "true"; "svc_election", (if election then "true" else "false") ]
         let vip = VipPool[0]
         let web = { service "default" "web" with LoadBalancerIP = Some(Ip.format vip) } |> annotate Annotations.ForwardUpnp "true"
-        let settled = SingleNode.start config [ web ] [ readyOn "node-a" web ] |> SingleNode.runUntil 3000L
+        let settled = SingleNode.start config [ web ] [ readyOn [ "node-a" ] web ] |> SingleNode.runUntil 3000L
         let sources = if forwarded then Set [ vip ] else Set.empty
         let reported = settled |> SingleNode.deliver [ ForwardingReported({ Upnp.noReport with Sources = sources }, settled.Now) ]
         let deleted = reported |> SingleNode.deliver [ ServiceDeleted(web.Key, reported.Now) ]

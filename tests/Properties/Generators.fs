@@ -353,6 +353,11 @@ let genEligibility (nodes: string list) : Gen<Eligibility> =
           3, someOf 0 nodes.Length (nodes @ [ "node-x" ]) |> Gen.map (Set.ofList >> NodesWithEndpoint)
           1, Gen.constant NoServingEndpoint ]
 
+/// An EndpointSlice of `s` with one ready, serving endpoint on each of `nodes`.
+let readyOn (nodes: string list) (s: Service) : EndpointSlice =
+    { Service = s.Key
+      Endpoints = nodes |> List.map (fun n -> { NodeName = Some n; Conditions = { Ready = Some true; Serving = Some true; Terminating = Some false } }) }
+
 let group (address: Ip) (eligibility: Eligibility) (changedSeenAt: Instant) : Group =
     { Id = LeaseNames.group address
       Addresses = [ address ]

@@ -10,9 +10,6 @@ open FsCheck.Xunit
 open Hybrid.Domain
 open Hybrid.Properties.Generators
 
-let private readyOn (node: string) (s: Service) : EndpointSlice =
-    { Service = s.Key; Endpoints = [ { NodeName = Some node; Conditions = { Ready = Some true; Serving = Some true; Terminating = Some false } } ] }
-
 let private genCase =
     gen {
         let! election = Gen.elements [ true; false ]
@@ -29,7 +26,7 @@ let private settled (election: bool) (arp: bool) (count: int) =
               { service "default" (sprintf "web-%d" i) with
                   LoadBalancerIP = Some(Ip.format (v4 198 18 0 (200 + i)))
                   Ports = [ { Protocol = "TCP"; Port = 80 } ] } ]
-    let world = SingleNode.start config services (services |> List.map (readyOn config.NodeName)) |> SingleNode.runUntil 3000L
+    let world = SingleNode.start config services (services |> List.map (readyOn [ config.NodeName ])) |> SingleNode.runUntil 3000L
     world, Set [ for i in 1..count -> v4 198 18 0 (200 + i) ]
 
 [<Property(MaxTest = 40)>]

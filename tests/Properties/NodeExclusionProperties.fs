@@ -10,9 +10,6 @@ open FsCheck.Xunit
 open Hybrid.Domain
 open Hybrid.Properties.Generators
 
-let private readyOn (node: string) (s: Service) : EndpointSlice =
-    { Service = s.Key; Endpoints = [ { NodeName = Some node; Conditions = { Ready = Some true; Serving = Some true; Terminating = Some false } } ] }
-
 let private nodeObject (labels: (string * string) list) : NodeObject =
     { Name = DefaultConfig.NodeName; Addresses = []; Labels = Map.ofList labels }
 
@@ -33,7 +30,7 @@ let ``a node labelled exclude-from-external-load-balancers withdraws its VIPs an
         let vips = [ for i in 1..count -> v4 198 18 0 (200 + i) ]
         let services = vips |> List.mapi (fun i vip -> { service "default" (sprintf "web-%d" i) with LoadBalancerIP = Some(Ip.format vip) })
         let all = Set.ofList vips
-        let settled = SingleNode.start config services (services |> List.map (readyOn config.NodeName)) |> SingleNode.runUntil 3000L
+        let settled = SingleNode.start config services (services |> List.map (readyOn [ config.NodeName ])) |> SingleNode.runUntil 3000L
         let labelled =
             settled |> SingleNode.deliver [ NodeUpserted(nodeObject ((NodeExclusion.Label, value) :: others), settled.Now) ] |> SingleNode.runUntil (settled.Now + 1500L)
         let unlabelled =
