@@ -240,7 +240,9 @@ let ``a global API outage of any length with the LAN healthy and all members up 
 
 /// Three to five nodes; some time after the cluster formed, one of them stops hearing every other member
 /// (deaf) or stops being heard by every other member (mute), all at the same instant.
-let private genOneSidedScenario : Gen<Scenario * int * bool> =
+/// What the focused scenarios below share: 3–5 nodes (mostly svc_election), 1–4 Services, clock drifts, one
+/// victim, an instant soon after the cluster formed, and a seed.
+let private genFocused =
     gen {
         let! nodes = Gen.choose (3, 5)
         let! election = Gen.frequency [ 3, Gen.constant true; 1, Gen.constant false ]
@@ -248,10 +250,16 @@ let private genOneSidedScenario : Gen<Scenario * int * bool> =
         let! services = [ for id in 0 .. count - 1 -> genService nodes 3 id ] |> Gen.sequenceToList
         let! drifts = Gen.listOfLength nodes (Gen.choose (-1000, 1000))
         let! victim = Gen.choose (0, nodes - 1)
-        let! deaf = Gen.elements [ true; false ]
         let! at = chooseL ChaosStart (ChaosStart + 1000L)
-        let! length = chooseL (2L * timing.LanLeaseDuration) 8000L
         let! seed = Gen.choose (0, Int32.MaxValue)
+        return nodes, election, services, drifts, victim, at, seed
+    }
+
+let private genOneSidedScenario : Gen<Scenario * int * bool> =
+    gen {
+        let! nodes, election, services, drifts, victim, at, seed = genFocused
+        let! deaf = Gen.elements [ true; false ]
+        let! length = chooseL (2L * timing.LanLeaseDuration) 8000L
         let faults =
             [ for other in 0 .. nodes - 1 do
                   if other <> victim then
@@ -283,14 +291,7 @@ let ``a node that stops hearing every member, or being heard by any, at one inst
 /// Three to five nodes, no fault but one graceful stop some time after the cluster formed.
 let private genGracefulStopScenario : Gen<Scenario * int> =
     gen {
-        let! nodes = Gen.choose (3, 5)
-        let! election = Gen.frequency [ 3, Gen.constant true; 1, Gen.constant false ]
-        let! count = Gen.choose (1, 4)
-        let! services = [ for id in 0 .. count - 1 -> genService nodes 3 id ] |> Gen.sequenceToList
-        let! drifts = Gen.listOfLength nodes (Gen.choose (-1000, 1000))
-        let! victim = Gen.choose (0, nodes - 1)
-        let! at = chooseL ChaosStart (ChaosStart + 1000L)
-        let! seed = Gen.choose (0, Int32.MaxValue)
+        let! nodes, election, services, drifts, victim, at, seed = genFocused
         let scenario =
             { Nodes = nodes
               Election = election
