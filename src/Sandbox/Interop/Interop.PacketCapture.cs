@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using SharpPcap.LibPcap;
 
-namespace Hybrid;
+namespace Hybrid.Sandbox;
 
 internal static partial class Interop
 {
@@ -34,10 +34,10 @@ internal static partial class Interop
             public readonly uint WireLength;
         }
 
-        [LibraryImport(Libraries.Pcap, EntryPoint = "pcap_next_ex", SetLastError = true)]
+        [LibraryImport(Hybrid.Interop.Libraries.Pcap, EntryPoint = "pcap_next_ex", SetLastError = true)]
         private static partial int NextExNative(PcapHandle handle, out nint header, out nint data);
 
-        [LibraryImport(Libraries.Pcap, EntryPoint = "pcap_breakloop", SetLastError = true)]
+        [LibraryImport(Hybrid.Interop.Libraries.Pcap, EntryPoint = "pcap_breakloop", SetLastError = true)]
         private static partial void BreakLoopNative(PcapHandle handle);
 
         /// <summary>

@@ -21,13 +21,6 @@ internal sealed record AgentSupervisorOptions
     /// <summary>The argv run inside the node's namespace; null: <see cref="AgentSupervisor.DefaultCommand"/>.</summary>
     public Func<AgentNode, IReadOnlyList<string>>? Command { get; init; }
 
-    /// <summary>The `hybrid` assembly for the default command; null: the assembly holding the lab (hybrid.dll).</summary>
-    public string? AssemblyPath { get; init; }
-
-    /// <summary>The dotnet host for the default command; null: this process's host when it is dotnet, else
-    /// $DOTNET_ROOT/dotnet, else `dotnet` on PATH.</summary>
-    public string? DotnetPath { get; init; }
-
     /// <summary>Wait before restarting an agent that exited on its own (a kubelet restarts a crashed pod likewise).</summary>
     public TimeSpan RestartDelay { get; init; } = TimeSpan.FromSeconds(3);
 
@@ -82,15 +75,9 @@ internal sealed class AgentSupervisor : IAsyncDisposable
 
     public IReadOnlyList<string> Nodes => [.. _slots.Keys];
 
-    /// <summary>`DOTNET HYBRID.DLL agent --kubeconfig KUBECONFIG`.</summary>
-    public static IReadOnlyList<string> DefaultCommand(AgentNode node, string? dotnetPath = null, string? assemblyPath = null) =>
-    [
-        dotnetPath ?? DotnetHost(),
-        assemblyPath ?? typeof(AgentSupervisor).Assembly.Location,
-        "agent",
-        "--kubeconfig",
-        node.KubeconfigPath,
-    ];
+    /// <summary>`hybrid agent --kubeconfig KUBECONFIG` (<see cref="AgentProgram"/>).</summary>
+    public static IReadOnlyList<string> DefaultCommand(AgentNode node) =>
+        AgentProgram.Command("agent", "--kubeconfig", node.KubeconfigPath);
 
     /// <summary>Starts every agent that is not running.</summary>
     public async Task StartAllAsync(CancellationToken cancellationToken)
@@ -226,7 +213,7 @@ internal sealed class AgentSupervisor : IAsyncDisposable
         if (!NetnsLab.NamespaceExists(node.Namespace))
             throw new InvalidOperationException($"cannot start the agent of {node.Name}: namespace {node.Namespace} does not exist");
 
-        var command = _options.Command?.Invoke(node) ?? DefaultCommand(node, _options.DotnetPath, _options.AssemblyPath);
+        var command = _options.Command?.Invoke(node) ?? DefaultCommand(node);
         if (command.Count == 0) throw new InvalidOperationException("the agent command is empty");
         var argv = ProcessRunner.InNamespace(node.Namespace,
             [ProcessRunner.FindExecutable("sh"), "-c", RedirectScript, node.LogPath, ProcessRunner.FindExecutable(command[0]), .. command.Skip(1)]);
@@ -385,16 +372,6 @@ internal sealed class AgentSupervisor : IAsyncDisposable
         }
         catch (IOException) { /* the run directory is being removed */ }
         catch (UnauthorizedAccessException) { }
-    }
-
-    private static string DotnetHost()
-    {
-        var host = Environment.ProcessPath;
-        if (host is not null && Path.GetFileNameWithoutExtension(host) == "dotnet") return host;
-        // Started through the apphost (bin/.../hybrid): the runtime it found is under DOTNET_ROOT or on PATH.
-        var root = Environment.GetEnvironmentVariable("DOTNET_ROOT");
-        if (root is { Length: > 0 } && File.Exists(Path.Combine(root, "dotnet"))) return Path.Combine(root, "dotnet");
-        return ProcessRunner.FindExecutable("dotnet");
     }
 
     private Slot Find(string node) =>

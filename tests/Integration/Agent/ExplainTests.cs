@@ -19,7 +19,7 @@ public sealed class ExplainTests(ITestOutputHelper output)
     private static async Task<string> ExplainAsync(AgentLab lab, params string[] args)
     {
         var result = await ProcessRunner.Default.RunAsync(new ProcessRequest(
-            ["dotnet", typeof(HybridLab).Assembly.Location, "explain", .. args, "--kubeconfig", lab.Lab.KubeconfigPath]) { AllowFailure = true },
+            [.. AgentProgram.Command(["explain", .. args, "--kubeconfig", lab.Lab.KubeconfigPath])]) { AllowFailure = true },
             CancellationToken.None);
         lab.Report($"$ hybrid explain {string.Join(' ', args)}\n{result.StandardOutput}{result.StandardError}");
         Assert.True(result.ExitCode == 0, $"hybrid explain exited {result.ExitCode}: {result.StandardError}");
@@ -89,7 +89,7 @@ public sealed class ExplainTests(ITestOutputHelper output)
 
         // A Service that does not exist is an error, not an empty explanation.
         var missing = await ProcessRunner.Default.RunAsync(new ProcessRequest(
-            ["dotnet", typeof(HybridLab).Assembly.Location, "explain", "no-such-service", "--kubeconfig", lab.Lab.KubeconfigPath]) { AllowFailure = true },
+            [.. AgentProgram.Command("explain", "no-such-service", "--kubeconfig", lab.Lab.KubeconfigPath)]) { AllowFailure = true },
             CancellationToken.None);
         Assert.Equal(1, missing.ExitCode);
         Assert.Contains("service default/no-such-service not found", missing.StandardError);

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Hybrid.Domain;
 using Hybrid.Integration.Emulator;
+using Hybrid.Sandbox.Lab;
 using k8s;
 using Xunit;
 
@@ -13,13 +14,11 @@ namespace Hybrid.Integration.Deploy;
 /// </summary>
 public sealed class KubectlDeployTests
 {
-    private static readonly string HybridDll = typeof(ManifestCommand).Assembly.Location;
-
     private static async Task<KubectlResult> HybridAsync(params string[] args)
     {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add(HybridDll);
-        foreach (var a in args) psi.ArgumentList.Add(a);
+        var command = AgentProgram.Command(args);
+        var psi = new ProcessStartInfo(command[0]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in command.Skip(1)) psi.ArgumentList.Add(a);
         using var process = Process.Start(psi)!;
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
