@@ -738,6 +738,9 @@ type Configuration =
     /// The annotation naming the node that announces a Service.
     static member VipHostAnnotation = Annotations.VipHost
 
+    /// Whether a Service annotation can matter to a decision (the agent caches only these).
+    static member IsReadAnnotation(key: string) = Annotations.isRead key
+
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 // hybrid explain
 // ════════════════════════════════════════════════════════════════════════════════════════════════════

@@ -22,6 +22,13 @@ internal static class KubeObjects
 
     public static string Key(string? ns, string name) => $"{ns}/{name}";
 
+    // Only the annotations a decision can read: a Service's others (kubectl's last-applied-configuration
+    // repeats the whole object) would be held by every node for nothing.
+    private static IReadOnlyDictionary<string, string> ReadAnnotations(IDictionary<string, string>? d) =>
+        d is null || !d.Keys.Any(Configuration.IsReadAnnotation)
+            ? Empty
+            : d.Where(a => Configuration.IsReadAnnotation(a.Key)).ToDictionary(a => a.Key, a => a.Value, StringComparer.Ordinal);
+
     public static ServiceInput ToInput(V1Service s) => new()
     {
         Namespace = s.Metadata.NamespaceProperty ?? "default",
@@ -32,7 +39,7 @@ internal static class KubeObjects
             : 0,
         Type = s.Spec?.Type ?? "",
         LoadBalancerClass = s.Spec?.LoadBalancerClass,
-        Annotations = Dict(s.Metadata.Annotations),
+        Annotations = ReadAnnotations(s.Metadata.Annotations),
         LoadBalancerIP = s.Spec?.LoadBalancerIP,
         Ports = (s.Spec?.Ports ?? []).Select(p => new PortInput { Protocol = p.Protocol ?? "", Port = p.Port }).ToArray(),
         ExternalTrafficPolicy = s.Spec?.ExternalTrafficPolicy,

@@ -121,6 +121,15 @@ module Annotations =
     /// The interface a pool names for its Services (interface-<namespace>), written with an assignment.
     let ServiceInterface = "kube-vip.io/serviceInterface"
 
+    /// The prefix of every annotation above (and of Hybrid's own, hybrid.kube-vip.io/...).
+    let Prefix = "kube-vip.io/"
+
+    /// Whether an annotation can matter to a decision: the agent keeps only these of each Service, so that
+    /// large annotations (kubectl's last-applied-configuration) cost no memory on every node.
+    let isRead (key: string) =
+        key.StartsWith(Prefix, System.StringComparison.Ordinal)
+        || key.StartsWith("hybrid." + Prefix, System.StringComparison.Ordinal)
+
     let isTrue (service: Service) key =
         match service.Annotations |> Map.tryFind key with
         | Some v -> v.Trim().ToLowerInvariant() = "true"

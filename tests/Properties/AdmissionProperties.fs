@@ -159,3 +159,40 @@ let ``a skip's description names what it is about`` () =
             | PortConflict(k, port, ip) -> [ string k; string port.Port; port.Protocol; Ip.format ip ]
             | PolicyConflict(k, ip) | SelectorConflict(k, ip) -> [ string k; Ip.format ip ]
         holds (sprintf "%s should mention %A" text mentions) (mentions |> List.forall text.Contains))
+
+/// Annotations a decision reads, with values that make each of them matter, and others that must not.
+let private ReadAnnotations =
+    [ Annotations.LoadBalancerIPs, [ "198.18.0.7"; "198.18.0.7,2001:db8::7"; "bogus" ]
+      Annotations.Ignore, [ "true"; "false" ]
+      Annotations.RequestedIP, [ "198.18.0.9"; "" ]
+      Annotations.VipHost, [ "node-1" ]
+      Annotations.AllowWithoutEndpoints, [ "true" ]
+      Annotations.LoadBalancerHostname, [ "web" ]
+      Annotations.ForwardUpnp, [ "true"; "yes" ]
+      Annotations.UpnpLeaseDuration, [ "0"; "90s"; "never" ]
+      Annotations.HwAddr, [ "02:00:00:00:00:01" ] ]
+
+let private ForeignKeys =
+    [ "kubectl.kubernetes.io/last-applied-configuration"; "example.com/owner"; "notkube-vip.io/ignore"; "kube-vip.io.example/ignore"; "ignore" ]
+
+let private genAnnotatedService =
+    let genRead = Gen.elements ReadAnnotations |> Gen.bind (fun (k, values) -> Gen.elements values |> Gen.map (fun v -> k, v))
+    let genForeign = Gen.map2 (fun k v -> k, v) (Gen.elements ForeignKeys) (Gen.elements [ "true"; "198.18.0.8"; String.replicate 50 "{}" ])
+    Gen.map3
+        (fun read foreign policy ->
+            { service "default" "web" with Annotations = Map.ofList (foreign @ read); Policy = policy })
+        (Gen.listOf genRead)
+        (Gen.nonEmptyListOf genForeign)
+        (Gen.elements [ Cluster; Local ])
+
+[<Property>]
+let ``dropping the annotations the agent does not keep changes no decision about a Service`` () =
+    forAll genAnnotatedService (fun full ->
+        let kept = { full with Annotations = full.Annotations |> Map.filter (fun k _ -> Annotations.isRead k) }
+        let config = configWith []
+        let decisions (s: Service) =
+            sprintf "%A" (Admission.interest config s, Addresses.requested s, AddressPolicy.announced s, AddressPolicy.claimedBy s,
+                          Eligibility.ofService true s [], Upnp.leaseOf s, Upnp.requested s)
+        holds (sprintf "%A kept of %A" kept.Annotations full.Annotations) (decisions kept = decisions full)
+        |> Prop.classify (kept.Annotations.IsEmpty) "no annotation read"
+        |> Prop.classify (kept.Annotations.Count < full.Annotations.Count) "some dropped")
