@@ -1,6 +1,6 @@
 using System.Security.Cryptography;
 using Hybrid.Facade;
-using k8s;
+using System.Text.Json.Nodes;
 
 namespace Hybrid;
 
@@ -43,10 +43,7 @@ internal static class ManifestCommand
             case ManifestOutcome.Generated generated:
                 foreach (var json in generated.Objects)
                 {
-                    // JSON is YAML: load it as the client library's typed object and print it as kubectl would.
-                    var typed = KubernetesYaml.LoadAllFromString(json).Single();
-                    var yaml = KubernetesYaml.Serialize(typed);
-                    output.Write("---\n" + yaml + (yaml.EndsWith('\n') ? "" : "\n"));
+                    output.Write("---\n" + YamlWriter.Write(JsonNode.Parse(json)));
                 }
                 return 0;
             default:

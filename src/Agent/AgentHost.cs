@@ -17,7 +17,7 @@ namespace Hybrid.Agent;
 /// written Left — and gives that the domain's StopBudget.Sequence; others take the groups over as soon as the
 /// node says on the LAN that it answers for nothing.
 /// </summary>
-internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFactory loggers)
+internal sealed class AgentHost(Settings settings, Kubernetes client, ILoggerFactory loggers)
 {
     private static readonly TimeSpan StopSequence = TimeSpan.FromMilliseconds(StopBudget.Sequence);
     private readonly ILogger _logger = loggers.CreateLogger<AgentHost>();
@@ -220,16 +220,10 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
     private IEnumerable<Func<CancellationToken, Task>> Watches(ProtocolInbox inbox, ServiceRecords services, StatusWriter status, AgentMetrics metrics)
     {
         var ns = settings.ServiceNamespace;
-        var timeout = ResourceWatch<V1Service, V1ServiceList>.WatchTimeoutSeconds;
+        var json = SourceGenerationContext.Default;
+        var inNamespace = ns is null ? "" : $"namespaces/{Uri.EscapeDataString(ns)}/";
         var serviceWatch = new ResourceWatch<V1Service, V1ServiceList>("services",
-            ct => ns is null
-                ? client.CoreV1.ListServiceForAllNamespacesAsync(cancellationToken: ct)
-                : client.CoreV1.ListNamespacedServiceAsync(ns, cancellationToken: ct),
-            (rv, onError, ct) => ns is null
-                ? client.CoreV1.WatchListServiceForAllNamespacesAsync(allowWatchBookmarks: true, resourceVersion: rv,
-                    timeoutSeconds: timeout(), onError: onError, cancellationToken: ct)
-                : client.CoreV1.WatchListNamespacedServiceAsync(ns, allowWatchBookmarks: true, resourceVersion: rv,
-                    timeoutSeconds: timeout(), onError: onError, cancellationToken: ct),
+            new(client, $"api/v1/{inNamespace}services", json.V1Service, json.V1ServiceList),
             all =>
             {
                 var inputs = all.Select(s => (Service: s, Input: KubeObjects.ToInput(s))).ToArray();
@@ -252,14 +246,7 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
             },
             metrics, loggers.CreateLogger("Hybrid.Agent.Watch.Services"));
         var sliceWatch = new ResourceWatch<V1EndpointSlice, V1EndpointSliceList>("endpointslices",
-            ct => ns is null
-                ? client.DiscoveryV1.ListEndpointSliceForAllNamespacesAsync(cancellationToken: ct)
-                : client.DiscoveryV1.ListNamespacedEndpointSliceAsync(ns, cancellationToken: ct),
-            (rv, onError, ct) => ns is null
-                ? client.DiscoveryV1.WatchListEndpointSliceForAllNamespacesAsync(allowWatchBookmarks: true, resourceVersion: rv,
-                    timeoutSeconds: timeout(), onError: onError, cancellationToken: ct)
-                : client.DiscoveryV1.WatchListNamespacedEndpointSliceAsync(ns, allowWatchBookmarks: true, resourceVersion: rv,
-                    timeoutSeconds: timeout(), onError: onError, cancellationToken: ct),
+            new(client, $"apis/discovery.k8s.io/v1/{inNamespace}endpointslices", json.V1EndpointSlice, json.V1EndpointSliceList),
             all =>
             {
                 var listed = all.Select(KubeObjects.ToInput).OfType<SliceInput>().ToArray();
@@ -282,10 +269,8 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
             metrics, loggers.CreateLogger("Hybrid.Agent.Watch.EndpointSlices"));
         var selector = Configuration.LeaseSelector;
         var leaseWatch = new ResourceWatch<V1Lease, V1LeaseList>("leases",
-            ct => client.CoordinationV1.ListNamespacedLeaseAsync(settings.LeaseNamespace, labelSelector: selector, cancellationToken: ct),
-            (rv, onError, ct) => client.CoordinationV1.WatchListNamespacedLeaseAsync(settings.LeaseNamespace,
-                labelSelector: selector, allowWatchBookmarks: true, resourceVersion: rv,
-                timeoutSeconds: timeout(), onError: onError, cancellationToken: ct),
+            new(client, $"apis/coordination.k8s.io/v1/namespaces/{Uri.EscapeDataString(settings.LeaseNamespace)}/leases?labelSelector={Uri.EscapeDataString(selector)}",
+                json.V1Lease, json.V1LeaseList),
             all =>
             {
                 var listed = all.Select(KubeObjects.ToInput).ToArray();
@@ -303,9 +288,7 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
             },
             metrics, loggers.CreateLogger("Hybrid.Agent.Watch.Leases"));
         var nodeWatch = new ResourceWatch<V1Node, V1NodeList>("nodes",
-            ct => client.CoreV1.ListNodeAsync(cancellationToken: ct),
-            (rv, onError, ct) => client.CoreV1.WatchListNodeAsync(allowWatchBookmarks: true, resourceVersion: rv,
-                timeoutSeconds: timeout(), onError: onError, cancellationToken: ct),
+            new(client, "api/v1/nodes", json.V1Node, json.V1NodeList),
             all =>
             {
                 var listed = all.Select(KubeObjects.ToInput).ToArray();
@@ -326,9 +309,8 @@ internal sealed class AgentHost(Settings settings, IKubernetes client, ILoggerFa
         var poolNamespace = Configuration.PoolConfigMapNamespace;
         var poolSelector = "metadata.name=" + Configuration.PoolConfigMapName;
         var poolWatch = new ResourceWatch<V1ConfigMap, V1ConfigMapList>("configmaps",
-            ct => client.CoreV1.ListNamespacedConfigMapAsync(poolNamespace, fieldSelector: poolSelector, cancellationToken: ct),
-            (rv, onError, ct) => client.CoreV1.WatchListNamespacedConfigMapAsync(poolNamespace, fieldSelector: poolSelector,
-                allowWatchBookmarks: true, resourceVersion: rv, timeoutSeconds: timeout(), onError: onError, cancellationToken: ct),
+            new(client, $"api/v1/namespaces/{Uri.EscapeDataString(poolNamespace)}/configmaps?fieldSelector={Uri.EscapeDataString(poolSelector)}",
+                json.V1ConfigMap, json.V1ConfigMapList),
             all =>
             {
                 var data = all.Select(KubeObjects.PoolData).FirstOrDefault();

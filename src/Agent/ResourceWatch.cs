@@ -12,15 +12,14 @@ namespace Hybrid.Agent;
 /// </summary>
 internal sealed class ResourceWatch<TObject, TList>(
     string resource,
-    Func<CancellationToken, Task<TList>> list,
-    Func<string, Action<Exception>, CancellationToken, IAsyncEnumerable<(WatchEventType, TObject)>> watch,
+    CollectionClient<TObject, TList> collection,
     Action<IEnumerable<TObject>> replaceAll,
     Action<TObject> upsert,
     Action<TObject> remove,
     AgentMetrics metrics,
     ILogger logger)
-    where TObject : IKubernetesObject<V1ObjectMeta>
-    where TList : IKubernetesObject<V1ListMeta>, IItems<TObject>
+    where TObject : IMetadata<V1ObjectMeta>
+    where TList : IMetadata<V1ListMeta>, IItems<TObject>
 {
     private readonly Backoff _backoff = new();
     private readonly Counter _ended = metrics.WatchRestarts(resource, "ended");
@@ -28,7 +27,7 @@ internal sealed class ResourceWatch<TObject, TList>(
     private readonly Counter _failed = metrics.WatchRestarts(resource, "failed");
 
     /// <summary>Server-side watch timeout; spread so that many agents do not reconnect together.</summary>
-    public static int WatchTimeoutSeconds() => 240 + Random.Shared.Next(120);
+    private static int WatchTimeoutSeconds() => 240 + Random.Shared.Next(120);
 
     public async Task RunAsync(CancellationToken cancellationToken)
     {
@@ -39,42 +38,33 @@ internal sealed class ResourceWatch<TObject, TList>(
             {
                 if (version is null)
                 {
-                    var items = await list(cancellationToken);
+                    var items = await collection.ListAsync(cancellationToken);
                     replaceAll(items.Items);
                     version = items.Metadata.ResourceVersion;
                     logger.LogDebug("Listed {Count} {Resource} at version {Version}", items.Items.Count, resource, version);
                 }
 
-                Exception? streamError = null;
-                await foreach (var (type, item) in watch(version!, e => streamError ??= e, cancellationToken))
+                await foreach (var (kind, item) in collection.WatchAsync(version!, WatchTimeoutSeconds(), cancellationToken))
                 {
-                    switch (type)
+                    switch (kind)
                     {
-                        case WatchEventType.Added or WatchEventType.Modified:
+                        case WatchEventKind.Added or WatchEventKind.Modified:
                             upsert(item);
                             break;
-                        case WatchEventType.Deleted:
+                        case WatchEventKind.Deleted:
                             remove(item);
                             break;
                     }
                     version = item.Metadata?.ResourceVersion ?? version;
                     _backoff.Reset();
                 }
-
-                if (streamError is KubernetesException { Status.Code: 410 })
-                {
-                    logger.LogInformation("Watch of {Resource} expired at version {Version}; relisting", resource, version);
-                    version = null;
-                    _expired.Add();
-                }
-                else if (streamError is not null)
-                {
-                    throw streamError;
-                }
-                else
-                {
-                    _ended.Add();
-                }
+                _ended.Add();
+            }
+            catch (WatchExpiredException e)
+            {
+                logger.LogInformation("Watch of {Resource} expired at version {Version} ({Reason}); relisting", resource, version, e.Message);
+                version = null;
+                _expired.Add();
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
