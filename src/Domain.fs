@@ -400,7 +400,7 @@ module internal Convert =
         match bound with
         | Lapsed -> "lapsed"
         | Unbounded -> "unbounded"
-        | Until t -> sprintf "%d ms left" (t - now)
+        | Until t -> string (t - now) + " ms left"
 
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 // The node
@@ -428,7 +428,7 @@ type ProtocolNode(settings: Settings) =
         | JoinedCluster(term, incarnation) ->
             [ log LogLevelName.Information "Joined the cluster: term {Term}, incarnation {Incarnation}" [ box term; box (string incarnation) ] ]
         | RegistrationProblem(lease, problem) ->
-            [ log LogLevelName.Warning "Registration Lease {Lease} cannot be read: {Problem}" [ box lease; box (sprintf "%A" problem) ] ]
+            [ log LogLevelName.Warning "Registration Lease {Lease} cannot be read: {Problem}" [ box lease; box (RegistrationProblem.describe problem) ] ]
         | ApiFenceArmed lan ->
             [ log LogLevelName.Information "API fence armed: the LAN fence is {LanFence}" [ box (Convert.fenceText lan state.Now) ] ]
         | ApiFenceDisarmed -> [ log LogLevelName.Information "API fence disarmed: the LAN fence holds" [] ]
@@ -634,7 +634,12 @@ type ProtocolNode(settings: Settings) =
     /// The state as numbers and words, for metrics, health endpoints and logs.
     member _.Summary : NodeSummary =
         let m = state.Membership
-        { Phase = sprintf "%A" state.Phase
+        { Phase =
+            match state.Phase with
+            | Starting -> "Starting"
+            | Running -> "Running"
+            | Stopping _ -> "Stopping"
+            | Stopped -> "Stopped"
           Joined = Protocol.joined state
           Incarnation = string state.Incarnation
           FenceDeadlineMs =

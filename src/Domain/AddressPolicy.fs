@@ -108,7 +108,7 @@ module InterfaceFacts =
 
     /// `198.18.0.11/24,fd48:5942::11/64`: how a registration records the addresses.
     let addressesText (facts: InterfaceFacts) =
-        facts.Addresses |> List.map (fun a -> sprintf "%s/%d" (Ip.format a.Address) a.PrefixLength) |> String.concat ","
+        facts.Addresses |> List.map (fun a -> Ip.format a.Address + "/" + string a.PrefixLength) |> String.concat ","
 
     /// `198.18.0.1`: how a registration records the gateways.
     let gatewaysText (facts: InterfaceFacts) = facts.Gateways |> List.map Ip.format |> String.concat ","

@@ -168,11 +168,11 @@ module SkipReason =
     let QuotedTextLimit = 100
 
     let private quoted (text: string) =
-        if text.Length <= QuotedTextLimit then sprintf "%A" text
+        if text.Length <= QuotedTextLimit then Text.quote text
         else
             // Never cut a surrogate pair in half.
             let cut = if Char.IsHighSurrogate text[QuotedTextLimit - 1] then QuotedTextLimit - 1 else QuotedTextLimit
-            sprintf "%A… (%d characters)" (text.Substring(0, cut)) text.Length
+            sprintf "%s… (%s characters)" (Text.quote (text.Substring(0, cut))) (string text.Length)
 
     /// The stable Event reason of a skip, or NotOurs when the Service belongs to someone else.
     let audience reason =
@@ -187,16 +187,16 @@ module SkipReason =
         match reason with
         | NotLoadBalancer t -> sprintf "type %s is not LoadBalancer" (if t = "" then "ClusterIP" else t)
         | IgnoredByAnnotation -> sprintf "annotated %s: \"true\"" Annotations.Ignore
-        | ClassMismatch(None, expected) -> sprintf "no loadBalancerClass, and only class %A is handled" expected
+        | ClassMismatch(None, expected) -> sprintf "no loadBalancerClass, and only class %s is handled" (Text.quote expected)
         | ClassMismatch(Some actual, expected) ->
-            sprintf "loadBalancerClass %A is not this agent's (%A)" actual expected
+            sprintf "loadBalancerClass %s is not this agent's (%s)" (Text.quote actual) (Text.quote expected)
         | InvalidAddress(text, problem) -> sprintf "address %s is invalid: %s" (quoted text) problem
         | PortConflict(earlier, port, ip) ->
-            sprintf "port %d/%s on %s is already used by %O" port.Port port.Protocol (Ip.format ip) earlier
+            sprintf "port %s/%s on %s is already used by %s" (string port.Port) port.Protocol (Ip.format ip) (string earlier)
         | PolicyConflict(earlier, ip) ->
-            sprintf "%s is shared with %O, which has the other externalTrafficPolicy" (Ip.format ip) earlier
+            sprintf "%s is shared with %s, which has the other externalTrafficPolicy" (Ip.format ip) (string earlier)
         | SelectorConflict(earlier, ip) ->
-            sprintf "%s is shared with %O, a Local service selecting other pods" (Ip.format ip) earlier
+            sprintf "%s is shared with %s, a Local service selecting other pods" (Ip.format ip) (string earlier)
 
     /// The reason as a sentence. It is also the Warning Event's message, so it fits an Event's note and
     /// quotes only a bounded part of the offending text (an annotation may hold 256 KiB).

@@ -13,7 +13,7 @@ type ConfigError =
       Value: string
       Problem: string }
 
-    override e.ToString() = sprintf "%s=%A: %s" e.Variable e.Value e.Problem
+    override e.ToString() = sprintf "%s=%s: %s" e.Variable (Text.quote e.Value) e.Problem
 
 /// The protocol's timings (docs/PROTOCOL.md §7), on each node's own monotonic clock. LAN: heartbeat interval
 /// h, LAN renew deadline R_L (a member's grant lasts R_L from the send time of the sequence it echoes), LAN
@@ -74,15 +74,15 @@ module Timing =
         let problems =
             [ if rl < 2L * h + 2L * KernelSlack then
                   problem "lan_renew_deadline"
-                      (sprintf "must be at least twice lan_interval plus %d ms: an echo is up to two intervals old when the next one arrives, and the API fence is armed half the remaining margin ahead of the LAN fence's end, which must leave it time"
-                          (2L * KernelSlack))
+                      (sprintf "must be at least twice lan_interval plus %s ms: an echo is up to two intervals old when the next one arrives, and the API fence is armed half the remaining margin ahead of the LAN fence's end, which must leave it time"
+                          (string (2L * KernelSlack)))
               if not (exceedsWithDrift dl rl) then
                   problem "lan_lease_duration"
-                      (sprintf "must exceed lan_renew_deadline by the clock-drift and kernel margins: needs more than %.3f s" (needed rl))
+                      (sprintf "must exceed lan_renew_deadline by the clock-drift and kernel margins: needs more than %s s" (Text.decimals3 (needed rl)))
               if pa >= ra then problem "vip_retryperiod" "must be less than vip_renewdeadline"
               if not (exceedsWithDrift da ra) then
                   problem "vip_leaseduration"
-                      (sprintf "must exceed vip_renewdeadline by the clock-drift and kernel margins: needs more than %.3f s" (needed ra)) ]
+                      (sprintf "must exceed vip_renewdeadline by the clock-drift and kernel margins: needs more than %s s" (Text.decimals3 (needed ra))) ]
         if problems.IsEmpty then
             Ok
                 { HeartbeatInterval = h
@@ -125,7 +125,7 @@ module ClusterKey =
 
     let create (material: byte array) : Result<ClusterKey, string> =
         if material.Length < MinimumBytes then
-            Error(sprintf "too short: %d bytes, at least %d needed (32 recommended)" material.Length MinimumBytes)
+            Error(sprintf "too short: %s bytes, at least %s needed (32 recommended)" (string material.Length) (string MinimumBytes))
         else
             let id = System.Security.Cryptography.HMACSHA256.HashData(material, Text.Encoding.ASCII.GetBytes "hybrid key id")
             Ok { Material = Array.copy material; KeyId = Convert.ToHexString(id, 0, 8).ToLowerInvariant() }
@@ -491,9 +491,9 @@ module Config =
           "lb_class_legacy_handling", string c.ClassLegacyHandling |> _.ToLowerInvariant(),
           (if c.ClassLegacyHandling then "act on services with no class or this class" else "act only on services whose class equals lb_class_name")
           "vip_interface", defaultArg (vipInterface c) "", (if (vipInterface c).IsNone then "interface of the default route" else "VIP interface")
-          "vip_subnet", sprintf "/%d,/%d" c.PrefixV4 c.PrefixV6, "prefix of VIP addresses (IPv4, IPv6)"
+          "vip_subnet", "/" + string c.PrefixV4 + ",/" + string c.PrefixV6, "prefix of VIP addresses (IPv4, IPv6)"
           "vip_arp", string c.Arp |> _.ToLowerInvariant(), "send gratuitous ARP / unsolicited NA"
-          "vip_arpRate", sprintf "%d" c.ArpRate, "ms between periodic announcements"
+          "vip_arpRate", string c.ArpRate, "ms between periodic announcements"
           "lan_interval", seconds c.Timing.HeartbeatInterval, "h: LAN heartbeat interval"
           "lan_renew_deadline", seconds c.Timing.LanRenewDeadline, "R_L: a member's echo keeps a holder's LAN fence this long"
           "lan_lease_duration", seconds c.Timing.LanLeaseDuration, "D_L: a member not heard (or not echoed) this long may be deposed"

@@ -5,6 +5,21 @@ open System
 open System.Text
 
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
+// Text
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+/// What the domain's texts are made with instead of printf's %d, %A, %O, %c and %f: the agent is a native
+/// (AOT) program, and F#'s printf builds its formatter for a value-type argument with code generated at run
+/// time, which a native program cannot do (it fails with NotSupportedException). printf's %s is safe.
+[<RequireQualifiedAccess>]
+module Text =
+    /// A text in double quotes, as printf's %A prints a string.
+    let quote (text: string) = "\"" + text + "\""
+
+    /// A number with three decimals, whatever the culture.
+    let decimals3 (x: float) = x.ToString("F3", Globalization.CultureInfo.InvariantCulture)
+
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
 // Event reasons
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 
@@ -163,4 +178,4 @@ module EventText =
 
     /// How text from a user (an annotation, a ConfigMap value) is quoted inside a message: at most 256
     /// bytes of it, so that the rest of the message survives.
-    let quote (text: string) : string = "\"" + truncate 256 text + "\""
+    let quote (text: string) : string = Text.quote (truncate 256 text)

@@ -123,15 +123,15 @@ module ManifestError =
         | ManifestError.UnknownKind word -> sprintf "unknown manifest '%s' (daemonset, rbac or secret)" word
         | ManifestError.UnknownFlag "" -> "bad flag syntax: --"
         | ManifestError.UnknownFlag flag -> sprintf "unknown flag: --%s" flag
-        | ManifestError.UnknownShorthand(c, argument) -> sprintf "unknown shorthand flag: '%c' in %s" c argument
+        | ManifestError.UnknownShorthand(c, argument) -> sprintf "unknown shorthand flag: '%s' in %s" (string c) argument
         | ManifestError.MissingValue flag -> sprintf "flag needs an argument: --%s" flag
         | ManifestError.NotABoolean(flag, value) ->
-            sprintf "invalid argument %A for --%s: not a boolean (true, false, 1, 0, t, f)" value flag
-        | ManifestError.UnexpectedArgument argument -> sprintf "unexpected argument %A (every option is a --flag)" argument
+            sprintf "invalid argument %s for --%s: not a boolean (true, false, 1, 0, t, f)" (Text.quote value) flag
+        | ManifestError.UnexpectedArgument argument -> sprintf "unexpected argument %s (every option is a --flag)" (Text.quote argument)
         | ManifestError.NotForKind(flag, kind) -> sprintf "--%s does not apply to `hybrid manifest %s`" flag (kindWord kind)
         | ManifestError.Refused(flag, reason) -> sprintf "--%s is not supported: %s" flag reason
         | ManifestError.Required(flag, reason) -> sprintf "--%s is required: %s" flag reason
-        | ManifestError.InvalidValue(flag, value, problem) -> sprintf "--%s %A: %s" flag value problem
+        | ManifestError.InvalidValue(flag, value, problem) -> sprintf "--%s %s: %s" flag (Text.quote value) problem
 
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 // The flag table
@@ -663,7 +663,7 @@ module Manifest =
         [ for f in ManifestFlags.all do
               if List.contains kind f.Kinds && f.Help <> "" then
                   let syntax = match f.Syntax with FlagSyntax.Switch -> "" | FlagSyntax.Value -> " VALUE"
-                  let short = match f.Shorthand with Some c -> sprintf "-%c, " c | None -> ""
+                  let short = match f.Shorthand with Some c -> "-" + string c + ", " | None -> ""
                   sprintf "%s--%s%s" short f.Name syntax, f.Help ]
 
 // ════════════════════════════════════════════════════════════════════════════════════════════════════

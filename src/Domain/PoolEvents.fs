@@ -33,7 +33,7 @@ module PoolWarning =
 
     /// The keys that make up a scope's pool, for messages that tell the operator what to edit.
     let private poolKeys (scope: PoolScope) =
-        sprintf "%s%O/%s%O" Pools.CidrPrefix scope Pools.RangePrefix scope
+        Pools.CidrPrefix + string scope + "/" + Pools.RangePrefix + string scope
 
     let private poolName (scope: PoolScope) =
         match scope with
@@ -47,8 +47,8 @@ module PoolWarning =
         | ReservedAddress.NodeAddress node -> sprintf "it is an address of node %s" node
         | ReservedAddress.InterfaceAddress node -> sprintf "it is an address of node %s's VIP interface" node
         | ReservedAddress.Gateway node -> sprintf "it is the default gateway of node %s's VIP interface" node
-        | ReservedAddress.SubnetNetwork(node, subnet) -> sprintf "it is the network address of %O, node %s's VIP subnet" subnet node
-        | ReservedAddress.SubnetBroadcast(node, subnet) -> sprintf "it is the broadcast address of %O, node %s's VIP subnet" subnet node
+        | ReservedAddress.SubnetNetwork(node, subnet) -> sprintf "it is the network address of %s, node %s's VIP subnet" (string subnet) node
+        | ReservedAddress.SubnetBroadcast(node, subnet) -> sprintf "it is the broadcast address of %s, node %s's VIP subnet" (string subnet) node
 
     let private refusal (ns: string option) (why: AddressRefusal) =
         match why with
@@ -59,8 +59,8 @@ module PoolWarning =
         | AddressRefusal.OutsidePool scope -> sprintf "it is outside %s" (poolName scope)
         | AddressRefusal.DhcpNotInPool scope -> sprintf "%s does not hand out DHCP (%s)" (poolName scope) Pools.DhcpMarker
         | AddressRefusal.SharedAcrossNamespaces earlier ->
-            sprintf "%O has it, and sharing across namespaces needs %s<namespace> or %sglobal true for both namespaces"
-                earlier Pools.AllowSharePrefix Pools.AllowSharePrefix
+            sprintf "%s has it, and sharing across namespaces needs %s<namespace> or %sglobal true for both namespaces"
+                (string earlier) Pools.AllowSharePrefix Pools.AllowSharePrefix
 
     let private requested (request: AddressRequest) =
         match request with

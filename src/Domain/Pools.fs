@@ -113,7 +113,7 @@ module PoolProblem =
         | MissingSlash -> "not a CIDR (address/length)"
         | AddressNotParsed -> "its address is not an IPv4 or IPv6 address"
         | LengthNotParsed -> "its prefix length is not a number"
-        | LengthTooLong maximum -> sprintf "its prefix length is longer than %d" maximum
+        | LengthTooLong maximum -> "its prefix length is longer than " + string maximum
 
     let private range problem =
         match problem with

@@ -303,7 +303,7 @@ module GoDuration =
                 elif unitText = "" then Error "missing unit (ns, us, ms, s, m or h)"
                 else
                     match unitNanos.TryFind unitText with
-                    | None -> Error(sprintf "unknown unit %A (use ns, us, ms, s, m or h)" unitText)
+                    | None -> Error(sprintf "unknown unit %s (use ns, us, ms, s, m or h)" (Text.quote unitText))
                     | Some nanos ->
                         let wholePart = if whole = 0 then 0m else Decimal.Parse(s.Substring(0, whole), Globalization.CultureInfo.InvariantCulture)
                         let fractionPart =
@@ -335,7 +335,7 @@ module FailureReason =
         | SoapFault(401, _) -> InvalidAction
         | SoapFault(code, description) -> GatewayRefused(code, description)
         | HttpStatus(401 | 403) -> NotAuthorized
-        | HttpStatus status -> GatewayRefused(status, sprintf "HTTP status %d" status)
+        | HttpStatus status -> GatewayRefused(status, "HTTP status " + string status)
         | Unreachable detail -> GatewayUnreachable detail
         | Malformed detail -> InvalidResponse detail
 
@@ -357,13 +357,13 @@ module FailureReason =
         | NoPortMapsAvailable -> "the gateway's mapping table is full (728)"
         | ConflictWithOtherMechanisms -> "the gateway uses this port itself or forwards it by another mechanism (729)"
         | InvalidAction -> "the gateway does not implement this action (401)"
-        | GatewayRefused(code, description) -> sprintf "the gateway answered %d %s" code description
+        | GatewayRefused(code, description) -> sprintf "the gateway answered %s %s" (string code) description
         | GatewayUnreachable detail -> sprintf "the gateway did not answer (%s)" detail
         | InvalidResponse detail -> sprintf "the gateway's answer was unreadable (%s)" detail
 
 [<RequireQualifiedAccess>]
 module ForwardProblem =
-    let private portText (port: ServicePort) = sprintf "%d/%s" port.Port port.Protocol
+    let private portText (port: ServicePort) = string port.Port + "/" + port.Protocol
 
     /// The stable Event reason.
     let reason problem =
@@ -392,16 +392,16 @@ module ForwardProblem =
     let describe problem =
         match problem with
         | UpnpDisabled -> sprintf "%s is set but this agent runs without enable_upnp=true: not forwarded" Annotations.ForwardUpnp
-        | InvalidForwardAnnotation text -> sprintf "%s=%A is not a boolean (use \"true\"): not forwarded" Annotations.ForwardUpnp text
+        | InvalidForwardAnnotation text -> sprintf "%s=%s is not a boolean (use \"true\"): not forwarded" Annotations.ForwardUpnp (Text.quote text)
         | InvalidLeaseDuration(text, problem) ->
-            sprintf "%s=%A: %s; the default of 1h applies" Annotations.UpnpLeaseDuration text problem
+            sprintf "%s=%s: %s; the default of 1h applies" Annotations.UpnpLeaseDuration (Text.quote text) problem
         | NoIpv4Address -> "UPnP port mappings need an IPv4 VIP, and this Service has none: not forwarded"
         | UnsupportedProtocol port -> sprintf "port %s cannot be forwarded: UPnP maps only TCP and UDP" (portText port)
         | PortTaken(port, earlier) ->
-            sprintf "port %s is forwarded for %O, which is older: a gateway has one external port %d per protocol" (portText port) earlier port.Port
+            sprintf "port %s is forwarded for %s, which is older: a gateway has one external port %s per protocol" (portText port) (string earlier) (string port.Port)
         | NoGatewayFound -> "no UPnP Internet gateway has answered on the VIP interface yet; still searching"
         | MappingFailed(gateway, port, reason) ->
-            sprintf "forwarding port %s on gateway %O failed: %s; retrying" (portText port) gateway (FailureReason.describe reason)
+            sprintf "forwarding port %s on gateway %s failed: %s; retrying" (portText port) (string gateway) (FailureReason.describe reason)
 
 [<RequireQualifiedAccess>]
 module Upnp =
@@ -498,7 +498,7 @@ module Upnp =
             | None -> Error(InvalidForwardAnnotation text)
 
     let description (key: ServiceKey) =
-        let text = sprintf "hybrid %O" key
+        let text = "hybrid " + string key
         if text.Length <= DescriptionLimit then text else text.Substring(0, DescriptionLimit)
 
     /// One Service's forward before conflicts are resolved, with its own problems.

@@ -415,7 +415,7 @@ module ExplainText =
             | _, 2 -> "nd"
             | _, 3 -> "rd"
             | _ -> "th"
-        sprintf "%d%s" n suffix
+        string n + suffix
 
     let notLive (reason: NotLiveReason) =
         match reason with
@@ -423,8 +423,7 @@ module ExplainText =
         | NotLiveReason.RegistrationDeposed by when by <> "" -> sprintf "its registration says %s deposed it" by
         | NotLiveReason.RegistrationDeposed _ -> "its registration says it was deposed"
         | NotLiveReason.NoRegistration -> "it has no registration (no agent runs there, or its Lease was deleted)"
-        | NotLiveReason.RegistrationUnreadable(MissingField field) -> sprintf "its registration cannot be read (%s is missing)" field
-        | NotLiveReason.RegistrationUnreadable(BadField(field, value)) -> sprintf "its registration cannot be read (%s=%s)" field (EventText.quote value)
+        | NotLiveReason.RegistrationUnreadable problem -> sprintf "its registration cannot be read (%s)" (RegistrationProblem.describe problem)
 
     let private standAside (reason: StandAsideReason) =
         match reason with
@@ -490,7 +489,7 @@ module ExplainText =
 
     /// The lines `hybrid explain` prints about one Service (the shell adds its recent Events).
     let service (e: ServiceExplanation) : string list =
-        [ yield sprintf "Service %O: %s" e.Service (summary e)
+        [ yield sprintf "Service %s: %s" (string e.Service) (summary e)
           match e.Verdict with
           | ServiceVerdict.Admitted g ->
               let others = g.Members |> List.filter ((<>) e.Service)

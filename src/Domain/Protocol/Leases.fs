@@ -59,6 +59,13 @@ type RegistrationProblem =
     | MissingField of annotation: string
     | BadField of annotation: string * value: string
 
+[<RequireQualifiedAccess>]
+module RegistrationProblem =
+    let describe (problem: RegistrationProblem) =
+        match problem with
+        | MissingField field -> field + " is missing"
+        | BadField(field, value) -> field + "=" + EventText.quote value
+
 /// What a Lease in the Lease namespace is, for the protocol.
 type LeaseKind =
     | RegistrationLease of Registration
@@ -111,7 +118,7 @@ module Registration =
         | Deposed _ -> "deposed"
 
     let private membersText (members: Map<string, int64>) =
-        members |> Map.toSeq |> Seq.map (fun (n, t) -> sprintf "%s=%d" n t) |> String.concat ","
+        members |> Map.toSeq |> Seq.map (fun (n, t) -> n + "=" + string t) |> String.concat ","
 
     let private parseMembers (text: string) : Map<string, int64> option =
         if String.IsNullOrWhiteSpace text then Some Map.empty
@@ -217,7 +224,7 @@ module Registration =
                   LeaseKeys.Fence, Some(match r.Fence with LanFence -> "lan" | ApiFence -> "api")
                   LeaseKeys.Fingerprint, Some r.Fingerprint
                   LeaseKeys.Members, Some(membersText r.Members)
-                  LeaseKeys.Deposing, r.Deposing |> Option.map (fun i -> sprintf "%s/%O" i.Target i.Incarnation)
+                  LeaseKeys.Deposing, r.Deposing |> Option.map (fun i -> i.Target + "/" + string i.Incarnation)
                   LeaseKeys.VipAddresses, (match r.Interface.Addresses with [] -> None | _ -> Some(InterfaceFacts.addressesText r.Interface))
                   LeaseKeys.VipGateways, (match r.Interface.Gateways with [] -> None | _ -> Some(InterfaceFacts.gatewaysText r.Interface)) ] }
 

@@ -3,13 +3,13 @@ using System.Reflection;
 namespace Hybrid.Sandbox.Lab;
 
 /// <summary>
-/// The agent executable the lab runs on its nodes and the tests ask (explain, manifest): the program a node
-/// would run, from where its own project builds it (recorded in this assembly at build time), as a process of
-/// its own.
+/// The agent executable the lab runs on its nodes and the tests ask (explain, manifest): the native binary
+/// that ships to nodes, from where scripts/build-agent puts it (recorded in this assembly at build time), so
+/// that every lab test and benchmark proves the shipped program.
 /// </summary>
 internal static class AgentProgram
 {
-    /// <summary>The built agent (bin/Hybrid/CONFIGURATION/net10.0/hybrid.dll).</summary>
+    /// <summary>bin/agent/hybrid in the repository.</summary>
     public static string Path { get; } = typeof(AgentProgram).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
         .Single(a => a.Key == "HybridAgent").Value!;
 
@@ -17,16 +17,6 @@ internal static class AgentProgram
     /// <exception cref="FileNotFoundException">The agent is not built.</exception>
     public static IReadOnlyList<string> Command(params IEnumerable<string> args) =>
         File.Exists(Path)
-            ? [DotnetHost(), Path, .. args]
-            : throw new FileNotFoundException($"the agent is not built at {Path}: dotnet build src/Hybrid.csproj", Path);
-
-    private static string DotnetHost()
-    {
-        var host = Environment.ProcessPath;
-        if (host is not null && System.IO.Path.GetFileNameWithoutExtension(host) == "dotnet") return host;
-        // Started through the apphost (bin/.../hybrid-lab): the runtime it found is under DOTNET_ROOT or on PATH.
-        var root = Environment.GetEnvironmentVariable("DOTNET_ROOT");
-        if (root is { Length: > 0 } && File.Exists(System.IO.Path.Combine(root, "dotnet"))) return System.IO.Path.Combine(root, "dotnet");
-        return ProcessRunner.FindExecutable("dotnet");
-    }
+            ? [Path, .. args]
+            : throw new FileNotFoundException($"the native agent is not built at {Path}: run scripts/build-agent", Path);
 }
