@@ -555,7 +555,7 @@ module Manifest =
                     Document.Map [ "name", text "health"; "containerPort", Document.Number(int64 options.HealthPort); "protocol", text "TCP" ] ]
               "livenessProbe", probe "/healthz" 10L 3L
               "readinessProbe", probe "/readyz" 5L 2L
-              // Memory: about 115 MiB idle and 142 MiB with 1,000 Services (README, agent-memory). No CPU
+              // Memory: the native agent uses about 68 MiB idle, 108-126 MiB with 1,000 Services (README). No CPU
               // limit: CFS throttling would delay heartbeats, and with them every failover.
               "resources",
               Document.Map
