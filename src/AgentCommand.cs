@@ -92,7 +92,7 @@ internal static class AgentCommand
         using var client = new Kubernetes(config);
         try
         {
-            return await new AgentHost(settings, client, loggers).RunAsync(cancellationToken);
+            return await new AgentHost(settings, new ApiClient(client), loggers).RunAsync(cancellationToken);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {

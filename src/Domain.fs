@@ -721,6 +721,12 @@ type Configuration =
     static member ApiRetryDelayMs(attempts: int, jitter: float) : int64 =
         RetryDelay.after ProtocolConstants.ApiRetryBase ProtocolConstants.ApiRetryCap attempts jitter
 
+    /// The timeout (whole seconds) the next watch asks the server for; `jitter` in [0, 1] from a random source.
+    static member WatchTimeoutSeconds(jitter: float) : int = int (WatchTiming.serverTimeout jitter / 1000L)
+
+    /// How long a watch asked to end after `timeoutSeconds` may stay silent before its connection is given up.
+    static member WatchSilenceLimitMs(timeoutSeconds: int) : int64 = WatchTiming.silenceLimit (int64 timeoutSeconds * 1000L)
+
     /// The label selector of the node registrations.
     static member RegistrationSelector = LeaseKeys.Kind + "=" + LeaseKeys.RegistrationKind
 

@@ -2,9 +2,7 @@ using System.Globalization;
 using Hybrid.Agent;
 using Hybrid.Facade;
 using k8s;
-using k8s.Autorest;
 using k8s.Exceptions;
-using k8s.Models;
 
 namespace Hybrid;
 
@@ -63,7 +61,7 @@ internal static class ExplainCommand
                 {
                     return await ExplainAsync(options, readable.LeaseNamespace, output, errors, cancellationToken);
                 }
-                catch (Exception e) when (e is HttpOperationException or HttpRequestException or KubeConfigException or IOException)
+                catch (Exception e) when (e is ApiException or HttpRequestException or KubeConfigException or IOException or System.Text.Json.JsonException)
                 {
                     errors.WriteLine($"hybrid explain: cannot read the cluster ({options.Kubeconfig}): {Describe(e)}");
                     return 1;
@@ -76,14 +74,18 @@ internal static class ExplainCommand
     private static async Task<int> ExplainAsync(Options options, string leaseNamespace, TextWriter output, TextWriter errors,
         CancellationToken cancellationToken)
     {
-        using var client = new Kubernetes(KubernetesClientConfiguration.BuildConfigFromConfigFile(options.Kubeconfig));
-        var services = (await client.CoreV1.ListServiceForAllNamespacesAsync(cancellationToken: cancellationToken)).Items;
-        var slices = (await client.DiscoveryV1.ListEndpointSliceForAllNamespacesAsync(cancellationToken: cancellationToken)).Items;
-        var leases = (await client.CoordinationV1.ListNamespacedLeaseAsync(leaseNamespace,
-            labelSelector: Configuration.LeaseSelector, cancellationToken: cancellationToken)).Items;
-        var nodes = (await client.CoreV1.ListNodeAsync(cancellationToken: cancellationToken)).Items;
-        var pools = (await client.CoreV1.ListNamespacedConfigMapAsync(Configuration.PoolConfigMapNamespace,
-            fieldSelector: "metadata.name=" + Configuration.PoolConfigMapName, cancellationToken: cancellationToken)).Items.FirstOrDefault();
+        using var transport = new Kubernetes(KubernetesClientConfiguration.BuildConfigFromConfigFile(options.Kubeconfig));
+        var client = new ApiClient(transport);
+        var json = ApiJson.Default;
+        var services = (await client.GetAsync("api/v1/services", json.ObjectListServiceObject, cancellationToken)).Items;
+        var slices = (await client.GetAsync("apis/discovery.k8s.io/v1/endpointslices", json.ObjectListEndpointSliceObject, cancellationToken)).Items;
+        var leases = (await client.GetAsync(
+            $"apis/coordination.k8s.io/v1/namespaces/{Uri.EscapeDataString(leaseNamespace)}/leases?labelSelector={Uri.EscapeDataString(Configuration.LeaseSelector)}",
+            json.ObjectListLeaseObject, cancellationToken)).Items;
+        var nodes = (await client.GetAsync("api/v1/nodes", json.ObjectListNodeObject, cancellationToken)).Items;
+        var pools = (await client.GetAsync(
+            $"api/v1/namespaces/{Uri.EscapeDataString(Configuration.PoolConfigMapNamespace)}/configmaps?fieldSelector={Uri.EscapeDataString("metadata.name=" + Configuration.PoolConfigMapName)}",
+            json.ObjectListConfigMapObject, cancellationToken)).Items.FirstOrDefault();
 
         var outcome = Explainer.Explain(options.Variables,
             services.Select(KubeObjects.ToInput).ToArray(),
@@ -116,12 +118,13 @@ internal static class ExplainCommand
         return 0;
     }
 
-    private static async Task PrintEventsAsync(Kubernetes client, ServiceExplanationOutput service, int count, TextWriter output,
+    private static async Task PrintEventsAsync(ApiClient client, ServiceExplanationOutput service, int count, TextWriter output,
         CancellationToken cancellationToken)
     {
         if (count <= 0) return;
-        var events = (await client.CoreV1.ListNamespacedEventAsync(service.Namespace,
-                fieldSelector: "involvedObject.name=" + service.Name, cancellationToken: cancellationToken)).Items
+        var events = (await client.GetAsync(
+                $"api/v1/namespaces/{Uri.EscapeDataString(service.Namespace)}/events?fieldSelector={Uri.EscapeDataString("involvedObject.name=" + service.Name)}",
+                ApiJson.Default.ObjectListCoreEventObject, cancellationToken)).Items
             .Where(e => e.InvolvedObject?.Kind == "Service" && e.InvolvedObject.Name == service.Name)
             .OrderBy(When)
             .TakeLast(count)
@@ -133,12 +136,12 @@ internal static class ExplainCommand
         }
         output.WriteLine($"  Events (latest {events.Count}):");
         foreach (var e in events)
-            output.WriteLine($"    {When(e).ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture)}Z  {e.Type,-7}  {e.Reason}: {e.Message}");
+            output.WriteLine($"    {When(e).UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture)}Z  {e.Type,-7}  {e.Reason}: {e.Message}");
     }
 
     /// <summary>When an Event last happened, whichever of its times the poster filled in.</summary>
-    private static DateTime When(Corev1Event e) =>
-        e.LastTimestamp ?? e.EventTime ?? e.FirstTimestamp ?? e.Metadata.CreationTimestamp ?? DateTime.MinValue;
+    private static DateTimeOffset When(CoreEventObject e) =>
+        e.LastTimestamp ?? e.EventTime ?? e.FirstTimestamp ?? e.Metadata.CreationTimestamp ?? DateTimeOffset.MinValue;
 
     private static (Options? Options, IReadOnlyList<string> Problems) Parse(IReadOnlyList<string> args)
     {
@@ -205,7 +208,7 @@ internal static class ExplainCommand
 
     private static string Describe(Exception e) => e switch
     {
-        HttpOperationException h => $"{(int)h.Response.StatusCode} {h.Response.ReasonPhrase}: {h.Response.Content}",
+        ApiException a => a.Message,
         _ => e.Message,
     };
 }

@@ -1,7 +1,5 @@
 using System.Threading.Channels;
 using Hybrid.Facade;
-using k8s;
-using k8s.Autorest;
 using Microsoft.Extensions.Logging;
 
 namespace Hybrid.Agent;
@@ -13,7 +11,7 @@ namespace Hybrid.Agent;
 /// outage never slows the VIPs; a failed write is not retried here (the domain decides again once it has
 /// waited for the address to appear).
 /// </summary>
-internal sealed class AddressAssigner(IKubernetes client, EventRecorder events, ILogger<AddressAssigner> logger) : IAsyncDisposable
+internal sealed class AddressAssigner(ApiClient api, EventRecorder events, ILogger<AddressAssigner> logger) : IAsyncDisposable
 {
     private readonly Channel<ShellCommand.AssignAddress> _queue =
         Channel.CreateUnbounded<ShellCommand.AssignAddress>(new UnboundedChannelOptions { SingleReader = true });
@@ -40,15 +38,15 @@ internal sealed class AddressAssigner(IKubernetes client, EventRecorder events, 
         var key = KubeObjects.Key(assign.Namespace, assign.Name);
         try
         {
-            await client.CoreV1.PatchNamespacedServiceAsync(KubeObjects.AssignmentPatch(assign), assign.Name, assign.Namespace,
-                cancellationToken: cancellationToken);
+            await api.MergePatchAsync(StatusWriter.ServicePath(assign.Namespace, assign.Name), KubeObjects.AssignmentPatch(assign),
+                ApiJson.Default.ServiceObject, cancellationToken);
             events.Enqueue(new EventOutput(assign.Namespace, assign.Name, EventKind.Normal, assign.Reason, assign.Message));
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
             throw;
         }
-        catch (HttpOperationException e) when (e.Response.StatusCode is System.Net.HttpStatusCode.Conflict or System.Net.HttpStatusCode.NotFound)
+        catch (ApiException e) when (e.Status is System.Net.HttpStatusCode.Conflict or System.Net.HttpStatusCode.NotFound)
         {
             logger.LogDebug("{Service} changed or vanished before its address was written; the next decision sees it", key);
         }

@@ -3,8 +3,6 @@ using System.Net.Sockets;
 using System.Security.Cryptography;
 using Hybrid.Facade;
 using Hybrid.Net;
-using k8s;
-using k8s.Models;
 using Microsoft.Extensions.Logging;
 using StopBudget = Hybrid.Domain.StopBudget;
 
@@ -17,7 +15,7 @@ namespace Hybrid.Agent;
 /// written Left — and gives that the domain's StopBudget.Sequence; others take the groups over as soon as the
 /// node says on the LAN that it answers for nothing.
 /// </summary>
-internal sealed class AgentHost(Settings settings, Kubernetes client, ILoggerFactory loggers)
+internal sealed class AgentHost(Settings settings, ApiClient client, ILoggerFactory loggers)
 {
     private static readonly TimeSpan StopSequence = TimeSpan.FromMilliseconds(StopBudget.Sequence);
     private readonly ILogger _logger = loggers.CreateLogger<AgentHost>();
@@ -220,33 +218,32 @@ internal sealed class AgentHost(Settings settings, Kubernetes client, ILoggerFac
     private IEnumerable<Func<CancellationToken, Task>> Watches(ProtocolInbox inbox, ServiceRecords services, StatusWriter status, AgentMetrics metrics)
     {
         var ns = settings.ServiceNamespace;
-        var json = SourceGenerationContext.Default;
+        var json = ApiJson.Default;
         var inNamespace = ns is null ? "" : $"namespaces/{Uri.EscapeDataString(ns)}/";
-        var serviceWatch = new ResourceWatch<V1Service, V1ServiceList>("services",
-            new(client, $"api/v1/{inNamespace}services", json.V1Service, json.V1ServiceList),
+        var serviceWatch = new ResourceWatch<ServiceObject>("services",
+            new(client, $"api/v1/{inNamespace}services", json.ServiceObject, json.ObjectListServiceObject),
             all =>
             {
-                var inputs = all.Select(s => (Service: s, Input: KubeObjects.ToInput(s))).ToArray();
-                services.ReplaceAll(inputs);
-                var listed = inputs.Select(i => i.Input).ToArray();
+                var listed = all.Select(KubeObjects.ToInput).ToArray();
+                services.ReplaceAll(listed);
                 inbox.Post(n => n.ServicesListed(listed, MonotonicClock.NowMs));
             },
             s =>
             {
                 var input = KubeObjects.ToInput(s);
-                services.Observe(s, input);
+                services.Observe(input);
                 inbox.Post(n => n.ServiceUpserted(input, MonotonicClock.NowMs));
             },
             s =>
             {
-                var key = KubeObjects.Key(s.Metadata.NamespaceProperty, s.Metadata.Name);
+                var key = KubeObjects.Key(s.Metadata.Namespace, s.Metadata.Name);
                 services.Forget(key);
                 status.Forget(key);
-                inbox.Post(n => n.ServiceDeleted(s.Metadata.NamespaceProperty ?? "default", s.Metadata.Name, MonotonicClock.NowMs));
+                inbox.Post(n => n.ServiceDeleted(s.Metadata.Namespace ?? "default", s.Metadata.Name, MonotonicClock.NowMs));
             },
             metrics, loggers.CreateLogger("Hybrid.Agent.Watch.Services"));
-        var sliceWatch = new ResourceWatch<V1EndpointSlice, V1EndpointSliceList>("endpointslices",
-            new(client, $"apis/discovery.k8s.io/v1/{inNamespace}endpointslices", json.V1EndpointSlice, json.V1EndpointSliceList),
+        var sliceWatch = new ResourceWatch<EndpointSliceObject>("endpointslices",
+            new(client, $"apis/discovery.k8s.io/v1/{inNamespace}endpointslices", json.EndpointSliceObject, json.ObjectListEndpointSliceObject),
             all =>
             {
                 var listed = all.Select(KubeObjects.ToInput).OfType<SliceInput>().ToArray();
@@ -257,20 +254,20 @@ internal sealed class AgentHost(Settings settings, Kubernetes client, ILoggerFac
                 if (KubeObjects.ToInput(s) is { } input) inbox.Post(n => n.SliceUpserted(input, MonotonicClock.NowMs));
                 else
                 {
-                    var name = KubeObjects.Key(s.Metadata.NamespaceProperty, s.Metadata.Name);
+                    var name = KubeObjects.Key(s.Metadata.Namespace, s.Metadata.Name);
                     inbox.Post(n => n.SliceDeleted(name, MonotonicClock.NowMs));
                 }
             },
             s =>
             {
-                var name = KubeObjects.Key(s.Metadata.NamespaceProperty, s.Metadata.Name);
+                var name = KubeObjects.Key(s.Metadata.Namespace, s.Metadata.Name);
                 inbox.Post(n => n.SliceDeleted(name, MonotonicClock.NowMs));
             },
             metrics, loggers.CreateLogger("Hybrid.Agent.Watch.EndpointSlices"));
         var selector = Configuration.LeaseSelector;
-        var leaseWatch = new ResourceWatch<V1Lease, V1LeaseList>("leases",
+        var leaseWatch = new ResourceWatch<LeaseObject>("leases",
             new(client, $"apis/coordination.k8s.io/v1/namespaces/{Uri.EscapeDataString(settings.LeaseNamespace)}/leases?labelSelector={Uri.EscapeDataString(selector)}",
-                json.V1Lease, json.V1LeaseList),
+                json.LeaseObject, json.ObjectListLeaseObject),
             all =>
             {
                 var listed = all.Select(KubeObjects.ToInput).ToArray();
@@ -287,8 +284,8 @@ internal sealed class AgentHost(Settings settings, Kubernetes client, ILoggerFac
                 inbox.Post(n => n.LeaseDeleted(name, MonotonicClock.NowMs));
             },
             metrics, loggers.CreateLogger("Hybrid.Agent.Watch.Leases"));
-        var nodeWatch = new ResourceWatch<V1Node, V1NodeList>("nodes",
-            new(client, "api/v1/nodes", json.V1Node, json.V1NodeList),
+        var nodeWatch = new ResourceWatch<NodeObject>("nodes",
+            new(client, "api/v1/nodes", json.NodeObject, json.ObjectListNodeObject),
             all =>
             {
                 var listed = all.Select(KubeObjects.ToInput).ToArray();
@@ -308,9 +305,9 @@ internal sealed class AgentHost(Settings settings, Kubernetes client, ILoggerFac
         // Only the pool ConfigMap: a field selector on its name, so other ConfigMaps never reach the agent.
         var poolNamespace = Configuration.PoolConfigMapNamespace;
         var poolSelector = "metadata.name=" + Configuration.PoolConfigMapName;
-        var poolWatch = new ResourceWatch<V1ConfigMap, V1ConfigMapList>("configmaps",
+        var poolWatch = new ResourceWatch<ConfigMapObject>("configmaps",
             new(client, $"api/v1/namespaces/{Uri.EscapeDataString(poolNamespace)}/configmaps?fieldSelector={Uri.EscapeDataString(poolSelector)}",
-                json.V1ConfigMap, json.V1ConfigMapList),
+                json.ConfigMapObject, json.ObjectListConfigMapObject),
             all =>
             {
                 var data = all.Select(KubeObjects.PoolData).FirstOrDefault();

@@ -1,5 +1,3 @@
-using k8s.Autorest;
-
 namespace Hybrid.Agent;
 
 /// <summary>API failures in a few words, for logs.</summary>
@@ -7,7 +5,7 @@ internal static class ApiErrors
 {
     public static string Describe(Exception e) => e switch
     {
-        HttpOperationException h => $"HTTP {(int)h.Response.StatusCode} {h.Response.ReasonPhrase}",
+        ApiException a => $"HTTP {(int)a.Status} {a.Reason}",
         OperationCanceledException => "timed out",
         _ => e.GetBaseException().Message,
     };

@@ -4,8 +4,7 @@ using System.Net;
 using System.Runtime.CompilerServices;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
-using k8s;
-using k8s.Models;
+using Hybrid.Facade;
 
 namespace Hybrid.Agent;
 
@@ -19,48 +18,40 @@ internal readonly record struct WatchEvent<T>(WatchEventKind Kind, T Object);
 internal sealed class WatchExpiredException(string message) : Exception(message);
 
 /// <summary>A watch stream ended with an ERROR event other than 410.</summary>
-internal sealed class WatchErrorException(V1Status? status)
+internal sealed class WatchErrorException(StatusObject? status)
     : Exception($"watch error {status?.Code} {status?.Reason}: {status?.Message}");
 
 /// <summary>
-/// Lists and watches one collection (path and selectors, e.g. `api/v1/services`) over the HttpClient and
-/// credentials of a KubernetesClient.Aot client, whose typed API has no watch. Objects are read with the
-/// client's source-generated serializers: no reflection, so the native agent can do it.
+/// Lists and watches one collection (path and selectors, e.g. `api/v1/services`): chunked JSON lines,
+/// bookmarks, 410 as <see cref="WatchExpiredException"/>, read with the agent's source-generated serializers.
 /// </summary>
-internal sealed class CollectionClient<TObject, TList>(
-    Kubernetes client, string path, JsonTypeInfo<TObject> objectType, JsonTypeInfo<TList> listType)
-    where TObject : IMetadata<V1ObjectMeta>
-    where TList : IMetadata<V1ListMeta>, IItems<TObject>
+internal sealed class CollectionClient<TObject>(
+    ApiClient api, string path, JsonTypeInfo<TObject> objectType, JsonTypeInfo<ObjectList<TObject>> listType)
+    where TObject : IApiObject
 {
-    /// <summary>How long after the server should have ended a watch the client gives up on a silent connection.</summary>
-    private static readonly TimeSpan SilenceAllowance = TimeSpan.FromSeconds(30);
-
     public string Path => path;
 
-    public async Task<TList> ListAsync(CancellationToken cancellationToken)
+    public async Task<ObjectList<TObject>> ListAsync(CancellationToken cancellationToken)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(client.HttpClientTimeout);
-        using var response = await SendAsync(path, timeout.Token);
-        await EnsureSuccessAsync(response, timeout.Token);
-        await using var body = await response.Content.ReadAsStreamAsync(timeout.Token);
-        return await JsonSerializer.DeserializeAsync(body, listType, timeout.Token)
-            ?? throw new JsonException($"empty list response from {path}");
+        timeout.CancelAfter(api.ListTimeout);
+        return await api.GetAsync(path, listType, timeout.Token);
     }
 
     /// <summary>
     /// Watches from <paramref name="version"/> until the server ends the stream (after about
-    /// <paramref name="timeoutSeconds"/>); throws <see cref="WatchExpiredException"/> on 410.
+    /// <paramref name="timeoutSeconds"/>), or until it has been silent past the domain's limit for that
+    /// timeout; throws <see cref="WatchExpiredException"/> on 410.
     /// </summary>
     public async IAsyncEnumerable<WatchEvent<TObject>> WatchAsync(string version, int timeoutSeconds,
         [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         var query = $"watch=1&allowWatchBookmarks=true&resourceVersion={Uri.EscapeDataString(version)}&timeoutSeconds={timeoutSeconds}";
         using var silence = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        silence.CancelAfter(TimeSpan.FromSeconds(timeoutSeconds) + SilenceAllowance);
-        using var response = await SendAsync(path + (path.Contains('?') ? '&' : '?') + query, silence.Token);
+        silence.CancelAfter(TimeSpan.FromMilliseconds(Configuration.WatchSilenceLimitMs(timeoutSeconds)));
+        using var response = await api.OpenAsync(path + (path.Contains('?') ? '&' : '?') + query, silence.Token);
         if (response.StatusCode == HttpStatusCode.Gone) throw new WatchExpiredException($"HTTP 410 for version {version}");
-        await EnsureSuccessAsync(response, silence.Token);
+        await ApiClient.EnsureSuccessAsync(response, silence.Token);
         var reader = PipeReader.Create(await response.Content.ReadAsStreamAsync(silence.Token));
         try
         {
@@ -96,27 +87,6 @@ internal sealed class CollectionClient<TObject, TList>(
         }
     }
 
-    private async Task<HttpResponseMessage> SendAsync(string pathAndQuery, CancellationToken cancellationToken)
-    {
-        // BaseUri ends in '/': a relative path keeps any prefix of the server's URL.
-        using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(client.BaseUri, pathAndQuery))
-        {
-            Version = HttpVersion.Version20,
-            VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
-        };
-        request.Headers.Accept.ParseAdd("application/json");
-        // Tokens (static, file, exec) are added per request; certificates and the CA are in the HttpClient's handler.
-        if (client.Credentials is { } credentials) await credentials.ProcessHttpRequestAsync(request, cancellationToken);
-        return await client.HttpClient.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
-    }
-
-    private static async Task EnsureSuccessAsync(HttpResponseMessage response, CancellationToken cancellationToken)
-    {
-        if (response.IsSuccessStatusCode) return;
-        var body = await response.Content.ReadAsStringAsync(cancellationToken);
-        throw new HttpRequestException($"HTTP {(int)response.StatusCode} {response.ReasonPhrase}: {body}", null, response.StatusCode);
-    }
-
     // {"type":"ADDED|MODIFIED|DELETED|BOOKMARK|ERROR","object":{...}}, in either order.
     private WatchEvent<TObject> Parse(ReadOnlySequence<byte> line)
     {
@@ -141,7 +111,7 @@ internal sealed class CollectionClient<TObject, TList>(
         if (!hasBody) throw new JsonException($"watch event of {path} without an object (type {type})");
         if (type == "ERROR")
         {
-            var status = JsonSerializer.Deserialize(ref body, SourceGenerationContext.Default.V1Status);
+            var status = JsonSerializer.Deserialize(ref body, ApiJson.Default.StatusObject);
             if (status?.Code == 410) throw new WatchExpiredException(status.Message ?? "410 Expired");
             throw new WatchErrorException(status);
         }

@@ -1,9 +1,6 @@
 using System.Net;
 using System.Threading.Channels;
 using Hybrid.Facade;
-using k8s;
-using k8s.Autorest;
-using k8s.Models;
 using Microsoft.Extensions.Logging;
 
 namespace Hybrid.Agent;
@@ -17,7 +14,7 @@ namespace Hybrid.Agent;
 /// <see cref="RepeatWindow"/> is posted once, and at most <see cref="BurstLimit"/> per second go out.
 /// </summary>
 internal sealed class EventRecorder(
-    IKubernetes client,
+    ApiClient api,
     Settings settings,
     ServiceRecords services,
     ILogger<EventRecorder> logger) : IAsyncDisposable
@@ -107,25 +104,25 @@ internal sealed class EventRecorder(
         var now = DateTime.UtcNow;
         var regarding = pending.About switch
         {
-            Subject.Node => new V1ObjectReference { ApiVersion = "v1", Kind = "Node", Name = e.Name },
-            Subject.ConfigMap => new V1ObjectReference { ApiVersion = "v1", Kind = "ConfigMap", NamespaceProperty = e.Namespace, Name = e.Name },
-            _ => new V1ObjectReference
+            Subject.Node => new ObjectReference { ApiVersion = "v1", Kind = "Node", Name = e.Name },
+            Subject.ConfigMap => new ObjectReference { ApiVersion = "v1", Kind = "ConfigMap", Namespace = e.Namespace, Name = e.Name },
+            _ => new ObjectReference
             {
                 ApiVersion = "v1",
                 Kind = "Service",
-                NamespaceProperty = e.Namespace,
+                Namespace = e.Namespace,
                 Name = e.Name,
                 Uid = services.Get(KubeObjects.Key(e.Namespace, e.Name))?.Uid is { Length: > 0 } uid ? uid : null,
             },
         };
-        var body = new Eventsv1Event
+        var body = new EventObject
         {
-            Metadata = new V1ObjectMeta
+            Metadata = new ObjectMeta
             {
                 Name = Bounded($"{e.Name}", 230) + $".{now.Ticks:x}{Random.Shared.Next(0x1000):x3}",
-                NamespaceProperty = e.Namespace,
+                Namespace = e.Namespace,
             },
-            EventTime = now,
+            EventTime = KubeObjects.Time(now),
             ReportingController = ReportingController,
             ReportingInstance = ReportingInstance,
             Action = e.Reason,
@@ -136,14 +133,15 @@ internal sealed class EventRecorder(
         };
         try
         {
-            await client.EventsV1.CreateNamespacedEventAsync(body, e.Namespace, cancellationToken: cancellationToken);
+            await api.CreateAsync($"apis/events.k8s.io/v1/namespaces/{Uri.EscapeDataString(e.Namespace)}/events", body,
+                ApiJson.Default.EventObject, ApiJson.Default.EventObject, cancellationToken);
             return (true, false);
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
             throw;
         }
-        catch (HttpOperationException h) when ((int)h.Response.StatusCode is >= 400 and < 500 and not 429)
+        catch (ApiException h) when ((int)h.Status is >= 400 and < 500 and not 429)
         {
             logger.LogWarning("Event {Reason} for {Object} refused ({Error}); dropped", e.Reason, $"{e.Namespace}/{e.Name}", ApiErrors.Describe(h));
             return (false, true);

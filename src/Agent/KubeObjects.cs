@@ -2,12 +2,11 @@ using System.Collections.ObjectModel;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Hybrid.Facade;
-using k8s.Models;
 
 namespace Hybrid.Agent;
 
 /// <summary>
-/// Converts between Kubernetes objects and the domain's records. Pure data mapping: where a field is found,
+/// Converts between the agent's view of Kubernetes objects (ApiObjects.cs) and the domain's records. Pure data mapping: where a field is found,
 /// never what it means (that is the domain's job; defaults such as "ClusterIP" or "TCP" are applied there).
 /// </summary>
 internal static class KubeObjects
@@ -29,18 +28,16 @@ internal static class KubeObjects
             ? Empty
             : d.Where(a => Configuration.IsReadAnnotation(a.Key)).ToDictionary(a => a.Key, a => a.Value, StringComparer.Ordinal);
 
-    public static ServiceInput ToInput(V1Service s) => new()
+    public static ServiceInput ToInput(ServiceObject s) => new()
     {
-        Namespace = s.Metadata.NamespaceProperty ?? "default",
+        Namespace = s.Metadata.Namespace ?? "default",
         Name = s.Metadata.Name,
         Uid = s.Metadata.Uid ?? "",
-        CreatedAtUnixSeconds = s.Metadata.CreationTimestamp is { } t
-            ? new DateTimeOffset(DateTime.SpecifyKind(t, DateTimeKind.Utc)).ToUnixTimeSeconds()
-            : 0,
+        CreatedAtUnixSeconds = s.Metadata.CreationTimestamp?.ToUnixTimeSeconds() ?? 0,
         Type = s.Spec?.Type ?? "",
         LoadBalancerClass = s.Spec?.LoadBalancerClass,
         Annotations = ReadAnnotations(s.Metadata.Annotations),
-        LoadBalancerIP = s.Spec?.LoadBalancerIP,
+        LoadBalancerIP = s.Spec?.LoadBalancerIp,
         Ports = (s.Spec?.Ports ?? []).Select(p => new PortInput { Protocol = p.Protocol ?? "", Port = p.Port }).ToArray(),
         ExternalTrafficPolicy = s.Spec?.ExternalTrafficPolicy,
         Selector = Dict(s.Spec?.Selector),
@@ -59,24 +56,24 @@ internal static class KubeObjects
     };
 
     /// <summary>A Node: its IP addresses (InternalIP, ExternalIP) and labels.</summary>
-    public static NodeInput ToInput(V1Node node) => new()
+    public static NodeInput ToInput(NodeObject node) => new()
     {
         Name = node.Metadata.Name,
         Addresses = (node.Status?.Addresses ?? [])
             .Where(a => a.Type is "InternalIP" or "ExternalIP")
-            .Select(a => a.Address)
+            .Select(a => a.Address ?? "")
             .ToArray(),
         Labels = Dict(node.Metadata.Labels),
     };
 
     /// <summary>The data of the pool ConfigMap.</summary>
-    public static IReadOnlyDictionary<string, string> PoolData(V1ConfigMap map) => Dict(map.Data);
+    public static IReadOnlyDictionary<string, string> PoolData(ConfigMapObject map) => Dict(map.Data);
 
     /// <summary>
     /// The merge patch of an address assignment: it carries the resourceVersion the domain decided on, so the
     /// server refuses it (409) if the Service changed since.
     /// </summary>
-    public static V1Patch AssignmentPatch(ShellCommand.AssignAddress assign)
+    public static string AssignmentPatch(ShellCommand.AssignAddress assign)
     {
         var annotations = new JsonObject();
         foreach (var (key, value) in assign.Annotations) annotations[key] = value;
@@ -91,18 +88,18 @@ internal static class KubeObjects
                 ["labels"] = labels,
             },
         };
-        return new V1Patch(patch.ToJsonString(), V1Patch.PatchType.MergePatch);
+        return patch.ToJsonString();
     }
 
     /// <summary>A slice attributed to its Service, or null when it names none (not a Service's slice).</summary>
-    public static SliceInput? ToInput(V1EndpointSlice slice)
+    public static SliceInput? ToInput(EndpointSliceObject slice)
     {
         if (slice.Metadata.Labels is null || !slice.Metadata.Labels.TryGetValue(ServiceNameLabel, out var service))
             return null;
         return new SliceInput
         {
-            Name = Key(slice.Metadata.NamespaceProperty, slice.Metadata.Name),
-            Namespace = slice.Metadata.NamespaceProperty ?? "default",
+            Name = Key(slice.Metadata.Namespace, slice.Metadata.Name),
+            Namespace = slice.Metadata.Namespace ?? "default",
             ServiceName = service,
             Endpoints = (slice.Endpoints ?? []).Select(e => new EndpointInput
             {
@@ -114,7 +111,7 @@ internal static class KubeObjects
         };
     }
 
-    public static LeaseInput ToInput(V1Lease lease) => new()
+    public static LeaseInput ToInput(LeaseObject lease) => new()
     {
         Name = lease.Metadata.Name,
         Version = lease.Metadata.ResourceVersion ?? "",
@@ -124,23 +121,26 @@ internal static class KubeObjects
         Annotations = Dict(lease.Metadata.Annotations),
     };
 
+    /// <summary>A MicroTime (Lease times, an Event's eventTime): RFC 3339 with microseconds, UTC.</summary>
     public static string Time(DateTime utc) => utc.ToString("yyyy-MM-ddTHH:mm:ss.ffffffZ", CultureInfo.InvariantCulture);
 
     /// <summary>The Lease a create writes.</summary>
-    public static V1Lease NewLease(LeaseWriteOutput write, string ns, DateTime now) => new()
+    public static LeaseObject NewLease(LeaseWriteOutput write, string ns, DateTime now) => new()
     {
-        Metadata = new V1ObjectMeta
+        ApiVersion = "coordination.k8s.io/v1",
+        Kind = "Lease",
+        Metadata = new ObjectMeta
         {
             Name = write.Name,
-            NamespaceProperty = ns,
+            Namespace = ns,
             Labels = write.Labels.ToDictionary(),
             Annotations = write.Annotations.Where(a => a.Value is not null).ToDictionary(a => a.Key, a => a.Value!),
         },
-        Spec = new V1LeaseSpec
+        Spec = new LeaseSpec
         {
             HolderIdentity = write.Holder,
-            AcquireTime = now,
-            RenewTime = now,
+            AcquireTime = Time(now),
+            RenewTime = Time(now),
             LeaseDurationSeconds = write.DurationSeconds > 0 ? write.DurationSeconds : null,
             LeaseTransitions = write.Transitions,
         },
@@ -150,7 +150,7 @@ internal static class KubeObjects
     /// The merge patch of a compare-and-swap: it carries the expected resourceVersion, so the server refuses
     /// it (409) if the Lease changed since. renewTime always changes, so every write makes a new version.
     /// </summary>
-    public static V1Patch LeasePatch(LeaseWriteOutput write, DateTime now)
+    public static string LeasePatch(LeaseWriteOutput write, DateTime now)
     {
         var annotations = new JsonObject();
         foreach (var (key, value) in write.Annotations) annotations[key] = value;
@@ -173,6 +173,6 @@ internal static class KubeObjects
             },
             ["spec"] = spec,
         };
-        return new V1Patch(patch.ToJsonString(), V1Patch.PatchType.MergePatch);
+        return patch.ToJsonString();
     }
 }

@@ -1,8 +1,5 @@
 using System.Net;
 using Hybrid.Facade;
-using k8s;
-using k8s.Autorest;
-using k8s.Models;
 using Microsoft.Extensions.Logging;
 
 namespace Hybrid.Agent;
@@ -12,26 +9,30 @@ namespace Hybrid.Agent;
 /// with a deadline of its own, and posts every outcome back to the inbox. Writes run concurrently (each
 /// touches one Lease, and the domain never has two in flight for one Lease); none blocks the loop.
 /// </summary>
-internal sealed class LeaseWriter(IKubernetes client, string ns, ProtocolInbox inbox, AgentMetrics metrics, ILogger<LeaseWriter> logger)
+internal sealed class LeaseWriter(ApiClient api, string ns, ProtocolInbox inbox, AgentMetrics metrics, ILogger<LeaseWriter> logger)
 {
     /// <summary>A write that has not been answered by then counts as failed (it may still land).</summary>
     public static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(2);
+
+    private readonly string _leases = $"apis/coordination.k8s.io/v1/namespaces/{Uri.EscapeDataString(ns)}/leases";
+
+    private string PathOf(string name) => $"{_leases}/{Uri.EscapeDataString(name)}";
 
     public void Write(long id, LeaseWriteOutput write, CancellationToken cancellationToken) =>
         _ = RunAsync(id, $"write {write.Name}", KindOf(write), async token =>
         {
             var now = DateTime.UtcNow;
-            V1Lease written = write.ExpectedVersion is null
-                ? await client.CoordinationV1.CreateNamespacedLeaseAsync(KubeObjects.NewLease(write, ns, now), ns, cancellationToken: token)
-                : await client.CoordinationV1.PatchNamespacedLeaseAsync(KubeObjects.LeasePatch(write, now), write.Name, ns, cancellationToken: token);
+            var lease = ApiJson.Default.LeaseObject;
+            var written = write.ExpectedVersion is null
+                ? await api.CreateAsync(_leases, KubeObjects.NewLease(write, ns, now), lease, lease, token)
+                : await api.MergePatchAsync(PathOf(write.Name), KubeObjects.LeasePatch(write, now), lease, token);
             return KubeObjects.ToInput(written);
         }, cancellationToken);
 
     public void Delete(long id, string name, string version, CancellationToken cancellationToken) =>
         _ = RunAsync(id, $"delete {name}", Configuration.GroupLeaseKind, async token =>
         {
-            await client.CoordinationV1.DeleteNamespacedLeaseAsync(name, ns,
-                new V1DeleteOptions { Preconditions = new V1Preconditions { ResourceVersion = version } }, cancellationToken: token);
+            await api.DeleteAsync(PathOf(name), new DeleteOptions { Preconditions = new Preconditions { ResourceVersion = version } }, token);
             return null;
         }, cancellationToken);
 
@@ -44,16 +45,16 @@ internal sealed class LeaseWriter(IKubernetes client, string ns, ProtocolInbox i
         deadline.CancelAfter(RequestTimeout);
         try
         {
-            var lease = KubeObjects.ToInput(await client.CoordinationV1.ReadNamespacedLeaseAsync(name, ns, cancellationToken: deadline.Token));
+            var lease = KubeObjects.ToInput(await api.GetAsync(PathOf(name), ApiJson.Default.LeaseObject, deadline.Token));
             inbox.Post(node => node.LeaseUpserted(lease, MonotonicClock.NowMs));
         }
-        catch (HttpOperationException e) when (e.Response.StatusCode == HttpStatusCode.NotFound)
+        catch (ApiException e) when (e.Status == HttpStatusCode.NotFound)
         {
             inbox.Post(node => node.LeaseDeleted(name, MonotonicClock.NowMs));
         }
         catch (Exception e) when (!cancellationToken.IsCancellationRequested)
         {
-            logger.LogDebug("Re-reading Lease {Lease} failed: {Error}", name, Describe(e));
+            logger.LogDebug("Re-reading Lease {Lease} failed: {Error}", name, ApiErrors.Describe(e));
         }
         catch (OperationCanceledException)
         {
@@ -73,11 +74,11 @@ internal sealed class LeaseWriter(IKubernetes client, string ns, ProtocolInbox i
         {
             outcome = (WriteResult.Done, await request(deadline.Token), null);
         }
-        catch (HttpOperationException e) when (e.Response.StatusCode == HttpStatusCode.Conflict)
+        catch (ApiException e) when (e.Status == HttpStatusCode.Conflict)
         {
             outcome = (WriteResult.Conflict, null, null);
         }
-        catch (HttpOperationException e) when (e.Response.StatusCode == HttpStatusCode.NotFound)
+        catch (ApiException e) when (e.Status == HttpStatusCode.NotFound)
         {
             outcome = (WriteResult.NotFound, null, null);
         }
@@ -87,19 +88,11 @@ internal sealed class LeaseWriter(IKubernetes client, string ns, ProtocolInbox i
         }
         catch (Exception e)
         {
-            outcome = (WriteResult.Failed, null, Describe(e));
+            outcome = (WriteResult.Failed, null, ApiErrors.Describe(e));
             logger.LogWarning("Lease {What} failed: {Error}", what, outcome.Reason);
         }
         metrics.LeaseWritten(kind, outcome.Result);
         var jitter = Random.Shared.NextDouble();
         inbox.Post(node => node.WriteCompleted(id, outcome.Result, outcome.Lease, outcome.Reason, jitter, MonotonicClock.NowMs));
     }
-
-    /// <summary>An API failure in a few words, for logs.</summary>
-    public static string Describe(Exception e) => e switch
-    {
-        HttpOperationException h => $"HTTP {(int)h.Response.StatusCode} {h.Response.ReasonPhrase}",
-        OperationCanceledException => "timed out",
-        _ => e.GetBaseException().Message,
-    };
 }

@@ -1,5 +1,4 @@
-using k8s;
-using k8s.Models;
+using Hybrid.Facade;
 using Microsoft.Extensions.Logging;
 
 namespace Hybrid.Agent;
@@ -10,24 +9,20 @@ namespace Hybrid.Agent;
 /// never clear the cache: a broken watch leaves the last known state in place (only the fencing rule may
 /// withdraw a VIP, never a transient API failure).
 /// </summary>
-internal sealed class ResourceWatch<TObject, TList>(
+internal sealed class ResourceWatch<TObject>(
     string resource,
-    CollectionClient<TObject, TList> collection,
+    CollectionClient<TObject> collection,
     Action<IEnumerable<TObject>> replaceAll,
     Action<TObject> upsert,
     Action<TObject> remove,
     AgentMetrics metrics,
     ILogger logger)
-    where TObject : IMetadata<V1ObjectMeta>
-    where TList : IMetadata<V1ListMeta>, IItems<TObject>
+    where TObject : IApiObject
 {
     private readonly Backoff _backoff = new();
     private readonly Counter _ended = metrics.WatchRestarts(resource, "ended");
     private readonly Counter _expired = metrics.WatchRestarts(resource, "expired");
     private readonly Counter _failed = metrics.WatchRestarts(resource, "failed");
-
-    /// <summary>Server-side watch timeout; spread so that many agents do not reconnect together.</summary>
-    private static int WatchTimeoutSeconds() => 240 + Random.Shared.Next(120);
 
     public async Task RunAsync(CancellationToken cancellationToken)
     {
@@ -44,7 +39,7 @@ internal sealed class ResourceWatch<TObject, TList>(
                     logger.LogDebug("Listed {Count} {Resource} at version {Version}", items.Items.Count, resource, version);
                 }
 
-                await foreach (var (kind, item) in collection.WatchAsync(version!, WatchTimeoutSeconds(), cancellationToken))
+                await foreach (var (kind, item) in collection.WatchAsync(version!, Configuration.WatchTimeoutSeconds(Random.Shared.NextDouble()), cancellationToken))
                 {
                     switch (kind)
                     {

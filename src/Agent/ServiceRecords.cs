@@ -1,5 +1,4 @@
 using Hybrid.Facade;
-using k8s.Models;
 
 namespace Hybrid.Agent;
 
@@ -21,10 +20,9 @@ internal sealed class ServiceRecords
         lock (_lock) return _records.GetValueOrDefault(key);
     }
 
-    public void Observe(V1Service service, ServiceInput input)
+    public void Observe(ServiceInput input)
     {
-        var host = input.Annotations.TryGetValue(Configuration.VipHostAnnotation, out var h) ? h : null;
-        var record = new ServiceRecord(service.Metadata.ResourceVersion ?? "", input.Uid, input.Ingress, host);
+        var record = RecordOf(input);
         lock (_lock) _records[KubeObjects.Key(input.Namespace, input.Name)] = record;
     }
 
@@ -33,16 +31,16 @@ internal sealed class ServiceRecords
         lock (_lock) _records.Remove(key);
     }
 
-    public void ReplaceAll(IEnumerable<(V1Service Service, ServiceInput Input)> services)
+    public void ReplaceAll(IEnumerable<ServiceInput> services)
     {
         lock (_lock)
         {
             _records.Clear();
-            foreach (var (service, input) in services)
-            {
-                var host = input.Annotations.TryGetValue(Configuration.VipHostAnnotation, out var h) ? h : null;
-                _records[KubeObjects.Key(input.Namespace, input.Name)] = new ServiceRecord(service.Metadata.ResourceVersion ?? "", input.Uid, input.Ingress, host);
-            }
+            foreach (var input in services) _records[KubeObjects.Key(input.Namespace, input.Name)] = RecordOf(input);
         }
     }
+
+    private static ServiceRecord RecordOf(ServiceInput input) =>
+        new(input.ResourceVersion ?? "", input.Uid,
+            input.Ingress, input.Annotations.TryGetValue(Configuration.VipHostAnnotation, out var host) ? host : null);
 }

@@ -1,9 +1,6 @@
 using System.Text.Json.Nodes;
 using System.Threading.Channels;
 using Hybrid.Facade;
-using k8s;
-using k8s.Autorest;
-using k8s.Models;
 using Microsoft.Extensions.Logging;
 
 namespace Hybrid.Agent;
@@ -15,7 +12,7 @@ namespace Hybrid.Agent;
 /// overwrite. Runs in the background with per-Service coalescing and backoff, so an API outage on status
 /// writes never slows the VIP itself.
 /// </summary>
-internal sealed class StatusWriter(IKubernetes client, ServiceRecords services, AgentMetrics metrics, ILogger<StatusWriter> logger) : IAsyncDisposable
+internal sealed class StatusWriter(ApiClient api, ServiceRecords services, AgentMetrics metrics, ILogger<StatusWriter> logger) : IAsyncDisposable
 {
     private sealed record Request(ShellCommand.WriteStatus Desired, string Version);
 
@@ -105,16 +102,14 @@ internal sealed class StatusWriter(IKubernetes client, ServiceRecords services, 
             var version = request.Version;
             if (desired.Ingress is { } ingress)
             {
-                var written = await client.CoreV1.PatchNamespacedServiceStatusAsync(
-                    new V1Patch(StatusPatch(version, ingress), V1Patch.PatchType.MergePatch),
-                    desired.Name, desired.Namespace, cancellationToken: cancellationToken);
-                version = written.Metadata.ResourceVersion;
+                var written = await api.MergePatchAsync(ServicePath(desired.Namespace, desired.Name) + "/status",
+                    StatusPatch(version, ingress), ApiJson.Default.ServiceObject, cancellationToken);
+                version = written.Metadata.ResourceVersion ?? version;
             }
             if (desired.SetVipHost)
             {
-                await client.CoreV1.PatchNamespacedServiceAsync(
-                    new V1Patch(AnnotationPatch(version, desired.VipHost), V1Patch.PatchType.MergePatch),
-                    desired.Name, desired.Namespace, cancellationToken: cancellationToken);
+                await api.MergePatchAsync(ServicePath(desired.Namespace, desired.Name),
+                    AnnotationPatch(version, desired.VipHost), ApiJson.Default.ServiceObject, cancellationToken);
             }
             lock (_lock)
             {
@@ -128,7 +123,7 @@ internal sealed class StatusWriter(IKubernetes client, ServiceRecords services, 
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
         }
-        catch (HttpOperationException e) when ((int)e.Response.StatusCode == 404)
+        catch (ApiException e) when (e.Status == System.Net.HttpStatusCode.NotFound)
         {
             logger.LogDebug("{Service} vanished before its status was written", key);
             Forget(key);
@@ -136,7 +131,7 @@ internal sealed class StatusWriter(IKubernetes client, ServiceRecords services, 
         catch (Exception e)
         {
             // A 409 means the Service moved on: the domain sees the newer version and asks again if needed.
-            var conflict = e is HttpOperationException { Response.StatusCode: System.Net.HttpStatusCode.Conflict };
+            var conflict = e is ApiException { Status: System.Net.HttpStatusCode.Conflict };
             TimeSpan delay;
             lock (_lock)
             {
@@ -156,6 +151,9 @@ internal sealed class StatusWriter(IKubernetes client, ServiceRecords services, 
             }
         }
     }
+
+    public static string ServicePath(string ns, string name) =>
+        $"api/v1/namespaces/{Uri.EscapeDataString(ns)}/services/{Uri.EscapeDataString(name)}";
 
     private static string StatusPatch(string version, IngressInput[] ingress)
     {

@@ -104,3 +104,25 @@ let ``at the defaults the API fence is armed when the LAN fence has 100 ms left,
     // docs/PROTOCOL.md §2, when to arm: (R_L - 2h)/2 = (400 - 200)/2 ms.
     Assert.Equal(400L, DefaultTiming.LanRenewDeadline)
     Assert.Equal(100L, ProtocolConstants.armLead DefaultTiming)
+
+/// Jitter as a random source gives it, with the ends of its range and values outside it.
+let private genJitter =
+    Gen.frequency
+        [ 4, Gen.choose (0, 1_000_000) |> Gen.map (fun n -> float n / 1_000_000.0)
+          1, Gen.elements [ 0.0; 1.0; -0.5; 1.5 ] ]
+
+[<Property(MaxTest = 300)>]
+let ``a silent watch is given up only after the server's own timeout has passed`` () =
+    forAll (Arb.fromGen genJitter) (fun jitter ->
+        let seconds = Hybrid.Facade.Configuration.WatchTimeoutSeconds jitter
+        let limit = Hybrid.Facade.Configuration.WatchSilenceLimitMs seconds
+        allOf
+            [ holds (sprintf "timeout %d s outside four to six minutes" seconds) (seconds >= 240 && seconds <= 360)
+              holds (sprintf "gives up after %d ms, before the server's %d s timeout plus 10 s" limit seconds)
+                  (limit >= int64 seconds * 1000L + 10_000L) ]
+        |> Prop.classify (jitter <= 0.0 || jitter >= 1.0) "jitter at or beyond the range's ends")
+
+[<Fact>]
+let ``watches spread their reconnections over the whole range`` () =
+    let timeouts = [ 0.0; 0.5; 1.0 ] |> List.map Hybrid.Facade.Configuration.WatchTimeoutSeconds
+    Assert.Equal<int list>([ 240; 300; 360 ], timeouts)

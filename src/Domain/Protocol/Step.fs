@@ -16,6 +16,24 @@ module RetryDelay =
         let ceiling = min cap (initial <<< min (max attempts 0) 16)
         ceiling / 2L + int64 (float (ceiling / 2L) * (max 0.0 (min 1.0 jitter)))
 
+/// How long each watch of the API lasts. The client asks the server to end a watch after a timeout spread
+/// over a range, so that many agents do not reconnect together; a connection that stays silent past that
+/// timeout and an allowance is taken for dead (a half-open TCP connection never ends by itself).
+[<RequireQualifiedAccess>]
+module WatchTiming =
+    let ShortestTimeout: Duration = 240_000L
+    let TimeoutSpread: Duration = 120_000L
+    let SilenceAllowance: Duration = 30_000L
+
+    /// The timeout the next watch asks the server for, in whole seconds (the API takes seconds); `jitter`
+    /// in [0, 1] from the shell's random source.
+    let serverTimeout (jitter: float) : Duration =
+        let spread = int64 (float TimeoutSpread * max 0.0 (min 1.0 jitter))
+        (ShortestTimeout + spread) / 1000L * 1000L
+
+    /// How long the client waits for a watch with that timeout to end before it gives the connection up.
+    let silenceLimit (serverTimeout: Duration) : Duration = serverTimeout + SilenceAllowance
+
 /// Protocol constants that are not configuration (docs/PROTOCOL.md §2–§4).
 [<RequireQualifiedAccess>]
 module ProtocolConstants =
