@@ -76,12 +76,12 @@ internal static class AgentCommand
             });
         });
         var logger = loggers.CreateLogger("Hybrid.Agent");
-        KubernetesClientConfiguration config;
+        ApiClient client;
         try
         {
-            config = kubeconfig is not null
+            client = new ApiClient(kubeconfig is not null
                 ? KubernetesClientConfiguration.BuildConfigFromConfigFile(kubeconfig)
-                : KubernetesClientConfiguration.InClusterConfig();
+                : KubernetesClientConfiguration.InClusterConfig());
         }
         catch (Exception e)
         {
@@ -89,10 +89,10 @@ internal static class AgentCommand
                 kubeconfig ?? "in-cluster", e.Message);
             return 1;
         }
-        using var client = new Kubernetes(config);
+        using var _ = client;
         try
         {
-            return await new AgentHost(settings, new ApiClient(client), loggers).RunAsync(cancellationToken);
+            return await new AgentHost(settings, client, loggers).RunAsync(cancellationToken);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {

@@ -74,8 +74,7 @@ internal static class ExplainCommand
     private static async Task<int> ExplainAsync(Options options, string leaseNamespace, TextWriter output, TextWriter errors,
         CancellationToken cancellationToken)
     {
-        using var transport = new Kubernetes(KubernetesClientConfiguration.BuildConfigFromConfigFile(options.Kubeconfig));
-        var client = new ApiClient(transport);
+        using var client = new ApiClient(KubernetesClientConfiguration.BuildConfigFromConfigFile(options.Kubeconfig));
         var json = ApiJson.Default;
         var services = (await client.GetAsync("api/v1/services", json.ObjectListServiceObject, cancellationToken)).Items;
         var slices = (await client.GetAsync("apis/discovery.k8s.io/v1/endpointslices", json.ObjectListEndpointSliceObject, cancellationToken)).Items;

@@ -3,7 +3,10 @@ using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
+using System.Security.Cryptography.X509Certificates;
 using k8s;
+using k8s.Authentication;
+using k8s.Exceptions;
 
 namespace Hybrid.Agent;
 
@@ -16,18 +19,33 @@ internal sealed class ApiException(HttpStatusCode status, string? reason, string
 }
 
 /// <summary>
-/// The agent's requests to the API server: JSON in and out through <see cref="ApiJson"/>, over the HttpClient,
-/// server URL and credentials that KubernetesClient.Aot built from the kubeconfig or the in-cluster account
-/// (certificates and CA in its handler, tokens added per request). Its typed calls are not used: they
-/// serialize through a context that names every Kubernetes type.
+/// The agent's requests to the API server: JSON in and out through <see cref="ApiJson"/>, with the server,
+/// CA, client certificate and token of a kubeconfig or the in-cluster account as KubernetesClient.Aot reads
+/// them. Its client class is not used: constructing one roots its serializer context, which names every
+/// Kubernetes type (about 15 MiB of every node's memory for a handful of fields).
 /// </summary>
-internal sealed class ApiClient(Kubernetes transport)
+internal sealed class ApiClient : IDisposable
 {
+    private readonly HttpClient _http;
+    private readonly Uri _server;
+    private readonly ServiceClientCredentials? _credentials;
+
+    public ApiClient(KubernetesClientConfiguration config)
+    {
+        if (string.IsNullOrWhiteSpace(config.Host)) throw new KubeConfigException("the configuration names no server");
+        var server = new Uri(config.Host).AbsoluteUri;
+        // A relative path resolved against a URL ending in '/' keeps any prefix of the server's URL.
+        _server = new Uri(server.EndsWith('/') ? server : server + "/");
+        _credentials = Kubernetes.CreateCredentials(config);
+        _http = new HttpClient(Handler(config, _server), disposeHandler: true) { Timeout = Timeout.InfiniteTimeSpan };
+        ListTimeout = config.HttpClientTimeout;
+    }
+
     private const string Json = "application/json";
     private const string MergePatch = "application/merge-patch+json";
 
-    /// <summary>How long a list may take (the client's own timeout, 100 s by default).</summary>
-    public TimeSpan ListTimeout => transport.HttpClientTimeout;
+    /// <summary>How long a list may take (the configuration's client timeout, 100 s by default).</summary>
+    public TimeSpan ListTimeout { get; }
 
     public async Task<T> GetAsync<T>(string path, JsonTypeInfo<T> type, CancellationToken cancellationToken)
     {
@@ -73,17 +91,16 @@ internal sealed class ApiClient(Kubernetes transport)
     private async Task<HttpResponseMessage> SendAsync(HttpMethod method, string pathAndQuery, HttpContent? content,
         HttpCompletionOption completion, CancellationToken cancellationToken)
     {
-        // BaseUri ends in '/': a relative path keeps any prefix of the server's URL.
-        using var request = new HttpRequestMessage(method, new Uri(transport.BaseUri, pathAndQuery))
+        using var request = new HttpRequestMessage(method, new Uri(_server, pathAndQuery))
         {
             Content = content,
             Version = HttpVersion.Version20,
             VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
         };
         request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue(Json));
-        // Tokens (static, file, exec) are added per request; certificates and the CA are in the HttpClient's handler.
-        if (transport.Credentials is { } credentials) await credentials.ProcessHttpRequestAsync(request, cancellationToken);
-        return await transport.HttpClient.SendAsync(request, completion, cancellationToken);
+        // Tokens (static, a file re-read as it rotates, exec) are added per request; certificates are the handler's.
+        if (_credentials is not null) await _credentials.ProcessHttpRequestAsync(request, cancellationToken);
+        return await _http.SendAsync(request, completion, cancellationToken);
     }
 
     private static async Task<T> ReadAsync<T>(HttpResponseMessage response, JsonTypeInfo<T> type, string path, CancellationToken cancellationToken)
@@ -93,6 +110,46 @@ internal sealed class ApiClient(Kubernetes transport)
         return await JsonSerializer.DeserializeAsync(body, type, cancellationToken)
             ?? throw new JsonException($"empty response from {path}");
     }
+
+    /// <summary>TLS as the configuration says: its CA alone trusted (or no check if it says so), its client certificate.</summary>
+    private static SocketsHttpHandler Handler(KubernetesClientConfiguration config, Uri server)
+    {
+        var handler = new SocketsHttpHandler
+        {
+            // A dead server is noticed on a long watch too.
+            KeepAlivePingPolicy = HttpKeepAlivePingPolicy.WithActiveRequests,
+            KeepAlivePingDelay = TimeSpan.FromMinutes(3),
+            KeepAlivePingTimeout = TimeSpan.FromSeconds(30),
+            EnableMultipleHttp2Connections = true,
+        };
+        if (server.Scheme != Uri.UriSchemeHttps) return handler;
+        if (!string.IsNullOrEmpty(config.TlsServerName)) handler.SslOptions.TargetHost = config.TlsServerName;
+        if (config.SkipTlsVerify)
+            handler.SslOptions.RemoteCertificateValidationCallback = (_, _, _, _) => true;
+        else if (config.SslCaCerts is { Count: > 0 } ca)
+            handler.SslOptions.RemoteCertificateValidationCallback = (sender, certificate, chain, errors) =>
+                certificate is not null && chain is not null && Kubernetes.CertificateValidationCallBack(sender, ca, certificate, chain, errors);
+        if (ClientCertificate(config) is { } certificate)
+        {
+            handler.SslOptions.ClientCertificates = [certificate];
+            handler.SslOptions.LocalCertificateSelectionCallback = (_, _, _, _, _) => certificate;
+        }
+        return handler;
+    }
+
+    /// <summary>The client certificate and key of the configuration (inline base64 PEM or files), if it has one.</summary>
+    private static X509Certificate2? ClientCertificate(KubernetesClientConfiguration config)
+    {
+        static string? Pem(string? data, string? file) =>
+            !string.IsNullOrEmpty(data) ? Encoding.UTF8.GetString(Convert.FromBase64String(data))
+            : !string.IsNullOrEmpty(file) ? File.ReadAllText(file)
+            : null;
+        var certificate = Pem(config.ClientCertificateData, config.ClientCertificateFilePath);
+        var key = Pem(config.ClientCertificateKeyData, config.ClientKeyFilePath);
+        return certificate is null || key is null ? null : X509Certificate2.CreateFromPem(certificate, key);
+    }
+
+    public void Dispose() => _http.Dispose();
 
     private static ByteArrayContent JsonContent(byte[] bytes, string type)
     {
