@@ -2,8 +2,8 @@ namespace Hybrid;
 
 /// <summary>
 /// Composition root of the `hybrid` executable, the one program a node runs: parses the sub-command and hands
-/// over to it. Each command owns its own options; this file only dispatches and maps Ctrl-C/SIGTERM to
-/// cancellation. The lab's commands (api, sandbox, who-has) are another executable, hybrid-lab.
+/// over to it. Each command owns its own options; this file only names them (CommandDispatch
+/// runs them). The lab's commands (api, sandbox, who-has) are another executable, hybrid-lab.
 /// </summary>
 internal static class CommandLine
 {
@@ -22,35 +22,19 @@ internal static class CommandLine
         The lab's commands (api, sandbox, who-has) are the executable hybrid-lab; ./hybrid in the repository runs either.
         """;
 
-    private static async Task<int> Main(string[] args)
+    private static Task<int> Main(string[] args) =>
+        CommandDispatch.RunAsync("hybrid", Usage, args, (command, rest, stopping) => command switch
+        {
+            "agent" => AgentCommand.RunAsync(rest, stopping),
+            "manifest" => Task.FromResult(ManifestCommand.Run(rest, Console.Out, Console.Error)),
+            "explain" => ExplainCommand.RunAsync(rest, Console.Out, Console.Error, stopping),
+            "api" or "sandbox" or "who-has" => LabCommand(command),
+            _ => null,
+        });
+
+    private static Task<int> LabCommand(string command)
     {
-        if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
-        {
-            Console.WriteLine(Usage);
-            return args.Length == 0 ? 2 : 0;
-        }
-
-        using var stopping = new CancellationTokenSource();
-        using var sigint = System.Runtime.InteropServices.PosixSignalRegistration.Create(
-            System.Runtime.InteropServices.PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stopping.Cancel(); });
-        using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(
-            System.Runtime.InteropServices.PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stopping.Cancel(); });
-
-        var rest = args.Skip(1).ToList();
-        switch (args[0])
-        {
-            case "agent":
-                return await AgentCommand.RunAsync(rest, stopping.Token);
-            case "manifest":
-                return ManifestCommand.Run(rest, Console.Out, Console.Error);
-            case "explain":
-                return await ExplainCommand.RunAsync(rest, Console.Out, Console.Error, stopping.Token);
-            case "api" or "sandbox" or "who-has":
-                Console.Error.WriteLine($"hybrid: '{args[0]}' is a lab command: run it with the lab executable (hybrid-lab), or ./hybrid {args[0]} from the repository");
-                return 2;
-            default:
-                Console.Error.WriteLine($"hybrid: unknown command '{args[0]}'\n\n{Usage}");
-                return 2;
-        }
+        Console.Error.WriteLine($"hybrid: '{command}' is a lab command: run it with the lab executable (hybrid-lab), or ./hybrid {command} from the repository");
+        return Task.FromResult(2);
     }
 }

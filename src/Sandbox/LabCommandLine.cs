@@ -18,32 +18,12 @@ internal static class LabCommandLine
               ask a running sandbox's LAN who answers ARP for an address (exit 0 when exactly one node does)
         """;
 
-    private static async Task<int> Main(string[] args)
-    {
-        if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
+    private static Task<int> Main(string[] args) =>
+        CommandDispatch.RunAsync("hybrid-lab", Usage, args, (command, rest, stopping) => command switch
         {
-            Console.WriteLine(Usage);
-            return args.Length == 0 ? 2 : 0;
-        }
-
-        using var stopping = new CancellationTokenSource();
-        using var sigint = System.Runtime.InteropServices.PosixSignalRegistration.Create(
-            System.Runtime.InteropServices.PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stopping.Cancel(); });
-        using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(
-            System.Runtime.InteropServices.PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stopping.Cancel(); });
-
-        var rest = args.Skip(1).ToList();
-        switch (args[0])
-        {
-            case "api":
-                return await ApiCommand.RunAsync(rest, stopping.Token);
-            case "sandbox":
-                return await SandboxCommand.RunAsync(rest, stopping.Token);
-            case "who-has":
-                return await WhoHasCommand.RunAsync(rest, stopping.Token);
-            default:
-                Console.Error.WriteLine($"hybrid-lab: unknown command '{args[0]}'\n\n{Usage}");
-                return 2;
-        }
-    }
+            "api" => ApiCommand.RunAsync(rest, stopping),
+            "sandbox" => SandboxCommand.RunAsync(rest, stopping),
+            "who-has" => WhoHasCommand.RunAsync(rest, stopping),
+            _ => null,
+        });
 }

@@ -113,7 +113,7 @@ let private genJitter =
 
 [<Property(MaxTest = 300)>]
 let ``a silent watch is given up only after the server's own timeout has passed`` () =
-    forAll (Arb.fromGen genJitter) (fun jitter ->
+    forAll genJitter (fun jitter ->
         let seconds = Hybrid.Facade.Configuration.WatchTimeoutSeconds jitter
         let limit = Hybrid.Facade.Configuration.WatchSilenceLimitMs seconds
         allOf
