@@ -66,6 +66,14 @@ internal sealed class MetricsEndpoint(AgentMetrics metrics, bool upnp)
             for (var i = 0; i < gauges.DroppedReasons.Length; i++)
                 text.Sample("hybrid_heartbeat_frames_dropped_total", gauges.DroppedCounts[i], ("reason", gauges.DroppedReasons[i]));
 
+        text.Family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.")
+            .Sample("process_resident_memory_bytes", ProcessMemory.ResidentBytes());
+        var heap = GC.GetGCMemoryInfo();
+        text.Family("hybrid_gc_heap_size_bytes", "gauge", "Size of the managed heap after the last collection.")
+            .Sample("hybrid_gc_heap_size_bytes", heap.HeapSizeBytes);
+        text.Family("hybrid_gc_committed_bytes", "gauge", "Memory the garbage collector holds committed (live objects, free space and the first generation's budget).")
+            .Sample("hybrid_gc_committed_bytes", heap.TotalCommittedBytes);
+
         if (upnp)
         {
             text.Family("hybrid_upnp_forwarded_services", "gauge", "Services whose ports the UPnP forwarder has mapped on a gateway (enable_upnp).");

@@ -49,6 +49,10 @@ public sealed class MetricsTests(ITestOutputHelper output)
             Assert.InRange(m.Value("hybrid_fence_margin_seconds"), double.Epsilon, 10);
             Assert.Equal(0, m.Sum("hybrid_heartbeat_frames_dropped_total", ("reason", "bad_signature")));
             Assert.Equal(0, m.Value("kube_vip_service_reconcile_errors_total"));
+            // The agent's own memory: what the kernel counts (read here from /proc too) and the collector's share of it.
+            var resident = AgentResidentBytes(lab, node);
+            Assert.InRange(m.Value("process_resident_memory_bytes"), resident * 0.8, resident * 1.25);
+            Assert.InRange(m.Value("hybrid_gc_heap_size_bytes"), 1, m.Value("hybrid_gc_committed_bytes"));
             if (holds) Assert.True(m.Value("hybrid_announcements_total") > 0, "the holder announced the VIP");
             else Assert.Equal(0, m.Value("hybrid_announcements_total"));
         }
@@ -76,6 +80,14 @@ public sealed class MetricsTests(ITestOutputHelper output)
         Assert.Equal(before[successor].Value("hybrid_takeover_silence_seconds_count") + 1, after.Value("hybrid_takeover_silence_seconds_count"));
         var other = survivors.Single(n => n != successor);
         Assert.Equal(0, Exposition.Parse((await Curl.GetAsync(lab.ClientNamespace, Url(lab, other))).Body).Value("hybrid_vips_held"));
+    }
+
+    /// <summary>The agent process's resident set as the kernel reports it (VmRSS of /proc/PID/status).</summary>
+    private static double AgentResidentBytes(AgentLab lab, string node)
+    {
+        var pid = lab.Agents.Pid(node) ?? throw new InvalidOperationException($"{node}'s agent is not running");
+        var line = File.ReadLines($"/proc/{pid}/status").Single(l => l.StartsWith("VmRSS:", StringComparison.Ordinal));
+        return double.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
     }
 
     private static string Url(AgentLab lab, string node) => $"http://{lab.Lab.Node(node).Ipv4}:2112/metrics";
