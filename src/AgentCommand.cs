@@ -52,9 +52,6 @@ internal static class AgentCommand
 
     private static async Task<int> RunAgentAsync(Settings settings, IReadOnlyList<string> args, CancellationToken cancellationToken)
     {
-        // glibc gives every thread that calls into libnftables, libpcap or OpenSSL an arena of its own (up to
-        // eight per core), each keeping a megabyte or more once used; the agent's few native calls share one.
-        Interop.Malloc.SetOption(Interop.Malloc.M_ARENA_MAX, 1);
         var kubeconfig = Option(args, "--kubeconfig") ?? Environment.GetEnvironmentVariable("KUBECONFIG");
         var json = args.Contains("--log-json");
         var level = args.Contains("--verbose") ? LogLevel.Debug : settings.LogLevel switch
