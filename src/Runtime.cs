@@ -22,13 +22,8 @@ internal static class CommandLine
         The lab's commands (api, sandbox, who-has) are the executable hybrid-lab; ./hybrid in the repository runs either.
         """;
 
-    private static Task<int> Main(string[] args)
-    {
-        // glibc gives every thread that allocates natively (libnftables, libpcap, OpenSSL, the runtime's signal
-        // thread) an arena of its own, up to eight per core, each keeping megabytes once used; the agent's few
-        // native calls share one. Only threads that have not allocated yet follow this, hence first of all.
-        Interop.Malloc.SetOption(Interop.Malloc.M_ARENA_MAX, 1);
-        return CommandDispatch.RunAsync("hybrid", Usage, args, (command, rest, stopping) => command switch
+    private static Task<int> Main(string[] args) =>
+        CommandDispatch.RunAsync("hybrid", Usage, args, (command, rest, stopping) => command switch
         {
             "agent" => AgentCommand.RunAsync(rest, stopping),
             "manifest" => Task.FromResult(ManifestCommand.Run(rest, Console.Out, Console.Error)),
@@ -36,7 +31,6 @@ internal static class CommandLine
             "api" or "sandbox" or "who-has" => LabCommand(command),
             _ => null,
         });
-    }
 
     private static Task<int> LabCommand(string command)
     {

@@ -117,7 +117,7 @@ let ``each services-mode flag sets the variable kube-vip's manifest sets, with t
         match daemonSetOf args with
         | Error e -> holds (sprintf "rejected %A: %A" args e) false
         | Ok ds ->
-            let fixedOnes = [ "svc_enable", "true"; "vip_arp", "true"; Manifest.HealthPortVariable, "2113" ]
+            let fixedOnes = [ "svc_enable", "true"; "vip_arp", "true"; Manifest.HealthPortVariable, "2113"; "MALLOC_ARENA_MAX", "1" ]
             let actual = literalVariables ds |> Set.ofList
             holds (sprintf "args %A\nexpected %A\nactual %A" args expected actual) (actual = Set.ofList (expected @ fixedOnes))
         |> Prop.classify (expected.IsEmpty) "required flags only"

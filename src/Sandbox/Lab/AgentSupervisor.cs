@@ -224,6 +224,8 @@ internal sealed class AgentSupervisor : IAsyncDisposable
         // No diagnostic IPC socket or debugger pipes in /tmp: the runtime removes them only on a clean exit, and
         // the lab kills agents.
         info.Environment["DOTNET_EnableDiagnostics"] = "0";
+        // As the DaemonSet runs it, so that the lab measures the agent that ships.
+        foreach (var (key, value) in Hybrid.Facade.Manifests.RuntimeEnvironment) info.Environment[key] = value;
         foreach (var (key, value) in _options.Environment) info.Environment[key] = value;
 
         if (Path.GetDirectoryName(node.LogPath) is { Length: > 0 } directory) Directory.CreateDirectory(directory);
