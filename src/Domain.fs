@@ -131,6 +131,9 @@ type KernelResult =
     /// Admit only: the address was already on the interface and not Hybrid's; it was left untouched.
     | NotOurs = 3
 
+/// How a kernel action went for one of its VIPs, where that differs from the action's result.
+type VipReport = { Address: byte array; Result: KernelResult; Reason: string | null }
+
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 // Commands: what the shell must do
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
@@ -146,17 +149,24 @@ type LeaseWriteOutput =
       Labels: IReadOnlyDictionary<string, string>
       Annotations: IReadOnlyDictionary<string, string | null> }
 
+/// A VIP address and its prefix length, as put on the interface.
+type VipAddress = { Address: byte array; Prefix: int }
+
 /// A change to the kernel; deadlines are on the monotonic clock (ms). The fresh-clock rule applies to every
 /// action with a deadline: read the clock just before the syscall; skip (report FenceEnded) when it has passed.
+/// An action over several VIPs is one nftables transaction for all of them, in the order its case says (the
+/// domain's KernelCommand); it reports each VIP it went otherwise for (VipReport).
 type KernelAction =
     | InstallFence of Managed: byte array array
     | ExtendFence of DeadlineMs: int64
     | ExpireFence
-    | Admit of Address: byte array * Prefix: int * LifetimeMs: int64
+    /// Manage all, then add each address (create, never replace); one found that is not Hybrid's: unmanage it, NotOurs.
+    | Admit of Vips: VipAddress array * LifetimeMs: int64
     | RefreshAddress of Address: byte array * Prefix: int * LifetimeMs: int64 * FenceDeadlineMs: int64
-    | Hold of Address: byte array
-    | Unhold of Address: byte array
-    | Withdraw of Address: byte array * Prefix: int
+    | Hold of Addresses: byte array array
+    | Unhold of Addresses: byte array array
+    /// Remove each address, then unmanage those removed.
+    | Withdraw of Vips: VipAddress array
     | Announce of Address: byte array * FenceDeadlineMs: int64
 
 /// The type of a Kubernetes Event.
@@ -361,16 +371,26 @@ module internal Convert =
             Some(V6(word 0, word 8))
         | _ -> None
 
+    let vipAddresses (vips: (Ip * int) list) : VipAddress array =
+        vips |> List.map (fun (ip, prefix) -> { Address = ipBytes ip; Prefix = prefix }) |> Array.ofList
+
+    let kernelOutcome (result: KernelResult) (reason: string | null) : KernelOutcome =
+        match result with
+        | KernelResult.Applied -> Applied
+        | KernelResult.FenceEnded -> SkippedFenceEnded
+        | KernelResult.NotOurs -> AddressNotOurs
+        | _ -> KernelFailed(match reason with null -> "failed" | r -> r)
+
     let kernelAction (command: KernelCommand) : KernelAction =
         match command with
         | KernelCommand.InstallFence managed -> InstallFence(managed |> List.map ipBytes |> Array.ofList)
         | KernelCommand.ExtendFence d -> ExtendFence d
         | KernelCommand.ExpireFence -> ExpireFence
-        | KernelCommand.Admit(ip, prefix, lifetime) -> Admit(ipBytes ip, prefix, lifetime)
+        | KernelCommand.Admit(vips, lifetime) -> Admit(vipAddresses vips, lifetime)
         | KernelCommand.RefreshAddress(ip, prefix, lifetime, d) -> RefreshAddress(ipBytes ip, prefix, lifetime, d)
-        | KernelCommand.Hold ip -> Hold(ipBytes ip)
-        | KernelCommand.Unhold ip -> Unhold(ipBytes ip)
-        | KernelCommand.Withdraw(ip, prefix) -> Withdraw(ipBytes ip, prefix)
+        | KernelCommand.Hold ips -> Hold(ips |> List.map ipBytes |> Array.ofList)
+        | KernelCommand.Unhold ips -> Unhold(ips |> List.map ipBytes |> Array.ofList)
+        | KernelCommand.Withdraw vips -> Withdraw(vipAddresses vips)
         | KernelCommand.Announce(ip, d) -> Announce(ipBytes ip, d)
 
     let leaseWrite (w: Hybrid.Domain.LeaseWrite) : LeaseWriteOutput =
@@ -569,17 +589,19 @@ type ProtocolNode(settings: Settings) =
             | _ -> Failed(match reason with null -> "failed" | r -> r)
         step (WriteCompleted(id, outcome, jitter, now))
 
-    member _.KernelCompleted(id: int64, result: KernelResult, reason: string | null, now: int64) =
+    member this.KernelCompleted(id: int64, result: KernelResult, reason: string | null, now: int64) =
+        this.KernelCompleted(id, result, reason, [||], now)
+
+    /// The outcome of Kernel `id`: `result` for every VIP but those in `exceptions`.
+    member _.KernelCompleted(id: int64, result: KernelResult, reason: string | null, exceptions: VipReport array, now: int64) =
         match pendingKernel.TryGetValue id with
         | true, command ->
             pendingKernel.Remove id |> ignore
-            let outcome =
-                match result with
-                | KernelResult.Applied -> Applied
-                | KernelResult.FenceEnded -> SkippedFenceEnded
-                | KernelResult.NotOurs -> AddressNotOurs
-                | _ -> KernelFailed(match reason with null -> "failed" | r -> r)
-            step (KernelCompleted(command, outcome, now))
+            let except =
+                exceptions
+                |> Array.choose (fun e -> Convert.ipOfBytes e.Address |> Option.map (fun ip -> ip, Convert.kernelOutcome e.Result e.Reason))
+                |> List.ofArray
+            step (KernelCompleted(command, Convert.kernelOutcome result reason, except, now))
         | _ -> ()
 
     /// A fence extension was written and the kernel may answer until `answeringEndsByMs` at the latest.
@@ -587,7 +609,7 @@ type ProtocolNode(settings: Settings) =
         match pendingKernel.TryGetValue id with
         | true, command ->
             pendingKernel.Remove id |> ignore
-            step (KernelCompleted(command, FenceExtended answeringEndsByMs, now))
+            step (KernelCompleted(command, FenceExtended answeringEndsByMs, [], now))
         | _ -> ()
 
     member _.LinkChanged(up: bool, now: int64) = step (LinkChanged(up, now))

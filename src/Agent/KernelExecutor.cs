@@ -10,7 +10,10 @@ namespace Hybrid.Agent;
 /// (rtnetlink, with a lifetime) and gratuitous announcements. Every action that could extend the right to
 /// answer re-reads the monotonic clock immediately before its syscall and is skipped when the fence
 /// deadline it carries has passed (the fresh-clock rule), so an action decided long ago never outlives the
-/// fence. Runs on the protocol loop, one action at a time: each is a fraction of a millisecond.
+/// fence. Runs on the protocol loop, one action at a time. An action over several VIPs writes the fence once
+/// for all of them (one nftables transaction, whose cost is mostly libnftables listing the whole ruleset
+/// first) and their addresses in netlink batches, in the order the domain's command defines, and reports the
+/// VIPs it went otherwise for.
 /// </summary>
 internal sealed class KernelExecutor(
     KernelFence fence,
@@ -37,17 +40,7 @@ internal sealed class KernelExecutor(
                     fence.Expire(cancellationToken);
                     return new KernelReport(KernelResult.Applied);
                 case KernelAction.Admit admit:
-                {
-                    // Fenced off first: the address must never be answered before the domain holds it.
-                    var vip = new IPAddress(admit.Address);
-                    fence.Manage([vip], cancellationToken);
-                    var added = await addresses.AddAsync(link.Index, vip, admit.Prefix, TimeSpan.FromMilliseconds(admit.LifetimeMs), cancellationToken);
-                    if (added != AddressAddOutcome.NotOurs) return new KernelReport(KernelResult.Applied);
-                    // Somebody else's address: no longer fenced off either, so it is answered as before.
-                    fence.Unmanage([vip], cancellationToken);
-                    logger.LogWarning("{Address}/{Prefix} is already on the VIP interface and Hybrid did not add it: left untouched", vip, admit.Prefix);
-                    return new KernelReport(KernelResult.NotOurs, "the address is on the interface and not Hybrid's");
-                }
+                    return await AdmitAsync(admit, cancellationToken);
                 case KernelAction.RefreshAddress refresh:
                 {
                     if (MonotonicClock.NowMs >= refresh.FenceDeadlineMs) return new KernelReport(KernelResult.FenceEnded);
@@ -56,19 +49,13 @@ internal sealed class KernelExecutor(
                     return new KernelReport(KernelResult.Applied);
                 }
                 case KernelAction.Hold hold:
-                    fence.Hold([new IPAddress(hold.Address)], cancellationToken);
+                    fence.Hold(hold.Addresses.Select(b => new IPAddress(b)).ToList(), cancellationToken);
                     return new KernelReport(KernelResult.Applied);
                 case KernelAction.Unhold unhold:
-                    fence.Release([new IPAddress(unhold.Address)], cancellationToken);
+                    fence.Release(unhold.Addresses.Select(b => new IPAddress(b)).ToList(), cancellationToken);
                     return new KernelReport(KernelResult.Applied);
                 case KernelAction.Withdraw withdraw:
-                {
-                    // Off the interface first, then no longer managed: never an unguarded moment.
-                    var vip = new IPAddress(withdraw.Address);
-                    await addresses.RemoveAsync(link.Index, vip, withdraw.Prefix, cancellationToken);
-                    fence.Unmanage([vip], cancellationToken);
-                    return new KernelReport(KernelResult.Applied);
-                }
+                    return await WithdrawAsync(withdraw, cancellationToken);
                 case KernelAction.Announce announce:
                 {
                     if (announcer is null) return new KernelReport(KernelResult.Applied);
@@ -91,21 +78,88 @@ internal sealed class KernelExecutor(
         }
     }
 
-    /// <summary>The action in words, with its address in the usual notation.</summary>
+    /// <summary>
+    /// Fences every VIP off first (the address must never be answered before the domain holds it), then adds the
+    /// addresses; one that somebody else put there is fenced off no longer, so it is answered as before.
+    /// </summary>
+    private async Task<KernelReport> AdmitAsync(KernelAction.Admit admit, CancellationToken cancellationToken)
+    {
+        var lifetime = TimeSpan.FromMilliseconds(admit.LifetimeMs);
+        var assignments = admit.Vips.Select(v => new AddressAssignment(link.Index, new IPAddress(v.Address), v.Prefix, lifetime)).ToList();
+        fence.Manage(assignments.Select(a => a.Address).ToList(), cancellationToken);
+        var results = await addresses.AddManyAsync(assignments, cancellationToken);
+        var exceptions = new List<VipReport>();
+        foreach (var failed in results.Where(r => r.Error is not null))
+        {
+            logger.LogError("Kernel action admit {Address}/{Prefix} failed: {Error}", failed.Assignment.Address, failed.Assignment.PrefixLength, failed.Error!.Message);
+            exceptions.Add(Report(failed.Assignment.Address, KernelResult.Failed, failed.Error.Message));
+        }
+        var foreign = results.Where(r => r.Outcome == AddressAddOutcome.NotOurs).Select(r => r.Assignment).ToList();
+        if (foreign.Count == 0) return new KernelReport(KernelResult.Applied, Exceptions: exceptions);
+        try
+        {
+            fence.Unmanage(foreign.Select(a => a.Address).ToList(), cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // Still fenced off: reported as failed, the domain admits them again (and finds them foreign again).
+            logger.LogError("Kernel action unmanage of {Count} foreign address(es) failed: {Error}", foreign.Count, e.Message);
+            exceptions.AddRange(foreign.Select(a => Report(a.Address, KernelResult.Failed, e.Message)));
+            return new KernelReport(KernelResult.Applied, Exceptions: exceptions);
+        }
+        foreach (var a in foreign)
+        {
+            logger.LogWarning("{Address}/{Prefix} is already on the VIP interface and Hybrid did not add it: left untouched", a.Address, a.PrefixLength);
+            exceptions.Add(Report(a.Address, KernelResult.NotOurs, "the address is on the interface and not Hybrid's"));
+        }
+        return new KernelReport(KernelResult.Applied, Exceptions: exceptions);
+    }
+
+    /// <summary>Off the interface first, then no longer managed: never an unguarded moment. An address that stays keeps its guard.</summary>
+    private async Task<KernelReport> WithdrawAsync(KernelAction.Withdraw withdraw, CancellationToken cancellationToken)
+    {
+        var assignments = withdraw.Vips.Select(v => new AddressAssignment(link.Index, new IPAddress(v.Address), v.Prefix)).ToList();
+        var failures = await addresses.RemoveManyAsync(assignments, cancellationToken);
+        var exceptions = new List<VipReport>();
+        foreach (var failure in failures)
+        {
+            logger.LogError("Kernel action withdraw {Address}/{Prefix} failed: {Error}", failure.Assignment.Address, failure.Assignment.PrefixLength, failure.Error.Message);
+            exceptions.Add(Report(failure.Assignment.Address, KernelResult.Failed, failure.Error.Message));
+        }
+        var kept = failures.Select(f => f.Assignment).ToHashSet();
+        var removed = assignments.Where(a => !kept.Contains(a)).Select(a => a.Address).ToList();
+        if (removed.Count > 0) fence.Unmanage(removed, cancellationToken);
+        return new KernelReport(KernelResult.Applied, Exceptions: exceptions);
+    }
+
+    private static VipReport Report(IPAddress address, KernelResult result, string reason) => new(address.GetAddressBytes(), result, reason);
+
+    /// <summary>The action in words, with its addresses in the usual notation.</summary>
     public static string Describe(KernelAction action) => action switch
     {
         KernelAction.InstallFence i => $"install fence ({i.Managed.Length} managed)",
         KernelAction.ExtendFence e => $"extend fence to {e.DeadlineMs}",
         { IsExpireFence: true } => "expire fence",
-        KernelAction.Admit a => $"admit {new IPAddress(a.Address)}/{a.Prefix}",
+        KernelAction.Admit a => $"admit {Vips(a.Vips.Select(v => $"{new IPAddress(v.Address)}/{v.Prefix}"))}",
         KernelAction.RefreshAddress r => $"refresh {new IPAddress(r.Address)}",
-        KernelAction.Hold h => $"hold {new IPAddress(h.Address)}",
-        KernelAction.Unhold u => $"unhold {new IPAddress(u.Address)}",
-        KernelAction.Withdraw w => $"withdraw {new IPAddress(w.Address)}",
+        KernelAction.Hold h => $"hold {Vips(h.Addresses.Select(b => new IPAddress(b).ToString()))}",
+        KernelAction.Unhold u => $"unhold {Vips(u.Addresses.Select(b => new IPAddress(b).ToString()))}",
+        KernelAction.Withdraw w => $"withdraw {Vips(w.Vips.Select(v => new IPAddress(v.Address).ToString()))}",
         KernelAction.Announce a => $"announce {new IPAddress(a.Address)}",
         _ => action.ToString() ?? "?",
     };
+
+    /// <summary>"a, b, c" or "1000 VIPs (a, b, c, …)": a log line stays short however many VIPs an action has.</summary>
+    private static string Vips(IEnumerable<string> addresses)
+    {
+        var list = addresses.ToList();
+        return list.Count <= 3 ? string.Join(", ", list) : $"{list.Count} VIPs ({string.Join(", ", list.Take(3))}, …)";
+    }
 }
 
-/// <summary>How a kernel action went; for a fence extension, until when the kernel may answer at the latest.</summary>
-internal readonly record struct KernelReport(KernelResult Result, string? Reason = null, long? AnsweringEndsByMs = null);
+/// <summary>
+/// How a kernel action went; for a fence extension, until when the kernel may answer at the latest; for an
+/// action over several VIPs, the VIPs it went otherwise for.
+/// </summary>
+internal readonly record struct KernelReport(KernelResult Result, string? Reason = null, long? AnsweringEndsByMs = null,
+    IReadOnlyList<VipReport>? Exceptions = null);

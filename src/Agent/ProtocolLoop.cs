@@ -93,11 +93,23 @@ internal sealed class ProtocolLoop(
             late, decided - started, took - (decided - started), inputs, commands);
     }
 
-    /// <summary>Announcements sent, and kernel actions that failed (a Service's announcement not carried out).</summary>
-    private void Count(KernelAction action, KernelResult result)
+    /// <summary>Announcements sent, and kernel actions that failed (a Service's announcement not carried out): once per VIP they failed for.</summary>
+    private void Count(KernelAction action, KernelReport report)
     {
-        if (result == KernelResult.Failed) metrics.ReconcileErrors.Add();
-        else if (result == KernelResult.Applied && action.IsAnnounce) metrics.Announcements.Add();
+        var failed = report.Result switch
+        {
+            KernelResult.Failed => action switch
+            {
+                KernelAction.Admit a => a.Vips.Length,
+                KernelAction.Withdraw w => w.Vips.Length,
+                KernelAction.Hold h => h.Addresses.Length,
+                KernelAction.Unhold u => u.Addresses.Length,
+                _ => 1,
+            },
+            _ => (report.Exceptions ?? []).Count(v => v.Result == KernelResult.Failed),
+        };
+        if (failed > 0) metrics.ReconcileErrors.Add(failed);
+        if (report.Result == KernelResult.Applied && action.IsAnnounce) metrics.Announcements.Add();
     }
 
     /// <summary>Half a heartbeat interval at the defaults: a delay peers can notice.</summary>
@@ -135,12 +147,12 @@ internal sealed class ProtocolLoop(
                     break;
                 case ShellCommand.Kernel k:
                     var report = await kernel.ApplyAsync(k.Action, cancellationToken);
-                    Count(k.Action, report.Result);
+                    Count(k.Action, report);
                     var id = k.Id;
                     if (report.AnsweringEndsByMs is { } endsBy)
                         inbox.Post(n => n.FenceExtended(id, endsBy, MonotonicClock.NowMs));
                     else
-                        inbox.Post(n => n.KernelCompleted(id, report.Result, report.Reason, MonotonicClock.NowMs));
+                        inbox.Post(n => n.KernelCompleted(id, report.Result, report.Reason, [.. report.Exceptions ?? []], MonotonicClock.NowMs));
                     break;
                 case ShellCommand.WriteStatus write:
                     status.Enqueue(write);

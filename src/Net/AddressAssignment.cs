@@ -15,6 +15,9 @@ internal sealed record AddressAssignment(int InterfaceIndex, IPAddress Address, 
 /// <summary>One request of a batch that the kernel refused.</summary>
 internal sealed record AddressFailure(AddressAssignment Assignment, NetlinkException Error);
 
+/// <summary>What <see cref="AddressTable.AddManyAsync"/> did with one address: <see cref="Outcome"/>, or why it could not (<see cref="Error"/>).</summary>
+internal sealed record AddressAddResult(AddressAssignment Assignment, AddressAddOutcome? Outcome, NetlinkException? Error = null);
+
 /// <summary>What <see cref="AddressTable.AddAsync"/> did.</summary>
 internal enum AddressAddOutcome
 {

@@ -46,21 +46,60 @@ internal sealed class AddressTable(NetlinkSocket socket) : IDisposable, IAsyncDi
     public async Task<AddressAddOutcome> AddAsync(int ifIndex, IPAddress address, int prefixLength, TimeSpan? lifetime,
         CancellationToken cancellationToken)
     {
-        var assignment = new AddressAssignment(ifIndex, address, prefixLength, lifetime);
-        Validate(assignment);
-        var results = await socket.ExecuteAsync(1, (writer, _) => EncodeAdd(writer, assignment, replace: false), "RTM_NEWADDR",
-            cancellationToken).ConfigureAwait(false);
-        if (results[0].Succeeded) return AddressAddOutcome.Added;
-        if (results[0].Errno != EEXIST)
-            throw new NetlinkException($"RTM_NEWADDR {assignment}", results[0].Errno, results[0].KernelMessage);
-        var present = (await DumpAsync(ifIndex, cancellationToken).ConfigureAwait(false))
-            .FirstOrDefault(a => a.Address.Equals(address) && a.PrefixLength == prefixLength);
-        // Gone again between the two calls: try once more from the start is the domain's business (a retry).
-        if (present is null) throw new NetlinkException($"RTM_NEWADDR {assignment}", EEXIST, "address vanished after EEXIST");
-        if (!present.IsHybrid) return AddressAddOutcome.NotOurs;
-        await AddOrRefreshAsync(ifIndex, address, prefixLength, lifetime, cancellationToken).ConfigureAwait(false);
-        return AddressAddOutcome.Refreshed;
+        var result = (await AddManyAsync([new AddressAssignment(ifIndex, address, prefixLength, lifetime)], cancellationToken)
+            .ConfigureAwait(false))[0];
+        return result.Outcome ?? throw result.Error!;
     }
+
+    /// <summary>
+    /// <see cref="AddAsync"/> for many addresses with few system calls: the creates go out in batches (see
+    /// <see cref="AddOrRefreshManyAsync"/>), and when some already exist one dump tells Hybrid's (refreshed, in
+    /// one batch) from somebody else's (<see cref="AddressAddOutcome.NotOurs"/>, untouched). One result per
+    /// assignment, in order; a refusal of one does not stop the others.
+    /// </summary>
+    public async Task<IReadOnlyList<AddressAddResult>> AddManyAsync(IReadOnlyList<AddressAssignment> assignments,
+        CancellationToken cancellationToken)
+    {
+        foreach (var assignment in assignments) Validate(assignment);
+        var created = await socket.ExecuteAsync(assignments.Count,
+            (writer, i) => EncodeAdd(writer, assignments[i], replace: false), "RTM_NEWADDR", cancellationToken).ConfigureAwait(false);
+        var results = new AddressAddResult[assignments.Count];
+        var existing = new List<int>();
+        for (var i = 0; i < assignments.Count; i++)
+        {
+            if (created[i].Succeeded) results[i] = new AddressAddResult(assignments[i], AddressAddOutcome.Added);
+            else if (created[i].Errno == EEXIST) existing.Add(i);
+            else results[i] = Refused(assignments[i], created[i]);
+        }
+        if (existing.Count == 0) return results;
+
+        var present = new Dictionary<(int, IPAddress, int), InterfaceAddress>();
+        foreach (var index in existing.Select(i => assignments[i].InterfaceIndex).Distinct())
+            foreach (var a in await DumpAsync(index, cancellationToken).ConfigureAwait(false))
+                present.TryAdd((a.InterfaceIndex, a.Address, a.PrefixLength), a);
+        var ours = new List<int>();
+        foreach (var i in existing)
+        {
+            var a = assignments[i];
+            if (!present.TryGetValue((a.InterfaceIndex, a.Address, a.PrefixLength), out var found))
+                // Gone again between the two calls: trying once more from the start is the domain's business (a retry).
+                results[i] = new AddressAddResult(a, null, new NetlinkException($"RTM_NEWADDR {a}", EEXIST, "address vanished after EEXIST"));
+            else if (!found.IsHybrid) results[i] = new AddressAddResult(a, AddressAddOutcome.NotOurs);
+            else ours.Add(i);
+        }
+        if (ours.Count == 0) return results;
+        var refreshed = await socket.ExecuteAsync(ours.Count,
+            (writer, j) => EncodeAdd(writer, assignments[ours[j]], replace: true), "RTM_NEWADDR", cancellationToken).ConfigureAwait(false);
+        for (var j = 0; j < ours.Count; j++)
+        {
+            var a = assignments[ours[j]];
+            results[ours[j]] = refreshed[j].Succeeded ? new AddressAddResult(a, AddressAddOutcome.Refreshed) : Refused(a, refreshed[j]);
+        }
+        return results;
+    }
+
+    private static AddressAddResult Refused(AddressAssignment assignment, NetlinkStatus status) =>
+        new(assignment, null, new NetlinkException($"RTM_NEWADDR {assignment}", status.Errno, status.KernelMessage));
 
     /// <summary>
     /// Adds or refreshes many addresses with few system calls: up to <see cref="NetlinkSocket.MaxMessagesPerSend"/>

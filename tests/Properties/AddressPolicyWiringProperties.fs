@@ -142,7 +142,7 @@ let private exampleService =
 let private started (pools: bool) (nodes: bool) (vipInterface: bool) : NodeState =
     let inputs =
         [ Started(Incarnation 1UL, [], true, 10L)
-          KernelCompleted(InstallFence [], Applied, 11L)
+          KernelCompleted(InstallFence [], Applied, [], 11L)
           ServicesListed([ exampleService ], 12L)
           SlicesListed([], 13L)
           LeasesListed([], 14L)

@@ -236,6 +236,51 @@ let ``VIP addresses cross the facade as bytes and come back as the same bytes`` 
         | None -> holds "no InstallFence" false)
 
 [<Property>]
+let ``a kernel action over several VIPs reports each VIP it went otherwise for, and the node takes every other VIP as the action went`` () =
+    // VIPs an earlier process left on the interface, which no Service wants: the first decision withdraws them all
+    // in one action, and the shell reports the ones whose address it could not remove.
+    let bytesOf (a: Ip) =
+        match a with
+        | V4 v -> [| byte (v >>> 24); byte (v >>> 16); byte (v >>> 8); byte v |]
+        | V6(hi, lo) -> [| for w in [ hi; lo ] do for shift in 56 .. -8 .. 0 do byte (w >>> shift) |]
+    let genCase =
+        gen {
+            let! count = Gen.choose (1, 6)
+            let vips = [ for i in 1..count -> if i % 3 = 0 then ip (sprintf "fd00::%d" i) else v4 198 18 0 (200 + i) ]
+            let! failing = Gen.listOfLength count (bool 1 2)
+            return vips, List.zip vips failing |> List.filter snd |> List.map fst
+        }
+    forAll genCase (fun (vips, failing) ->
+        let node = ProtocolNode(settingsOf [])
+        node.Start(1UL, vips |> List.map (fun a -> ({ Address = bytesOf a; Prefix = Ip.hostPrefix (Ip.family a) }: ExistingVip)) |> Array.ofList, true, 10L)
+        for c in node.Decide() do
+            match c with
+            | ShellCommand.Kernel(id, KernelAction.InstallFence _) -> node.KernelCompleted(id, KernelResult.Applied, null, 11L)
+            | _ -> ()
+        node.ServicesListed([||], 12L)
+        node.SlicesListed([||], 12L)
+        node.LeasesListed([||], 12L)
+        node.PoolConfigObserved(null, 12L)
+        node.NodesListed([||], 12L)
+        node.InterfaceRead([||], [||], 12L)
+        let withdraws =
+            node.Decide() |> Array.choose (function ShellCommand.Kernel(id, KernelAction.Withdraw vips) -> Some(id, vips) | _ -> None)
+        match withdraws with
+        | [| id, action |] ->
+            let reports = [| for a in failing -> ({ Address = bytesOf a; Result = KernelResult.Failed; Reason = "EBUSY" }: VipReport) |]
+            node.KernelCompleted(id, KernelResult.Applied, null, reports, 13L)
+            node.Decide() |> ignore
+            let left = node.State.Kernel.Vips |> Map.keys |> Set.ofSeq
+            let withdrawn = action |> Array.map (fun v -> List.ofArray v.Address, v.Prefix) |> Set.ofArray
+            let expected = vips |> List.map (fun a -> List.ofArray (bytesOf a), Ip.hostPrefix (Ip.family a)) |> Set.ofList
+            allOf
+                [ holds (sprintf "one Withdraw of every VIP: %A" action) (withdrawn = expected)
+                  holds (sprintf "left in the kernel state: %A, failing %A" left failing) (left = Set.ofList failing) ]
+            |> Prop.classify (vips.Length > 1) "several VIPs"
+            |> Prop.classify (not failing.IsEmpty && failing.Length < vips.Length) "some failed"
+        | other -> holds (sprintf "one Withdraw: %A" other) false)
+
+[<Property>]
 let ``a datagram that does not decode is counted as dropped, never thrown`` () =
     let genDatagram = Gen.choose (0, 200) |> Gen.bind (fun n -> Gen.arrayOfLength n (Gen.choose (0, 255) |> Gen.map byte))
     forAll (Gen.listOf genDatagram) (fun datagrams ->

@@ -34,11 +34,14 @@ let ``a VIP's first announcement goes out in the decision that holds it, right b
     forAll genCase (fun (election, arp, count) ->
         let world, vips = settled election arp count
         let decisions = List.rev world.Decisions
+        // Each VIP of a Hold with what comes that many places behind it: the announcements follow the Hold in its order.
         let held =
             [ for commands in decisions do
                   for i, command in List.indexed commands do
                       match command with
-                      | Kernel(Hold ip) -> yield ip, List.tryItem (i + 1) commands
+                      | Kernel(Hold ips) ->
+                          for j, ip in List.indexed ips do
+                              yield ip, List.tryItem (i + 1 + j) commands
                       | _ -> () ]
         let announcedRightBehind (ip, next) =
             match next with
@@ -75,7 +78,7 @@ let ``a stopping holder says Aside in the decision its last Unhold completes in,
             allOf
                 [ holds (sprintf "Aside (decision %d) only after the last Unhold (decision %d)" a u) (a > u)
                   holds (sprintf "Aside at once: decision %d, within the %d outcomes of decision %d" a window u) (a <= u + window)
-                  holds "every VIP was unheld" (unholds |> List.sumBy (fun (_, c) -> c |> List.filter (function Kernel(Unhold _) -> true | _ -> false) |> List.length) = vips.Count) ]
+                  holds "every VIP was unheld" (unholds |> List.collect (fun (_, c) -> c |> List.collect (function Kernel(Unhold ips) -> ips | _ -> [])) |> Set.ofList = vips) ]
         | _ -> holds (sprintf "an Unhold (%A) and an Aside frame (%A) after the stop" lastUnholdAt asideAt) false
         |> Prop.classify election "svc_election"
         |> Prop.classify (count > 1) "several VIPs")

@@ -571,25 +571,27 @@ let run (scenario: Scenario) (trace: bool) : Outcome =
         | ExpireFence ->
             k.FenceDeadline <- None
             Applied
-        | Admit(ip, _, lifetime) ->
-            k.Managed.Add ip |> ignore
-            k.Addresses[ip] <- local + lifetime
+        | Admit(vips, lifetime) ->
+            for ip, _ in vips do
+                k.Managed.Add ip |> ignore
+                k.Addresses[ip] <- local + lifetime
             Applied
         | RefreshAddress(ip, _, lifetime, deadline) ->
             if deadline > local then
                 k.Addresses[ip] <- local + lifetime
                 Applied
             else SkippedFenceEnded
-        | Hold ip ->
-            k.Held.Add ip |> ignore
+        | Hold ips ->
+            k.Held.UnionWith ips
             Applied
-        | Unhold ip ->
-            k.Held.Remove ip |> ignore
+        | Unhold ips ->
+            k.Held.ExceptWith ips
             Applied
-        | Withdraw(ip, _) ->
-            k.Held.Remove ip |> ignore
-            k.Addresses.Remove ip |> ignore
-            k.Managed.Remove ip |> ignore
+        | Withdraw vips ->
+            for ip, _ in vips do
+                k.Held.Remove ip |> ignore
+                k.Addresses.Remove ip |> ignore
+                k.Managed.Remove ip |> ignore
             Applied
         | Announce(_, deadline) -> if deadline > local then Applied else SkippedFenceEnded
 
@@ -650,7 +652,7 @@ let run (scenario: Scenario) (trace: bool) : Outcome =
                         | Hold _ | Unhold _ | ExpireFence | InstallFence _ -> say (fun () -> sprintf "%s kernel %A %A" n.Name command outcome)
                         | _ -> ()
                         checkSafety ()
-                        deliver n proc (fun local -> KernelCompleted(command, outcome, local))
+                        deliver n proc (fun local -> KernelCompleted(command, outcome, [], local))
                 | _ -> ()
             | ApiArrive(i, proc, request, sentAt) ->
                 if apiDown i then

@@ -67,19 +67,22 @@ let private execute (w: World) (command: Command) : World * Input list =
     | Kernel k ->
         // The fresh-clock rule: what extends the right to answer is skipped once the fence has ended.
         let alive = w.FenceUntil |> Option.exists (fun t -> now < t)
-        let w, outcome =
+        let w, outcome, except =
             match k with
-            | InstallFence _ -> w, Applied
-            | ExtendFence deadline -> { w with FenceUntil = (if deadline > now then Some deadline else None) }, Applied
-            | ExpireFence -> { w with FenceUntil = None }, Applied
-            | Admit(ip, _, _) when w.Foreign.Contains ip -> w, AddressNotOurs
-            | Admit(ip, _, _) -> { w with Addresses = w.Addresses.Add ip }, Applied
-            | RefreshAddress _ | Announce _ when not alive -> w, SkippedFenceEnded
-            | RefreshAddress _ | Announce _ -> w, Applied
-            | Hold ip -> { w with Held = w.Held.Add ip }, Applied
-            | Unhold ip -> { w with Held = w.Held.Remove ip }, Applied
-            | Withdraw(ip, _) -> { w with Held = w.Held.Remove ip; Addresses = w.Addresses.Remove ip; Foreign = w.Foreign.Remove ip }, Applied
-        w, [ KernelCompleted(k, outcome, now) ]
+            | InstallFence _ -> w, Applied, []
+            | ExtendFence deadline -> { w with FenceUntil = (if deadline > now then Some deadline else None) }, Applied, []
+            | ExpireFence -> { w with FenceUntil = None }, Applied, []
+            | Admit(vips, _) ->
+                let foreign, ours = vips |> List.map fst |> List.partition w.Foreign.Contains
+                { w with Addresses = Set.union w.Addresses (Set.ofList ours) }, Applied, foreign |> List.map (fun ip -> ip, AddressNotOurs)
+            | RefreshAddress _ | Announce _ when not alive -> w, SkippedFenceEnded, []
+            | RefreshAddress _ | Announce _ -> w, Applied, []
+            | Hold ips -> { w with Held = Set.union w.Held (Set.ofList ips) }, Applied, []
+            | Unhold ips -> { w with Held = Set.difference w.Held (Set.ofList ips) }, Applied, []
+            | Withdraw vips ->
+                let ips = vips |> List.map fst |> Set.ofList
+                { w with Held = Set.difference w.Held ips; Addresses = Set.difference w.Addresses ips; Foreign = Set.difference w.Foreign ips }, Applied, []
+        w, [ KernelCompleted(k, outcome, except, now) ]
     | WriteStatus(key, ingress, vipHost) ->
         match w.Services.TryFind key with
         | Some s ->
@@ -107,6 +110,30 @@ let rec private drain (w: World) (inbox: Input list) : World =
         let w, replies = commands |> List.fold (fun (w, acc) c -> let w, r = execute w c in w, acc @ r) (w, [])
         drain w (rest @ replies)
 
+/// Like drain, but stops at the first decision `pick` chooses something from: the node as that decision left it,
+/// with the decision's commands not carried out (the inputs still queued behind it are dropped).
+let rec private drainUntil (pick: Command list -> 'a option) (w: World) (inbox: Input list) : Choice<World, World * 'a> =
+    match inbox with
+    | [] -> Choice1Of2 w
+    | input :: rest ->
+        let node, commands = Protocol.step w.Node input
+        let w = { w with Node = node; Decisions = commands :: w.Decisions }
+        match pick commands with
+        | Some picked -> Choice2Of2(w, picked)
+        | None ->
+            let w, replies = commands |> List.fold (fun (w, acc) c -> let w, r = execute w c in w, acc @ r) (w, [])
+            drainUntil pick w (rest @ replies)
+
+/// Delivers `inputs`, then runs as runUntil does, until a decision `pick` chooses something from (see drainUntil)
+/// or `until`.
+let rec runUntilDecision (pick: Command list -> 'a option) (until: Instant) (inputs: Input list) (w: World) : (World * 'a) option =
+    match drainUntil pick w inputs with
+    | Choice2Of2 found -> Some found
+    | Choice1Of2 w when w.Now >= until -> None
+    | Choice1Of2 w ->
+        let next = min until (min (w.Now + 100L) (defaultArg w.Node.NextWakeAt (w.Now + 100L) |> max (w.Now + 1L)))
+        runUntilDecision pick until [ Tick next ] { w with Now = next }
+
 /// Reports these inputs (stamped by the caller) and everything they cause, at the world's current instant.
 let deliver (inputs: Input list) (w: World) : World = drain w inputs
 
@@ -118,29 +145,31 @@ let rec runUntil (until: Instant) (w: World) : World =
         let w = { w with Now = next }
         runUntil until (drain w [ Tick next ])
 
+/// A node of `config` about to start at 0 ms on an empty cluster with these Services and EndpointSlices, on an
+/// interface that already carries `foreign` (put there by somebody else): the world and its first inputs.
+let beforeStart (config: Config) (foreign: Set<Ip>) (services: Service list) (slices: EndpointSlice list) : World * Input list =
+    { Node = Protocol.create config
+      Now = 0L
+      Leases = Map.empty
+      NextVersion = 1
+      Services = services |> List.map (fun s -> s.Key, s) |> Map.ofList
+      Held = Set.empty
+      FenceUntil = None
+      Addresses = Set.empty
+      Foreign = foreign
+      Events = []
+      Writes = 0
+      IngressCleared = 0
+      Decisions = [] },
+    [ Started(Incarnation 0x5eed_0001UL, [], true, 0L)
+      ServicesListed(services, 0L)
+      SlicesListed(slices |> List.mapi (fun i s -> sprintf "%s/slice-%d" s.Service.Namespace i, s), 0L)
+      LeasesListed([], 0L) ]
+
 /// A node of `config` starting at 0 ms on an empty cluster with these Services and EndpointSlices, on an
 /// interface that already carries `foreign` (put there by somebody else).
 let startWithForeign (config: Config) (foreign: Set<Ip>) (services: Service list) (slices: EndpointSlice list) : World =
-    let w =
-        { Node = Protocol.create config
-          Now = 0L
-          Leases = Map.empty
-          NextVersion = 1
-          Services = services |> List.map (fun s -> s.Key, s) |> Map.ofList
-          Held = Set.empty
-          FenceUntil = None
-          Addresses = Set.empty
-          Foreign = foreign
-          Events = []
-          Writes = 0
-          IngressCleared = 0
-          Decisions = [] }
-    drain
-        w
-        [ Started(Incarnation 0x5eed_0001UL, [], true, 0L)
-          ServicesListed(services, 0L)
-          SlicesListed(slices |> List.mapi (fun i s -> sprintf "%s/slice-%d" s.Service.Namespace i, s), 0L)
-          LeasesListed([], 0L) ]
+    beforeStart config foreign services slices ||> drain
 
 /// A node of `config` starting at 0 ms on an empty cluster with these Services and EndpointSlices.
 let start (config: Config) (services: Service list) (slices: EndpointSlice list) : World =

@@ -130,13 +130,23 @@ type AnnounceState =
       Sent: int
       LastSentAt: Instant }
 
+/// What a kernel command being applied does to one VIP (the command may do the same to other VIPs).
+[<RequireQualifiedAccess>]
+type VipStep =
+    | Admitting
+    | Holding
+    | Unholding
+    | Withdrawing
+    | Refreshing
+    | Announcing
+
 /// One VIP as this node put it into its kernel.
 type VipKernel =
     { Prefix: int
       Admitted: bool
       Held: bool
       /// A kernel command for it is being applied.
-      Pending: KernelCommand option
+      Pending: VipStep option
       AddressWrittenAt: Instant option
       Announce: AnnounceState option
       /// The group it was held for and whom it was taken from (for the TookOver event).

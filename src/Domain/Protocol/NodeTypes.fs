@@ -21,27 +21,33 @@ type WriteOutcome =
     | Failed of reason: string
 
 /// A change to the node's kernel state. The shell applies these in order, each re-reading the monotonic
-/// clock just before its syscall where the command carries a deadline (the fresh-clock rule).
+/// clock just before its syscall where the command carries a deadline (the fresh-clock rule). A command over
+/// several VIPs is one nftables transaction for all of them (one netlink batch for their addresses): each
+/// transaction lists the namespace's whole ruleset first (kube-proxy's included), so one per VIP would make a
+/// turn that changes n VIPs cost O(n) times that.
 type KernelCommand =
     /// Replaces the fence table: `managed` addresses are fenced off (not held), the fence element absent.
     | InstallFence of managed: Ip list
     /// Writes the fence element with timeout = deadline − now; deletes it if that is not positive.
     | ExtendFence of deadline: Instant
     | ExpireFence
-    /// Fences the VIP off (managed, not held), then puts the address on the interface with a lifetime.
-    | Admit of ip: Ip * prefix: int * lifetime: Duration
+    /// Fences the VIPs off (managed, not held), then puts their addresses (address, prefix) on the interface
+    /// with a lifetime; an address already there that Hybrid did not put there is left as it was and no longer
+    /// fenced off (AddressNotOurs for that VIP alone).
+    | Admit of vips: (Ip * int) list * lifetime: Duration
     /// Rewrites the address lifetime, unless the fence ended before the syscall.
     | RefreshAddress of ip: Ip * prefix: int * lifetime: Duration * fenceDeadline: Instant
-    /// The VIP is answered (while the fence element lives).
-    | Hold of ip: Ip
-    /// The VIP is no longer answered (the address stays).
-    | Unhold of ip: Ip
-    /// Not answered, address removed, no longer managed.
-    | Withdraw of ip: Ip * prefix: int
+    /// The VIPs are answered (while the fence element lives).
+    | Hold of ips: Ip list
+    /// The VIPs are no longer answered (the addresses stay).
+    | Unhold of ips: Ip list
+    /// Not answered, addresses (address, prefix) removed, then no longer managed: a VIP whose address could
+    /// not be removed stays managed.
+    | Withdraw of vips: (Ip * int) list
     /// One gratuitous ARP / unsolicited NA, unless the fence ended before the syscall.
     | Announce of ip: Ip * fenceDeadline: Instant
 
-/// How a kernel command went.
+/// How a kernel command went (for a command over several VIPs: for one of them).
 type KernelOutcome =
     | Applied
     /// The fence element was written; the kernel may answer until `answeringEndsBy` at the latest (the
@@ -127,7 +133,9 @@ type Input =
     | FrameDropped of FrameError * now: Instant
     /// `jitter` in [0, 1) from the shell's random source (the domain has none), for retry backoff.
     | WriteCompleted of id: WriteId * WriteOutcome * jitter: float * now: Instant
-    | KernelCompleted of KernelCommand * KernelOutcome * now: Instant
+    /// How a kernel command went: `outcome` for it as a whole, except for the VIPs listed in `except` (a command
+    /// over several VIPs can go otherwise for some: an Admit that finds one address foreign applies the others).
+    | KernelCompleted of KernelCommand * outcome: KernelOutcome * except: (Ip * KernelOutcome) list * now: Instant
     | LinkChanged of up: bool * now: Instant
     /// The pool ConfigMap's data as listed or watched; None: there is no ConfigMap (no pools).
     | PoolConfigObserved of data: Map<string, string> option * now: Instant

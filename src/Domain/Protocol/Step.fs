@@ -561,68 +561,79 @@ module Protocol =
                 { s with GroupRetries = s.GroupRetries.Add(group, retry (s.GroupRetries.TryFind group) jitter s.Now) }, []
         | None -> s, []
 
-    let private completeKernel (command: KernelCommand) (outcome: KernelOutcome) (s: NodeState) =
+    let private applied (outcome: KernelOutcome) =
+        match outcome with
+        | Applied | FenceExtended _ -> true
+        | SkippedFenceEnded | AddressNotOurs | KernelFailed _ -> false
+
+    /// One VIP's part of a kernel command done: `outcome` is that VIP's.
+    let private completeVip (step: VipStep) (ip: Ip) (outcome: KernelOutcome) (s: NodeState) =
         let k = s.Kernel
-        let vip ip = k.Vips.TryFind ip
-        let setVip ip (f: VipKernel -> VipKernel) =
-            match vip ip with
+        let setVip (f: VipKernel -> VipKernel) =
+            match k.Vips.TryFind ip with
             | Some v -> { k with Vips = k.Vips.Add(ip, f { v with Pending = None }) }
             | None -> k
-        let applied =
+        let applied = applied outcome
+        match step with
+        | VipStep.Admitting ->
             match outcome with
-            | Applied | FenceExtended _ -> true
-            | SkippedFenceEnded | AddressNotOurs | KernelFailed _ -> false
+            | _ when applied -> { s with Kernel = setVip (fun v -> { v with Admitted = true; AddressWrittenAt = Some s.Now }) }
+            | AddressNotOurs ->
+                { s with
+                    Kernel = { k with Vips = k.Vips.Remove ip; Foreign = k.Foreign.Add ip }
+                    Transitions = NowRefusedByKernel ip :: s.Transitions }
+            | _ -> { s with Kernel = { k with Vips = k.Vips.Remove ip } }
+        | VipStep.Refreshing -> { s with Kernel = setVip (fun v -> if applied then { v with AddressWrittenAt = Some s.Now } else v) }
+        | VipStep.Holding ->
+            if applied then
+                let taken = k.Vips.TryFind ip |> Option.bind _.TakenFrom
+                { s with
+                    Kernel = setVip (fun v -> { v with Held = true; Announce = Some { HeldAt = s.Now; Sent = 0; LastSentAt = s.Now } })
+                    Transitions = NowHeld(ip, taken) :: s.Transitions }
+            else { s with Kernel = setVip id }
+        | VipStep.Unholding -> { s with Kernel = setVip (fun v -> if applied then { v with Held = false; Announce = None } else v) }
+        | VipStep.Withdrawing -> if applied then { s with Kernel = { k with Vips = k.Vips.Remove ip } } else { s with Kernel = setVip id }
+        | VipStep.Announcing ->
+            match outcome with
+            | Applied ->
+                { s with
+                    Kernel =
+                        setVip (fun v -> { v with Announce = v.Announce |> Option.map (fun a -> { a with Sent = a.Sent + 1; LastSentAt = s.Now }) }) }
+            | _ -> { s with Kernel = setVip id }
+
+    /// A contest is withdrawn once an Unhold left no address of its group held.
+    let private contestsWithdrawn (s: NodeState) =
+        let stillHeld gid =
+            s.Desired.GroupById.TryFind gid
+            |> Option.exists (fun g -> g.Addresses |> List.exists (fun a -> s.Kernel.Vips.TryFind a |> Option.exists _.Held))
+        { s with Contests = s.Contests |> Map.map (fun gid c -> if c.Withdrawn || stillHeld gid then c else { c with Withdrawn = true }) }
+
+    let private completeKernel (command: KernelCommand) (outcome: KernelOutcome) (except: (Ip * KernelOutcome) list) (s: NodeState) =
+        let k = s.Kernel
+        let exceptions = Map.ofList except
+        let outcomeOf ip = exceptions.TryFind ip |> Option.defaultValue outcome
+        let each step (ips: Ip list) (s: NodeState) = ips |> List.fold (fun s ip -> completeVip step ip (outcomeOf ip) s) s
         let s =
             match command with
-            | InstallFence _ -> { s with Kernel = { k with Installed = applied; FencePending = None } }
+            | InstallFence _ -> { s with Kernel = { k with Installed = applied outcome; FencePending = None } }
             | ExtendFence deadline ->
                 // A write that overran the kernel slack is recorded as answering until its real end: being later
                 // than the fence deadline, it is written again at once (fenceStage), with a fresh clock.
                 let written =
                     match outcome with
                     | FenceExtended endsBy when endsBy > deadline + Timing.KernelSlack -> Some endsBy
-                    | _ when applied -> Some deadline
+                    | _ when applied outcome -> Some deadline
                     | _ -> None
                 { s with Kernel = { k with FencePending = None; FenceWritten = written } }
-            | ExpireFence -> { s with Kernel = { k with FencePending = None; FenceWritten = (if applied then None else k.FenceWritten) } }
-            | Admit(ip, _, _) ->
-                match outcome with
-                | _ when applied -> { s with Kernel = setVip ip (fun v -> { v with Admitted = true; AddressWrittenAt = Some s.Now }) }
-                | AddressNotOurs ->
-                    { s with
-                        Kernel = { k with Vips = k.Vips.Remove ip; Foreign = k.Foreign.Add ip }
-                        Transitions = NowRefusedByKernel ip :: s.Transitions }
-                | _ -> { s with Kernel = { k with Vips = k.Vips.Remove ip } }
-            | RefreshAddress(ip, _, _, _) ->
-                { s with Kernel = setVip ip (fun v -> if applied then { v with AddressWrittenAt = Some s.Now } else v) }
-            | Hold ip ->
-                if applied then
-                    let taken = vip ip |> Option.bind _.TakenFrom
-                    { s with
-                        Kernel = setVip ip (fun v -> { v with Held = true; Announce = Some { HeldAt = s.Now; Sent = 0; LastSentAt = s.Now } })
-                        Transitions = NowHeld(ip, taken) :: s.Transitions }
-                else { s with Kernel = setVip ip id }
-            | Unhold ip ->
-                if applied then
-                    let contests =
-                        s.Contests
-                        |> Map.map (fun gid c ->
-                            let group = s.Desired.Groups |> List.tryFind (fun g -> g.Id = gid)
-                            let stillHeld =
-                                group |> Option.exists (fun g -> g.Addresses |> List.exists (fun a -> a <> ip && (vip a |> Option.exists _.Held)))
-                            if stillHeld then c else { c with Withdrawn = true })
-                    { s with Kernel = setVip ip (fun v -> { v with Held = false; Announce = None }); Contests = contests }
-                else { s with Kernel = setVip ip id }
-            | Withdraw(ip, _) ->
-                if applied then { s with Kernel = { k with Vips = k.Vips.Remove ip } } else { s with Kernel = setVip ip id }
-            | Announce(ip, _) ->
-                match outcome with
-                | Applied ->
-                    { s with
-                        Kernel =
-                            setVip ip (fun v ->
-                                { v with Announce = v.Announce |> Option.map (fun a -> { a with Sent = a.Sent + 1; LastSentAt = s.Now }) }) }
-                | _ -> { s with Kernel = setVip ip id }
+            | ExpireFence -> { s with Kernel = { k with FencePending = None; FenceWritten = (if applied outcome then None else k.FenceWritten) } }
+            | Admit(vips, _) -> each VipStep.Admitting (List.map fst vips) s
+            | RefreshAddress(ip, _, _, _) -> each VipStep.Refreshing [ ip ] s
+            | Hold ips -> each VipStep.Holding ips s
+            | Unhold ips ->
+                let s = each VipStep.Unholding ips s
+                if ips |> List.exists (outcomeOf >> applied) then contestsWithdrawn s else s
+            | Withdraw vips -> each VipStep.Withdrawing (List.map fst vips) s
+            | Announce(ip, _) -> each VipStep.Announcing [ ip ] s
         // A fence write that took effect changes no role (the fence stage follows the deadline it recorded);
         // re-running the ownership pass for each one, every few milliseconds, would cost it all its CPU.
         match command, outcome with
@@ -701,7 +712,7 @@ module Protocol =
             let s, c2 = completeDeposition id outcome jitter s
             let s, c3 = completeGroupWrite id outcome jitter s
             s, c1 @ c2 @ c3
-        | KernelCompleted(command, outcome, now) -> completeKernel command outcome { s with Now = now }, []
+        | KernelCompleted(command, outcome, except, now) -> completeKernel command outcome except { s with Now = now }, []
         | LinkChanged(up, now) -> stale { s with Now = now; LinkUp = up }, []
         | PoolConfigObserved(data, now) ->
             let read = data |> Option.map Pools.read |> Option.defaultValue { Config = Pools.none; Errors = [] }
@@ -879,7 +890,7 @@ module Protocol =
         // registration to reach them through the API. A change of the flag goes out at once.
         let aside =
             (s.StandAside.IsSome || stopping s)
-            && s.Kernel.Vips |> Map.forall (fun _ v -> not v.Held && (match v.Pending with Some(Hold _) -> false | _ -> true))
+            && s.Kernel.Vips |> Map.forall (fun _ v -> not v.Held && v.Pending <> Some VipStep.Holding)
         let due = s.Now >= s.Lan.NextSendAt || s.Lan.SendSoon || aside <> s.Lan.SaidAside
         match s.Phase with
         | Stopped -> s, []
@@ -1235,6 +1246,11 @@ module Protocol =
             g.Addresses |> List.map (fun ip -> ip, (want, g)))
         |> Map.ofList
 
+    /// The kernel commands that bring every VIP to what the roles want: one command per kind of step, each over
+    /// every VIP that takes that step now (one nftables transaction however many VIPs change). Stops go first:
+    /// peers may be waiting for them (a contested claim, a release), and an address is withdrawn before others
+    /// are admitted, so that a VIP admitted into the subnet of one being withdrawn becomes the subnet's primary
+    /// address instead of a secondary the kernel would delete with it. A VIP takes one step at a time.
     let private vipCommands (s: NodeState) (m: Membership) (roles: Map<GroupId, Role>) : NodeState * Command list =
         let t = timing s
         let k = s.Kernel
@@ -1245,75 +1261,87 @@ module Protocol =
             let lifetime = t.AddressLifetime
             let prefixOf ip = Desired.prefix s.Config ip
             let ips = Map.fold (fun (acc: Ip list) ip _ -> if wants.ContainsKey ip then acc else ip :: acc) (List.ofSeq (Map.keys wants)) k.Vips
-            let commandFor (ip: Ip) : KernelCommand option =
+            let stepFor (ip: Ip) : (VipStep * int) option =
                 let want = wants.TryFind ip |> Option.map fst |> Option.defaultValue WantAbsent
                 match want, k.Vips.TryFind ip with
                 | _, Some v when v.Pending.IsSome -> None
                 | _, None when k.Foreign.Contains ip -> None
-                | (WantHeld | WantAdmitted), None -> Some(Admit(ip, prefixOf ip, lifetime))
-                | (WantHeld | WantAdmitted), Some v when not v.Admitted -> Some(Admit(ip, v.Prefix, lifetime))
-                | WantHeld, Some v when not v.Held -> if FenceBound.allows s.Now bound then Some(Hold ip) else None
+                | (WantHeld | WantAdmitted), None -> Some(VipStep.Admitting, prefixOf ip)
+                | (WantHeld | WantAdmitted), Some v when not v.Admitted -> Some(VipStep.Admitting, v.Prefix)
+                | WantHeld, Some v when not v.Held -> if FenceBound.allows s.Now bound then Some(VipStep.Holding, v.Prefix) else None
                 | WantHeld, Some _ -> None
-                | WantAdmitted, Some v when v.Held -> Some(Unhold ip)
+                | WantAdmitted, Some v when v.Held -> Some(VipStep.Unholding, v.Prefix)
                 | WantAdmitted, Some _ -> None
                 // A VIP no Service wants any more stays while the forwarder deletes its mappings from it (within
                 // the fence; the group's Lease is deleted only once it is withdrawn, so nobody else holds it).
                 | WantAbsent, Some v when v.Held && not (wants.ContainsKey ip) && s.Forwarding.Sources.Contains ip
                                          && FenceBound.allows s.Now bound && not (stopping s) && s.LinkUp -> None
-                | (WantUnheld | WantAbsent), Some v when v.Held -> Some(Unhold ip)
+                | (WantUnheld | WantAbsent), Some v when v.Held -> Some(VipStep.Unholding, v.Prefix)
                 | WantUnheld, Some _ -> None
-                | WantAbsent, Some v -> Some(Withdraw(ip, v.Prefix))
+                | WantAbsent, Some v -> Some(VipStep.Withdrawing, v.Prefix)
                 | (WantUnheld | WantAbsent), None -> None
             let takenFrom ip =
                 wants.TryFind ip
                 |> Option.bind (fun (_, g) -> s.Claims.TryFind g.Id)
                 |> Option.bind _.From
-            ips
-            |> List.fold
-                (fun (s: NodeState, commands) ip ->
-                    match commandFor ip with
-                    | Some command ->
-                        let entry =
-                            match s.Kernel.Vips.TryFind ip with
-                            | Some v -> { v with Pending = Some command }
-                            | None ->
-                                { Prefix = prefixOf ip
-                                  Admitted = false
-                                  Held = false
-                                  Pending = Some command
-                                  AddressWrittenAt = None
-                                  Announce = None
-                                  TakenFrom = None }
-                        let entry =
-                            match command with
-                            | Hold _ -> { entry with TakenFrom = takenFrom ip }
-                            | _ -> entry
-                        let why =
-                            match command, wants.TryFind ip with
-                            | Unhold _, Some(WantUnheld, g) ->
-                                match roles.TryFind g.Id with
-                                | Some(Releasing(_, reason)) -> Some(Ownership.describeRelease reason)
-                                | _ -> None
-                            | Unhold _, Some(WantAdmitted, g) when s.Contests.ContainsKey g.Id ->
-                                Some(sprintf "node %s claimed it" s.Contests[g.Id].By)
-                            | Unhold _, Some(WantAbsent, g) ->
-                                match roles.TryFind g.Id with
-                                | Some(Following h) -> Some(sprintf "node %s holds it now" h)
-                                | _ -> Some "this node no longer holds it"
-                            | Unhold _, None -> Some "no service uses it any more"
-                            | _ -> None
-                        // The first announcement goes right behind the Hold, not a turn later: the kernel fence drops
-                        // it on the wire if the Hold did not take effect (docs/KERNEL-FENCE.md).
-                        let announce =
-                            match command with
-                            | Hold _ when s.Config.Arp -> kernelDeadline s bound |> Option.map (fun d -> Kernel(Announce(ip, d))) |> Option.toList
-                            | _ -> []
-                        { s with
-                            Kernel = { s.Kernel with Vips = s.Kernel.Vips.Add(ip, entry) }
-                            Transitions = (match why with Some w -> NowWithdrawn(ip, w) :: s.Transitions | None -> s.Transitions) },
-                        commands @ Kernel command :: announce
-                    | None -> s, commands)
-                (s, [])
+            let why ip =
+                match wants.TryFind ip with
+                | Some(WantUnheld, g) ->
+                    match roles.TryFind g.Id with
+                    | Some(Releasing(_, reason)) -> Some(Ownership.describeRelease reason)
+                    | _ -> None
+                | Some(WantAdmitted, g) when s.Contests.ContainsKey g.Id -> Some(sprintf "node %s claimed it" s.Contests[g.Id].By)
+                | Some(WantAbsent, g) ->
+                    match roles.TryFind g.Id with
+                    | Some(Following h) -> Some(sprintf "node %s holds it now" h)
+                    | _ -> Some "this node no longer holds it"
+                | Some _ -> None
+                | None -> Some "no service uses it any more"
+            // Each VIP's step, newest first (reversed below).
+            let s, steps =
+                ips
+                |> List.fold
+                    (fun (s: NodeState, steps) ip ->
+                        match stepFor ip with
+                        | Some(step, prefix) ->
+                            let entry =
+                                match s.Kernel.Vips.TryFind ip with
+                                | Some v -> { v with Pending = Some step }
+                                | None ->
+                                    { Prefix = prefix
+                                      Admitted = false
+                                      Held = false
+                                      Pending = Some step
+                                      AddressWrittenAt = None
+                                      Announce = None
+                                      TakenFrom = None }
+                            let entry = if step = VipStep.Holding then { entry with TakenFrom = takenFrom ip } else entry
+                            let transitions =
+                                match step, why ip with
+                                | VipStep.Unholding, Some w -> NowWithdrawn(ip, w) :: s.Transitions
+                                | _ -> s.Transitions
+                            { s with Kernel = { s.Kernel with Vips = s.Kernel.Vips.Add(ip, entry) }; Transitions = transitions },
+                            (step, ip, prefix) :: steps
+                        | None -> s, steps)
+                    (s, [])
+            let steps = List.rev steps
+            let taking step = steps |> List.filter (fun (st, _, _) -> st = step)
+            let ipsOf step = taking step |> List.map (fun (_, ip, _) -> ip)
+            let vipsOf step = taking step |> List.map (fun (_, ip, prefix) -> ip, prefix)
+            let command (make: 'a list -> KernelCommand) (items: 'a list) = if items.IsEmpty then [] else [ Kernel(make items) ]
+            let held = ipsOf VipStep.Holding
+            // The first announcements go right behind the Hold, not a turn later: the kernel fence drops them on
+            // the wire if the Hold did not take effect (docs/KERNEL-FENCE.md).
+            let announce =
+                match kernelDeadline s bound with
+                | Some d when s.Config.Arp -> held |> List.map (fun ip -> Kernel(Announce(ip, d)))
+                | _ -> []
+            s,
+            command Unhold (ipsOf VipStep.Unholding)
+            @ command Withdraw (vipsOf VipStep.Withdrawing)
+            @ command (fun vips -> Admit(vips, lifetime)) (vipsOf VipStep.Admitting)
+            @ command Hold held
+            @ announce
 
     /// Status of every Service: written by the holder of its first address's group; cleared by its janitor
     /// when nobody can hold it or it is no longer Hybrid's.
@@ -1579,7 +1607,7 @@ module Protocol =
                 work
                 |> List.fold (fun (vips: Map<Ip, VipKernel>) (ip, v, command, _) ->
                     match command with
-                    | Some c -> vips.Add(ip, { v with Pending = Some c })
+                    | Some c -> vips.Add(ip, { v with Pending = Some(match c with Announce _ -> VipStep.Announcing | _ -> VipStep.Refreshing) })
                     | None -> vips) s.Kernel.Vips
             let next = work |> List.collect (fun (_, _, command, next) -> if command.IsSome then [] else next)
             { s with
