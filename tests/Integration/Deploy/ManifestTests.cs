@@ -86,10 +86,12 @@ public sealed class ManifestTests
     {
         var c = Agent();
         var pending = Manifest.PendingVariables.ToArray();
-        Assert.Empty(c.Env.Select(e => e.Name).Except(Configuration.Variables).Except(pending));
+        // Every variable is one the agent reads, or the process environment its runtime is given (malloc's).
+        Assert.Empty(c.Env.Select(e => e.Name).Except(Configuration.Variables).Except(pending).Except(Manifests.RuntimeEnvironment.Keys));
         var key = c.Env.Single(e => e.Name == Manifest.KeyVariable).ValueFrom.SecretKeyRef;
         Assert.Equal((Manifest.SecretName, Manifest.SecretKey), (key.Name, key.Key));
         // Values as the kubelet fills them in.
+        Assert.All(Manifests.RuntimeEnvironment, v => Assert.Equal(v.Value, c.Env.Single(e => e.Name == v.Key).Value));
         var environment = c.Env.Where(e => !pending.Contains(e.Name) && e.Name != Manifest.KeyVariable).ToDictionary(
             e => e.Name,
             e => e.Value ?? (e.ValueFrom.FieldRef.FieldPath == "spec.nodeName" ? "node-1" : "hybrid-system"));
