@@ -76,15 +76,11 @@ internal static class ExplainCommand
     {
         using var client = new ApiClient(KubernetesClientConfiguration.BuildConfigFromConfigFile(options.Kubeconfig));
         var json = ApiJson.Default;
-        var services = (await client.GetAsync("api/v1/services", json.ObjectListServiceObject, cancellationToken)).Items;
-        var slices = (await client.GetAsync("apis/discovery.k8s.io/v1/endpointslices", json.ObjectListEndpointSliceObject, cancellationToken)).Items;
-        var leases = (await client.GetAsync(
-            $"apis/coordination.k8s.io/v1/namespaces/{Uri.EscapeDataString(leaseNamespace)}/leases?labelSelector={Uri.EscapeDataString(Configuration.LeaseSelector)}",
-            json.ObjectListLeaseObject, cancellationToken)).Items;
-        var nodes = (await client.GetAsync("api/v1/nodes", json.ObjectListNodeObject, cancellationToken)).Items;
-        var pools = (await client.GetAsync(
-            $"api/v1/namespaces/{Uri.EscapeDataString(Configuration.PoolConfigMapNamespace)}/configmaps?fieldSelector={Uri.EscapeDataString("metadata.name=" + Configuration.PoolConfigMapName)}",
-            json.ObjectListConfigMapObject, cancellationToken)).Items.FirstOrDefault();
+        var services = (await client.GetAsync(ApiPaths.Services(null), json.ObjectListServiceObject, cancellationToken)).Items;
+        var slices = (await client.GetAsync(ApiPaths.EndpointSlices(null), json.ObjectListEndpointSliceObject, cancellationToken)).Items;
+        var leases = (await client.GetAsync(ApiPaths.AgentLeases(leaseNamespace), json.ObjectListLeaseObject, cancellationToken)).Items;
+        var nodes = (await client.GetAsync(ApiPaths.Nodes, json.ObjectListNodeObject, cancellationToken)).Items;
+        var pools = (await client.GetAsync(ApiPaths.PoolConfigMap, json.ObjectListConfigMapObject, cancellationToken)).Items.FirstOrDefault();
 
         var outcome = Explainer.Explain(options.Variables,
             services.Select(KubeObjects.ToInput).ToArray(),
@@ -121,8 +117,7 @@ internal static class ExplainCommand
         CancellationToken cancellationToken)
     {
         if (count <= 0) return;
-        var events = (await client.GetAsync(
-                $"api/v1/namespaces/{Uri.EscapeDataString(service.Namespace)}/events?fieldSelector={Uri.EscapeDataString("involvedObject.name=" + service.Name)}",
+        var events = (await client.GetAsync(ApiPaths.CoreEventsAbout(service.Namespace, service.Name),
                 ApiJson.Default.ObjectListCoreEventObject, cancellationToken)).Items
             .Where(e => e.InvolvedObject?.Kind == "Service" && e.InvolvedObject.Name == service.Name)
             .OrderBy(When)

@@ -38,7 +38,7 @@ internal sealed class AddressAssigner(ApiClient api, EventRecorder events, ILogg
         var key = KubeObjects.Key(assign.Namespace, assign.Name);
         try
         {
-            await api.MergePatchAsync(StatusWriter.ServicePath(assign.Namespace, assign.Name), KubeObjects.AssignmentPatch(assign),
+            await api.MergePatchAsync(ApiPaths.Service(assign.Namespace, assign.Name), KubeObjects.AssignmentPatch(assign),
                 ApiJson.Default.ServiceObject, cancellationToken);
             events.Enqueue(new EventOutput(assign.Namespace, assign.Name, EventKind.Normal, assign.Reason, assign.Message));
         }

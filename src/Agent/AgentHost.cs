@@ -219,9 +219,8 @@ internal sealed class AgentHost(Settings settings, ApiClient client, ILoggerFact
     {
         var ns = settings.ServiceNamespace;
         var json = ApiJson.Default;
-        var inNamespace = ns is null ? "" : $"namespaces/{Uri.EscapeDataString(ns)}/";
         var serviceWatch = new ResourceWatch<ServiceObject>("services",
-            new(client, $"api/v1/{inNamespace}services", json.ServiceObject, json.ObjectListServiceObject),
+            new(client, ApiPaths.Services(ns), json.ServiceObject, json.ObjectListServiceObject),
             all =>
             {
                 var listed = all.Select(KubeObjects.ToInput).ToArray();
@@ -243,7 +242,7 @@ internal sealed class AgentHost(Settings settings, ApiClient client, ILoggerFact
             },
             metrics, loggers.CreateLogger("Hybrid.Agent.Watch.Services"));
         var sliceWatch = new ResourceWatch<EndpointSliceObject>("endpointslices",
-            new(client, $"apis/discovery.k8s.io/v1/{inNamespace}endpointslices", json.EndpointSliceObject, json.ObjectListEndpointSliceObject),
+            new(client, ApiPaths.EndpointSlices(ns), json.EndpointSliceObject, json.ObjectListEndpointSliceObject),
             all =>
             {
                 var listed = all.Select(KubeObjects.ToInput).OfType<SliceInput>().ToArray();
@@ -264,9 +263,8 @@ internal sealed class AgentHost(Settings settings, ApiClient client, ILoggerFact
                 inbox.Post(n => n.SliceDeleted(name, MonotonicClock.NowMs));
             },
             metrics, loggers.CreateLogger("Hybrid.Agent.Watch.EndpointSlices"));
-        var selector = Configuration.LeaseSelector;
         var leaseWatch = new ResourceWatch<LeaseObject>("leases",
-            new(client, $"apis/coordination.k8s.io/v1/namespaces/{Uri.EscapeDataString(settings.LeaseNamespace)}/leases?labelSelector={Uri.EscapeDataString(selector)}",
+            new(client, ApiPaths.AgentLeases(settings.LeaseNamespace),
                 json.LeaseObject, json.ObjectListLeaseObject),
             all =>
             {
@@ -285,7 +283,7 @@ internal sealed class AgentHost(Settings settings, ApiClient client, ILoggerFact
             },
             metrics, loggers.CreateLogger("Hybrid.Agent.Watch.Leases"));
         var nodeWatch = new ResourceWatch<NodeObject>("nodes",
-            new(client, "api/v1/nodes", json.NodeObject, json.ObjectListNodeObject),
+            new(client, ApiPaths.Nodes, json.NodeObject, json.ObjectListNodeObject),
             all =>
             {
                 var listed = all.Select(KubeObjects.ToInput).ToArray();
@@ -303,10 +301,8 @@ internal sealed class AgentHost(Settings settings, ApiClient client, ILoggerFact
             },
             metrics, loggers.CreateLogger("Hybrid.Agent.Watch.Nodes"));
         // Only the pool ConfigMap: a field selector on its name, so other ConfigMaps never reach the agent.
-        var poolNamespace = Configuration.PoolConfigMapNamespace;
-        var poolSelector = "metadata.name=" + Configuration.PoolConfigMapName;
         var poolWatch = new ResourceWatch<ConfigMapObject>("configmaps",
-            new(client, $"api/v1/namespaces/{Uri.EscapeDataString(poolNamespace)}/configmaps?fieldSelector={Uri.EscapeDataString(poolSelector)}",
+            new(client, ApiPaths.PoolConfigMap,
                 json.ConfigMapObject, json.ObjectListConfigMapObject),
             all =>
             {

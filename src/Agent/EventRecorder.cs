@@ -133,7 +133,7 @@ internal sealed class EventRecorder(
         };
         try
         {
-            await api.CreateAsync($"apis/events.k8s.io/v1/namespaces/{Uri.EscapeDataString(e.Namespace)}/events", body,
+            await api.CreateAsync(ApiPaths.Events(e.Namespace), body,
                 ApiJson.Default.EventObject, ApiJson.Default.EventObject, cancellationToken);
             return (true, false);
         }

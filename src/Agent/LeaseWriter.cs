@@ -14,9 +14,7 @@ internal sealed class LeaseWriter(ApiClient api, string ns, ProtocolInbox inbox,
     /// <summary>A write that has not been answered by then counts as failed (it may still land).</summary>
     public static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(2);
 
-    private readonly string _leases = $"apis/coordination.k8s.io/v1/namespaces/{Uri.EscapeDataString(ns)}/leases";
-
-    private string PathOf(string name) => $"{_leases}/{Uri.EscapeDataString(name)}";
+    private string PathOf(string name) => ApiPaths.Lease(ns, name);
 
     public void Write(long id, LeaseWriteOutput write, CancellationToken cancellationToken) =>
         _ = RunAsync(id, $"write {write.Name}", KindOf(write), async token =>
@@ -24,7 +22,7 @@ internal sealed class LeaseWriter(ApiClient api, string ns, ProtocolInbox inbox,
             var now = DateTime.UtcNow;
             var lease = ApiJson.Default.LeaseObject;
             var written = write.ExpectedVersion is null
-                ? await api.CreateAsync(_leases, KubeObjects.NewLease(write, ns, now), lease, lease, token)
+                ? await api.CreateAsync(ApiPaths.Leases(ns), KubeObjects.NewLease(write, ns, now), lease, lease, token)
                 : await api.MergePatchAsync(PathOf(write.Name), KubeObjects.LeasePatch(write, now), lease, token);
             return KubeObjects.ToInput(written);
         }, cancellationToken);

@@ -102,13 +102,13 @@ internal sealed class StatusWriter(ApiClient api, ServiceRecords services, Agent
             var version = request.Version;
             if (desired.Ingress is { } ingress)
             {
-                var written = await api.MergePatchAsync(ServicePath(desired.Namespace, desired.Name) + "/status",
+                var written = await api.MergePatchAsync(ApiPaths.Service(desired.Namespace, desired.Name) + "/status",
                     StatusPatch(version, ingress), ApiJson.Default.ServiceObject, cancellationToken);
                 version = written.Metadata.ResourceVersion ?? version;
             }
             if (desired.SetVipHost)
             {
-                await api.MergePatchAsync(ServicePath(desired.Namespace, desired.Name),
+                await api.MergePatchAsync(ApiPaths.Service(desired.Namespace, desired.Name),
                     AnnotationPatch(version, desired.VipHost), ApiJson.Default.ServiceObject, cancellationToken);
             }
             lock (_lock)
@@ -151,9 +151,6 @@ internal sealed class StatusWriter(ApiClient api, ServiceRecords services, Agent
             }
         }
     }
-
-    public static string ServicePath(string ns, string name) =>
-        $"api/v1/namespaces/{Uri.EscapeDataString(ns)}/services/{Uri.EscapeDataString(name)}";
 
     private static string StatusPatch(string version, IngressInput[] ingress)
     {
