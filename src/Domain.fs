@@ -749,6 +749,10 @@ type Configuration =
     /// How long a watch asked to end after `timeoutSeconds` may stay silent before its connection is given up.
     static member WatchSilenceLimitMs(timeoutSeconds: int) : int64 = WatchTiming.silenceLimit (int64 timeoutSeconds * 1000L)
 
+    /// HTTP/2 keep-alive pings of the API connection: after this much silence, and unanswered for this long.
+    static member ApiPingAfterMs: int64 = WatchTiming.PingAfter
+    static member ApiPingTimeoutMs: int64 = WatchTiming.PingTimeout
+
     /// The label selector of the node registrations.
     static member RegistrationSelector = LeaseKeys.Kind + "=" + LeaseKeys.RegistrationKind
 

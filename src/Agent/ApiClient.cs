@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 using System.Security.Cryptography.X509Certificates;
+using Hybrid.Facade;
 using k8s;
 using k8s.Authentication;
 using k8s.Exceptions;
@@ -116,10 +117,10 @@ internal sealed class ApiClient : IDisposable
     {
         var handler = new SocketsHttpHandler
         {
-            // A dead server is noticed on a long watch too.
+            // Pings, the domain's WatchTiming: a dead server is noticed by every request on the connection.
             KeepAlivePingPolicy = HttpKeepAlivePingPolicy.WithActiveRequests,
-            KeepAlivePingDelay = TimeSpan.FromMinutes(3),
-            KeepAlivePingTimeout = TimeSpan.FromSeconds(30),
+            KeepAlivePingDelay = TimeSpan.FromMilliseconds(Configuration.ApiPingAfterMs),
+            KeepAlivePingTimeout = TimeSpan.FromMilliseconds(Configuration.ApiPingTimeoutMs),
             EnableMultipleHttp2Connections = true,
         };
         if (server.Scheme != Uri.UriSchemeHttps) return handler;

@@ -126,3 +126,11 @@ let ``a silent watch is given up only after the server's own timeout has passed`
 let ``watches spread their reconnections over the whole range`` () =
     let timeouts = [ 0.0; 0.5; 1.0 ] |> List.map Hybrid.Facade.Configuration.WatchTimeoutSeconds
     Assert.Equal<int list>([ 240; 300; 360 ], timeouts)
+
+[<Fact>]
+let ``a dead API connection is noticed by its pings before any silent watch on it is given up`` () =
+    let shortestSilenceLimit = Hybrid.Facade.Configuration.WatchSilenceLimitMs(Hybrid.Facade.Configuration.WatchTimeoutSeconds 0.0)
+    Assert.True(
+        Hybrid.Facade.Configuration.ApiPingAfterMs + Hybrid.Facade.Configuration.ApiPingTimeoutMs < shortestSilenceLimit,
+        sprintf "pings give up after %d ms, the shortest silence limit is %d ms"
+            (Hybrid.Facade.Configuration.ApiPingAfterMs + Hybrid.Facade.Configuration.ApiPingTimeoutMs) shortestSilenceLimit)

@@ -34,6 +34,12 @@ module WatchTiming =
     /// How long the client waits for a watch with that timeout to end before it gives the connection up.
     let silenceLimit (serverTimeout: Duration) : Duration = serverTimeout + SilenceAllowance
 
+    /// An HTTP/2 connection with requests in flight is pinged after this much silence and given up when a
+    /// ping goes unanswered this long: a dead server is noticed by every request on it (Lease writes share
+    /// the watches' connection), not only when a watch's silence limit or TCP's retransmissions end it.
+    let PingAfter: Duration = 180_000L
+    let PingTimeout: Duration = 30_000L
+
 /// Protocol constants that are not configuration (docs/PROTOCOL.md §2–§4).
 [<RequireQualifiedAccess>]
 module ProtocolConstants =
