@@ -16,6 +16,7 @@ internal static partial class Interop
         internal const int SOCK_RAW = 3;
         internal const int SOCK_CLOEXEC = 0x80000;
         internal const int NETLINK_ROUTE = 0;
+        internal const int NETLINK_NETFILTER = 12;
 
         internal const int SOL_SOCKET = 1;
         internal const int SO_SNDBUF = 7;

@@ -1,6 +1,5 @@
 using System.Net;
 using System.Net.Sockets;
-using System.Text;
 using System.Text.RegularExpressions;
 
 namespace Hybrid.Net;
@@ -19,8 +18,10 @@ namespace Hybrid.Net;
 /// <para>
 /// The fence owns exactly its own table and touches nothing else. It works in the network namespace of
 /// the thread that calls <see cref="Open"/>. Every write is one nftables transaction (all of it applies or
-/// none); calls block for that transaction (a fraction of a millisecond) and are serialised. The
-/// cancellation token is honoured until the transaction starts.
+/// none): <see cref="Install"/>, <see cref="Read"/> and <see cref="Uninstall"/> through libnftables, every element
+/// change as a netlink batch of its own (<see cref="NftablesElementSocket"/>), which does not list the namespace's
+/// other tables first. Calls block for that transaction and are serialised. The cancellation token is honoured
+/// until the transaction starts.
 /// </para>
 /// </summary>
 internal sealed partial class KernelFence : IDisposable
@@ -42,12 +43,14 @@ internal sealed partial class KernelFence : IDisposable
     public const long MaximumTimeoutMs = int.MaxValue;
 
     private readonly NftablesSession session;
+    private readonly NftablesElementSocket elements;
     private readonly Func<long> clockMs;
     private volatile int interfaceIndex; // of the last Install; 0 = not installed by this instance
 
-    private KernelFence(NftablesSession session, string tableName, Func<long> clockMs)
+    private KernelFence(NftablesSession session, NftablesElementSocket elements, string tableName, Func<long> clockMs)
     {
         this.session = session;
+        this.elements = elements;
         this.clockMs = clockMs;
         TableName = tableName;
     }
@@ -65,7 +68,16 @@ internal sealed partial class KernelFence : IDisposable
         ArgumentNullException.ThrowIfNull(clockMs);
         if (!TableNamePattern().IsMatch(tableName))
             throw new ArgumentException($"'{tableName}' is not a valid nftables table name (letters, digits, '_', starting with a letter)", nameof(tableName));
-        return new KernelFence(NftablesSession.Open(), tableName, clockMs);
+        var session = NftablesSession.Open();
+        try
+        {
+            return new KernelFence(session, NftablesElementSocket.Open(), tableName, clockMs);
+        }
+        catch
+        {
+            session.Dispose();
+            throw;
+        }
     }
 
     /// <summary>
@@ -110,34 +122,35 @@ internal sealed partial class KernelFence : IDisposable
 
     /// <summary>Guards <paramref name="vips"/>: from now on they are answered only while held and the fence lives.</summary>
     public void Manage(IReadOnlyCollection<IPAddress> vips, CancellationToken cancellationToken) =>
-        Change(vips, nameof(vips), cancellationToken, (text, v) => KernelFenceRuleset.AddElements(text, TableName, "managed", v));
+        Change(vips, nameof(vips), "manage", cancellationToken, (batch, v) => KernelFenceElements.Add(batch, "managed", v));
 
     /// <summary>Stops guarding <paramref name="vips"/> (and releases them): do this only once they are off the interface.</summary>
     public void Unmanage(IReadOnlyCollection<IPAddress> vips, CancellationToken cancellationToken) =>
-        Change(vips, nameof(vips), cancellationToken, (text, v) =>
+        Change(vips, nameof(vips), "unmanage", cancellationToken, (batch, v) =>
         {
-            KernelFenceRuleset.RemoveElements(text, TableName, "held", v);
-            KernelFenceRuleset.RemoveElements(text, TableName, "managed", v);
+            KernelFenceElements.Remove(batch, "held", v);
+            KernelFenceElements.Remove(batch, "managed", v);
         });
 
     /// <summary>Holds <paramref name="vips"/> (managing them too): answered while the fence element lives.</summary>
     public void Hold(IReadOnlyCollection<IPAddress> vips, CancellationToken cancellationToken) =>
-        Change(vips, nameof(vips), cancellationToken, (text, v) =>
+        Change(vips, nameof(vips), "hold", cancellationToken, (batch, v) =>
         {
-            KernelFenceRuleset.AddElements(text, TableName, "managed", v);
-            KernelFenceRuleset.AddElements(text, TableName, "held", v);
+            KernelFenceElements.Add(batch, "managed", v);
+            KernelFenceElements.Add(batch, "held", v);
         });
 
     /// <summary>Releases <paramref name="vips"/>: still managed, so never answered until held again.</summary>
     public void Release(IReadOnlyCollection<IPAddress> vips, CancellationToken cancellationToken) =>
-        Change(vips, nameof(vips), cancellationToken, (text, v) => KernelFenceRuleset.RemoveElements(text, TableName, "held", v));
+        Change(vips, nameof(vips), "release", cancellationToken, (batch, v) => KernelFenceElements.Remove(batch, "held", v));
 
     /// <summary>
     /// Extends the node's fence to <paramref name="deadlineMs"/> (the clock given to <see cref="Open"/>). The
-    /// FRESH-CLOCK RULE: the clock is read under the nftables lock immediately before the transaction, and the
-    /// element is written with timeout = deadline − now, so time spent waiting for the lock or building the
-    /// command never lengthens the fence. When that timeout is below <see cref="MinimumTimeoutMs"/> (the
-    /// deadline has passed or is about to) the element is deleted instead. Returns what was written.
+    /// FRESH-CLOCK RULE: the clock is read under the batch's lock immediately before it is encoded and sent, and
+    /// the element is written with timeout = deadline − now, so time spent waiting for the lock never lengthens the
+    /// fence (the kernel applies the batch within the send: tens of microseconds, whatever else the namespace's
+    /// nftables holds). When that timeout is below <see cref="MinimumTimeoutMs"/> (the deadline has passed or is
+    /// about to) the element is deleted instead. Returns what was written.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">the deadline is more than <see cref="MaximumTimeoutMs"/> away.</exception>
     /// <exception cref="InvalidOperationException">this fence has not been installed.</exception>
@@ -146,16 +159,15 @@ internal sealed partial class KernelFence : IDisposable
         var index = RequireInstalled();
         var clock = 0L;
         var timeout = 0L;
-        session.Run(() =>
+        elements.Commit(NftablesProtocol.NFPROTO_NETDEV, TableName, batch =>
         {
             clock = clockMs();
             timeout = deadlineMs - clock;
             if (timeout > MaximumTimeoutMs)
                 throw new ArgumentOutOfRangeException(nameof(deadlineMs), deadlineMs, $"a fence deadline {timeout} ms ahead is beyond the {MaximumTimeoutMs} ms maximum");
-            return timeout >= MinimumTimeoutMs
-                ? KernelFenceRuleset.Extend(TableName, index, timeout)
-                : KernelFenceRuleset.Expire(TableName, index);
-        }, cancellationToken);
+            if (timeout >= MinimumTimeoutMs) KernelFenceElements.Extend(batch, index, timeout);
+            else KernelFenceElements.Expire(batch, index);
+        }, $"extending the fence of netdev table {TableName}", cancellationToken);
         var completed = clockMs();
         return timeout >= MinimumTimeoutMs
             ? new FenceWrite(FenceWriteKind.Extended, clock, timeout, completed)
@@ -167,11 +179,11 @@ internal sealed partial class KernelFence : IDisposable
     {
         var index = RequireInstalled();
         var clock = 0L;
-        session.Run(() =>
+        elements.Commit(NftablesProtocol.NFPROTO_NETDEV, TableName, batch =>
         {
             clock = clockMs();
-            return KernelFenceRuleset.Expire(TableName, index);
-        }, cancellationToken);
+            KernelFenceElements.Expire(batch, index);
+        }, $"expiring the fence of netdev table {TableName}", cancellationToken);
         return new FenceWrite(FenceWriteKind.Removed, clock, 0, clockMs());
     }
 
@@ -200,17 +212,21 @@ internal sealed partial class KernelFence : IDisposable
         interfaceIndex = 0;
     }
 
-    /// <summary>Closes the nftables session; the table stays (the kernel keeps enforcing it).</summary>
-    public void Dispose() => session.Dispose();
+    /// <summary>Closes the nftables session and socket; the table stays (the kernel keeps enforcing it).</summary>
+    public void Dispose()
+    {
+        elements.Dispose();
+        session.Dispose();
+    }
 
-    private void Change(IReadOnlyCollection<IPAddress> vips, string name, CancellationToken cancellationToken,
-        Action<StringBuilder, IReadOnlyCollection<IPAddress>> write)
+    private void Change(IReadOnlyCollection<IPAddress> vips, string name, string verb, CancellationToken cancellationToken,
+        Action<NftablesElementBatch, IReadOnlyCollection<IPAddress>> write)
     {
         var valid = Vips(vips, name);
         if (valid.Count == 0) return;
-        var text = new StringBuilder();
-        write(text, valid);
-        session.Run(text.ToString(), cancellationToken);
+        elements.Commit(NftablesProtocol.NFPROTO_NETDEV, TableName, batch => write(batch, valid),
+            $"{verb} {string.Join(", ", valid.Take(3))}{(valid.Count > 3 ? $" and {valid.Count - 3} more" : "")} in netdev table {TableName}",
+            cancellationToken);
     }
 
     private int RequireInstalled() =>

@@ -6,8 +6,9 @@ using System.Text;
 namespace Hybrid.Net;
 
 /// <summary>
-/// The nft text of the kernel fence (docs/KERNEL-FENCE.md explains every rule). One netdev table bound to
-/// one device holds
+/// The nft text of the kernel fence (docs/KERNEL-FENCE.md explains every rule), written through libnftables when
+/// the table is installed; later element changes are netlink batches (<see cref="KernelFenceElements"/>). One
+/// netdev table bound to one device holds
 /// <list type="bullet">
 /// <item><c>managed4</c>/<c>managed6</c>: every VIP the agent guards; <c>held4</c>/<c>held6</c>: those it
 /// answers for now;</item>
@@ -46,8 +47,11 @@ internal static class KernelFenceRuleset
     public static readonly string RulesDigest = Convert.ToHexStringLower(
         System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(TableText("t", "device", 0, digest: ""))))[..8];
 
+    /// <summary>The set that holds the fence element.</summary>
+    public const string FenceSet = "fence";
+
     /// <summary>The sets of the table.</summary>
-    public static readonly string[] Sets = ["managed4", "held4", "managed6", "held6", "fence"];
+    public static readonly string[] Sets = ["managed4", "held4", "managed6", "held6", FenceSet];
 
     /// <summary>
     /// Creates the table, replacing one that exists (create if absent, delete, create: one transaction), with
@@ -162,42 +166,6 @@ internal static class KernelFenceRuleset
         foreach (var (suffix, elements) in ByFamily(addresses))
             text.Append(CultureInfo.InvariantCulture, $"add element netdev {table} {role}{suffix} {{ {elements} }}\n");
     }
-
-    /// <summary>
-    /// Removes the addresses from the sets named <paramref name="role"/>4 / 6 whether they are there or not:
-    /// nft 1.0.6 has no "destroy", and deleting an absent element fails the whole transaction, so each is added
-    /// first (a no-op when present) and then deleted, in the same transaction.
-    /// </summary>
-    public static void RemoveElements(StringBuilder text, string table, string role, IReadOnlyCollection<IPAddress> addresses)
-    {
-        foreach (var (suffix, elements) in ByFamily(addresses))
-        {
-            text.Append(CultureInfo.InvariantCulture, $"add element netdev {table} {role}{suffix} {{ {elements} }}\n");
-            text.Append(CultureInfo.InvariantCulture, $"delete element netdev {table} {role}{suffix} {{ {elements} }}\n");
-        }
-    }
-
-    /// <summary>
-    /// Writes the fence element with a fresh timeout. A plain "add" of an element that exists keeps its old
-    /// expiry (kernels before 6.12 ignore the new timeout; later ones apply it only when it differs from the
-    /// element's current timeout), so the element is added (a no-op when present), deleted and added again:
-    /// the transaction leaves a new element whatever was there, and packets see the old one until it commits.
-    /// </summary>
-    public static string Extend(string table, int interfaceIndex, long timeoutMs) =>
-        string.Create(CultureInfo.InvariantCulture, $$"""
-            add element netdev {{table}} fence { {{interfaceIndex}} timeout {{timeoutMs}}ms }
-            delete element netdev {{table}} fence { {{interfaceIndex}} }
-            add element netdev {{table}} fence { {{interfaceIndex}} timeout {{timeoutMs}}ms }
-
-            """);
-
-    /// <summary>Deletes the fence element, whether it exists or not (see <see cref="RemoveElements"/>).</summary>
-    public static string Expire(string table, int interfaceIndex) =>
-        string.Create(CultureInfo.InvariantCulture, $$"""
-            add element netdev {{table}} fence { {{interfaceIndex}} timeout {{KernelFence.MinimumTimeoutMs}}ms }
-            delete element netdev {{table}} fence { {{interfaceIndex}} }
-
-            """);
 
     /// <summary>An IPv6 address as the 128-bit integer the IPv6 sets hold.</summary>
     public static string Ipv6Element(IPAddress address) => "0x" + Convert.ToHexStringLower(address.GetAddressBytes());

@@ -6,7 +6,8 @@ namespace Hybrid.Net;
 
 /// <summary>
 /// Encodes netlink messages back to back into one buffer (so several requests go out in one send): a 16-byte
-/// nlmsghdr, a fixed family header (ifaddrmsg, ifinfomsg, rtmsg) and rtattr attributes, each padded to 4 bytes.
+/// nlmsghdr, a fixed family header (ifaddrmsg, ifinfomsg, rtmsg, nfgenmsg) and rtattr attributes (nested ones too),
+/// each padded to 4 bytes.
 /// Sequence numbers are taken from <see cref="NextSequence"/>, which the socket sets before encoding.
 /// </summary>
 internal sealed class NetlinkMessageWriter
@@ -90,6 +91,33 @@ internal sealed class NetlinkMessageWriter
         Span<byte> bytes = stackalloc byte[16];
         if (!address.TryWriteBytes(bytes, out var written)) throw new ArgumentException("unsupported address", nameof(address));
         AddAttribute(type, bytes[..written]);
+    }
+
+    /// <summary>A 64-bit attribute in network byte order (nf_tables timeouts).</summary>
+    public void AddUInt64BigEndian(ushort type, ulong value)
+    {
+        Span<byte> bytes = stackalloc byte[8];
+        BinaryPrimitives.WriteUInt64BigEndian(bytes, value);
+        AddAttribute(type, bytes);
+    }
+
+    /// <summary>Starts a nested attribute (NLA_F_NESTED set); returns the handle <see cref="EndNested"/> takes.</summary>
+    public int BeginNested(ushort type)
+    {
+        EnsureInMessage();
+        var start = _length;
+        var header = Grow(NetlinkProtocol.AttributeHeaderSize);
+        BinaryPrimitives.WriteUInt16LittleEndian(header[2..], (ushort)(type | NetlinkProtocol.NLA_F_NESTED));
+        return start;
+    }
+
+    /// <summary>Ends the nested attribute begun at <paramref name="start"/>: its length covers everything since.</summary>
+    public void EndNested(int start)
+    {
+        EnsureInMessage();
+        var length = _length - start;
+        if (length > ushort.MaxValue) throw new InvalidOperationException("nested netlink attribute longer than 65,535 bytes");
+        BinaryPrimitives.WriteUInt16LittleEndian(_buffer.AsSpan(start), (ushort)length);
     }
 
     public void EndMessage()

@@ -49,6 +49,7 @@ internal static class NetlinkProtocol
 
     // nlattr type bits
     public const ushort NLA_TYPE_MASK = 0x3FFF;
+    public const ushort NLA_F_NESTED = 0x8000;
 
     // multicast groups (bind() bitmask form)
     public const uint RTMGRP_LINK = 0x1;

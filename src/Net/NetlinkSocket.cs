@@ -65,13 +65,23 @@ internal sealed class NetlinkSocket : IDisposable, IAsyncDisposable
 
     private static NetlinkSocket Create(uint groups, int receiveBufferBytes)
     {
+        var handle = OpenHandle(Interop.Netlink.NETLINK_ROUTE, groups, receiveBufferBytes, out var portId);
+        return new NetlinkSocket(new Socket(handle), portId, groups);
+    }
+
+    /// <summary>
+    /// Creates, configures and binds an AF_NETLINK socket of <paramref name="protocol"/> in the calling thread's
+    /// network namespace; returns its descriptor and the port id the kernel gave it.
+    /// </summary>
+    internal static SafeSocketHandle OpenHandle(int protocol, uint groups, int receiveBufferBytes, out uint portId)
+    {
         var handle = Interop.Netlink.Socket(Interop.Netlink.AF_NETLINK,
-            Interop.Netlink.SOCK_RAW | Interop.Netlink.SOCK_CLOEXEC, Interop.Netlink.NETLINK_ROUTE);
+            Interop.Netlink.SOCK_RAW | Interop.Netlink.SOCK_CLOEXEC, protocol);
         if (handle.IsInvalid)
         {
             var errno = Marshal.GetLastPInvokeError();
             handle.Dispose();
-            throw new NetlinkException("socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)", errno);
+            throw new NetlinkException($"socket(AF_NETLINK, SOCK_RAW, {protocol})", errno);
         }
         try
         {
@@ -89,8 +99,8 @@ internal sealed class NetlinkSocket : IDisposable, IAsyncDisposable
                 throw new NetlinkException($"bind(AF_NETLINK, groups 0x{groups:x})", Marshal.GetLastPInvokeError());
             if (Interop.Netlink.GetSockName(handle, out var bound, ref size) != 0)
                 throw new NetlinkException("getsockname(AF_NETLINK)", Marshal.GetLastPInvokeError());
-
-            return new NetlinkSocket(new Socket(handle), bound.PortId, groups);
+            portId = bound.PortId;
+            return handle;
         }
         catch
         {

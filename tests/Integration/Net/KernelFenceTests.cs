@@ -398,11 +398,12 @@ public sealed partial class KernelFenceTests(ITestOutputHelper output)
         Assert.Equal(before.Held, after.Held);
         Assert.InRange(after.FenceRemainingMs!.Value, 50_000, write.TimeoutMs);
 
-        // The table deleted behind the fence's back: nft's own error, typed.
+        // The table deleted behind the fence's back: the kernel's refusal, typed, naming what was attempted.
         Assert.Equal(0, (await lab.ExecAsync(node, ct, "nft", "delete", "table", "netdev", fence.TableName)).ExitCode);
-        var missing = Assert.Throws<NftablesException>(() => fence.Hold([OtherVip], ct));
-        Assert.Contains("No such file or directory", missing.ErrorText);
-        Assert.Contains(OtherVip.ToString(), missing.Commands);
+        var missing = Assert.Throws<NetlinkException>(() => fence.Hold([OtherVip], ct));
+        Assert.Equal("ENOENT", missing.ErrnoName);
+        Assert.Contains(OtherVip.ToString(), missing.Operation);
+        Assert.Contains(fence.TableName, missing.Operation);
     }
 
     private static async Task<FenceLab> NodeAndPeerAsync(CancellationToken ct)
