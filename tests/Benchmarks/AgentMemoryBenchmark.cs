@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using Hybrid.Sandbox.Lab;
 using k8s;
 
 namespace Hybrid.Benchmarks;
@@ -51,8 +52,21 @@ internal sealed class AgentMemoryBenchmark : IBenchmark
         var first = lab.Lab.Nodes[0].Name;
         var start = Stopwatch.GetTimestamp();
         await lab.Agents.StartAsync(first, cancellationToken);
-        var announced = await capture.WaitForAsync(p => p.IsGratuitous && p.SenderMac.Equals(lab.MacOf(first)),
-            TimeSpan.FromSeconds(60), cancellationToken);
+        CapturedArp announced;
+        try
+        {
+            announced = await capture.WaitForAsync(p => p.IsGratuitous && p.SenderMac.Equals(lab.MacOf(first)),
+                TimeSpan.FromSeconds(60), cancellationToken);
+        }
+        catch (TimeoutException)
+        {
+            // The measurement failed: show why from the agent's own account of its restart.
+            var log = File.ReadAllLines(lab.Agents.LogPath(first));
+            var restart = Array.FindLastIndex(log, line => line.StartsWith("--- hybrid lab", StringComparison.Ordinal) && line.Contains("starting", StringComparison.Ordinal));
+            Console.WriteLine($"{first} announced nothing within 60 s; its log since the restart:");
+            foreach (var line in log.Skip(Math.Max(0, restart)).Take(200)) Console.WriteLine("  " + line);
+            throw;
+        }
         Console.WriteLine($"start to first announcement ({first} alone, {count} services): {BenchLab.Ms(start, announced.MonotonicTicks):0} ms, RSS {Mib(Rss(lab.Agents.Pid(first)))}");
     }
 

@@ -14,7 +14,7 @@ namespace Hybrid.Benchmarks;
 /// datagrams to the held VIP every 25 µs and the node notes the last one through. The fence stopped matching
 /// between the send times of the last datagram through and the next one; reported is (that next send time −
 /// the clock reading the timeout was computed from − T);</item>
-/// <item>the cost of one Extend (one add;delete;add transaction through libnftables), with 1 and with 1,000
+/// <item>the cost of one Extend (one add;delete;add netlink batch), with 1 and with 1,000
 /// VIPs held, and of holding / releasing 1,000 VIPs in one call.</item>
 /// </list>
 /// Options: --samples N (expiry samples, default 50), --timeout-ms T (default 300), --rounds N (Extend calls, default 1000).

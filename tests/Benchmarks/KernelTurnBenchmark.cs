@@ -13,10 +13,11 @@ namespace Hybrid.Benchmarks;
 /// <see cref="KernelExecutor"/> in a throw-away namespace (needs root): the turn that admits n new VIPs, the
 /// turn that holds them (with one announcement each), and the turns that unhold and withdraw them.
 /// <para>
-/// Every libnftables call first fetches the namespace's whole ruleset into its cache, so a transaction costs
-/// what the node's other tables cost to list: on a node, kube-proxy's (iptables-nft or nftables mode), which
-/// grow with the number of Services. The benchmark therefore loads the lab's kube-proxy rules for as many
-/// Services as VIPs (<c>--services</c>; 0 = no other table) before it measures.
+/// Every libnftables call first fetches the namespace's whole ruleset into its cache, so a transaction through it
+/// costs what the node's other tables cost to list: on a node, kube-proxy's (iptables-nft or nftables mode), which
+/// grow with the number of Services. The fence's element changes are netlink batches that list nothing; the
+/// benchmark loads the lab's kube-proxy rules for as many Services as VIPs (<c>--services</c>; 0 = no other
+/// table) to show that they stay cheap beside them.
 /// </para>
 /// Each turn is measured with the commands one per VIP (what the domain emitted before) and one per kind of
 /// step over every VIP (what it emits now). Then the cost of one fence <c>Extend</c> beside the same rules.
