@@ -105,6 +105,8 @@ module Annotations =
     let LoadBalancerHostname = "kube-vip.io/loadbalancerHostname"
     let ForwardUpnp = "kube-vip.io/forwardUPNP"
     let HwAddr = "kube-vip.io/hwaddr"
+    /// Hybrid's own: the name of the macvlan a DHCP Service leases on (default vip-<first 8 hex of the UID>).
+    let MacvlanName = "kube-vip.io/macvlanName"
 
     let isTrue (service: Service) key =
         match service.Annotations |> Map.tryFind key with
