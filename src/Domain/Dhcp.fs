@@ -26,6 +26,7 @@ type Mac =
         m.Bytes |> Array.map (fun b -> b.ToString "x2") |> String.concat ":"
 
 /// Why a text is not a usable Ethernet address for a macvlan.
+[<RequireQualifiedAccess>]
 type MacProblem =
     /// Not six octets in one of the forms 00:00:5e:00:53:01, 00-00-5e-00-53-01 or 0000.5e00.5301.
     | Unparsable
@@ -40,7 +41,7 @@ module Mac =
 
     /// The address of six octets; Error for any other length.
     let ofBytes (bytes: byte array) : Result<Mac, MacProblem> =
-        if bytes.Length <> 6 then Error Unparsable
+        if bytes.Length <> 6 then Error MacProblem.Unparsable
         else Ok(ofUInt64 (bytes |> Array.fold (fun acc b -> (acc <<< 8) ||| uint64 b) 0UL))
 
     let private hexValue (s: string) =
@@ -64,9 +65,9 @@ module Mac =
             | _, _, dot when dot.Length = 3 -> fromParts dot 4
             | _ -> None
         match value with
-        | None -> Error Unparsable
-        | Some v when v &&& 0x0100_0000_0000UL <> 0UL -> Error GroupAddress
-        | Some 0UL -> Error AllZeros
+        | None -> Error MacProblem.Unparsable
+        | Some v when v &&& 0x0100_0000_0000UL <> 0UL -> Error MacProblem.GroupAddress
+        | Some 0UL -> Error MacProblem.AllZeros
         | Some v -> Ok(ofUInt64 v)
 
     /// Individual (unicast) address: the group bit (least significant bit of the first octet) is clear.
@@ -87,9 +88,9 @@ module Mac =
 
     let describeProblem problem =
         match problem with
-        | Unparsable -> "not a MAC address of six octets (e.g. 02:00:5e:10:00:01)"
-        | GroupAddress -> "a multicast or broadcast address, which no interface can own"
-        | AllZeros -> "the all-zeros address"
+        | MacProblem.Unparsable -> "not a MAC address of six octets (e.g. 02:00:5e:10:00:01)"
+        | MacProblem.GroupAddress -> "a multicast or broadcast address, which no interface can own"
+        | MacProblem.AllZeros -> "the all-zeros address"
 
 /// Option 61, the client identifier, as sent on the wire.
 type ClientId =
@@ -123,6 +124,7 @@ type InterfaceName =
     override n.ToString() = n.Value
 
 /// Why an interface name is refused.
+[<RequireQualifiedAccess>]
 type InterfaceNameProblem =
     | EmptyName
     | NameTooLong of bytes: int
@@ -130,6 +132,7 @@ type InterfaceNameProblem =
     | ReservedName
 
 /// Why a host name cannot go into option 12.
+[<RequireQualifiedAccess>]
 type HostnameProblem =
     | EmptyHostname
     | HostnameTooLong of bytes: int
@@ -138,6 +141,7 @@ type HostnameProblem =
 
 /// A DHCP Service whose annotations cannot form a lease identity (a Warning Event; the Service gets no
 /// lease rather than a different one).
+[<RequireQualifiedAccess>]
 type DhcpIdentityError =
     | InvalidHwAddr of text: string * problem: MacProblem
     | InvalidMacvlanName of text: string * problem: InterfaceNameProblem
@@ -162,12 +166,12 @@ module InterfaceName =
     let create (text: string) : Result<InterfaceName, InterfaceNameProblem> =
         let t = text
         let bytes = Encoding.UTF8.GetByteCount t
-        if t = "" then Error EmptyName
-        elif t = "." || t = ".." then Error ReservedName
-        elif bytes > MaxBytes then Error(NameTooLong bytes)
+        if t = "" then Error InterfaceNameProblem.EmptyName
+        elif t = "." || t = ".." then Error InterfaceNameProblem.ReservedName
+        elif bytes > MaxBytes then Error(InterfaceNameProblem.NameTooLong bytes)
         else
             match t |> Seq.tryFind (fun c -> c = '/' || c = ':' || c = '%' || Char.IsWhiteSpace c || c < '!' || c > '~') with
-            | Some c -> Error(ForbiddenCharacter c)
+            | Some c -> Error(InterfaceNameProblem.ForbiddenCharacter c)
             | None -> Ok(InterfaceName t)
 
     /// kube-vip's name for a Service's macvlan: "vip-" and the first eight hex digits of the UID (UIDs are
@@ -182,10 +186,10 @@ module InterfaceName =
 
     let describeProblem problem =
         match problem with
-        | EmptyName -> "empty"
-        | NameTooLong bytes -> sprintf "%d bytes long; Linux allows at most %d" bytes MaxBytes
-        | ForbiddenCharacter c -> sprintf "contains %A, which an interface name may not" c
-        | ReservedName -> "\".\" and \"..\" are not interface names"
+        | InterfaceNameProblem.EmptyName -> "empty"
+        | InterfaceNameProblem.NameTooLong bytes -> sprintf "%d bytes long; Linux allows at most %d" bytes MaxBytes
+        | InterfaceNameProblem.ForbiddenCharacter c -> sprintf "contains %A, which an interface name may not" c
+        | InterfaceNameProblem.ReservedName -> "\".\" and \"..\" are not interface names"
 
 [<RequireQualifiedAccess>]
 module Hostname =
@@ -193,16 +197,16 @@ module Hostname =
 
     let create (text: string) : Result<Hostname, HostnameProblem> =
         match text |> Seq.tryFind (fun c -> c < '!' || c > '~') with
-        | _ when text = "" -> Error EmptyHostname
-        | Some c -> Error(NotPrintableAscii c)
-        | None when text.Length > MaxBytes -> Error(HostnameTooLong text.Length)
+        | _ when text = "" -> Error HostnameProblem.EmptyHostname
+        | Some c -> Error(HostnameProblem.NotPrintableAscii c)
+        | None when text.Length > MaxBytes -> Error(HostnameProblem.HostnameTooLong text.Length)
         | None -> Ok(Hostname text)
 
     let describeProblem problem =
         match problem with
-        | EmptyHostname -> "empty"
-        | HostnameTooLong bytes -> sprintf "%d bytes long; a DHCP option holds at most %d" bytes MaxBytes
-        | NotPrintableAscii c -> sprintf "contains %A; a DHCP host name is printable ASCII without spaces" c
+        | HostnameProblem.EmptyHostname -> "empty"
+        | HostnameProblem.HostnameTooLong bytes -> sprintf "%d bytes long; a DHCP option holds at most %d" bytes MaxBytes
+        | HostnameProblem.NotPrintableAscii c -> sprintf "contains %A; a DHCP host name is printable ASCII without spaces" c
 
 [<RequireQualifiedAccess>]
 module ClientId =
@@ -217,11 +221,11 @@ module ClientId =
 module DhcpIdentityError =
     let describe error =
         match error with
-        | InvalidHwAddr(text, problem) ->
+        | DhcpIdentityError.InvalidHwAddr(text, problem) ->
             sprintf "%s %A is %s" Annotations.HwAddr text (Mac.describeProblem problem)
-        | InvalidMacvlanName(text, problem) ->
+        | DhcpIdentityError.InvalidMacvlanName(text, problem) ->
             sprintf "%s %A is not an interface name: %s" Annotations.MacvlanName text (InterfaceName.describeProblem problem)
-        | InvalidHostname(text, problem) ->
+        | DhcpIdentityError.InvalidHostname(text, problem) ->
             sprintf "%s %A cannot be sent to a DHCP server: %s" Annotations.LoadBalancerHostname text (Hostname.describeProblem problem)
 
 [<RequireQualifiedAccess>]
@@ -239,15 +243,15 @@ module DhcpIdentity =
         let mac =
             match annotation service Annotations.HwAddr with
             | None -> Ok(Mac.forService service.Uid)
-            | Some text -> Mac.parse text |> Result.mapError (fun p -> InvalidHwAddr(text, p))
+            | Some text -> Mac.parse text |> Result.mapError (fun p -> DhcpIdentityError.InvalidHwAddr(text, p))
         let name =
             match annotation service Annotations.MacvlanName with
             | None -> Ok(InterfaceName.forService service.Uid)
-            | Some text -> InterfaceName.create text |> Result.mapError (fun p -> InvalidMacvlanName(text, p))
+            | Some text -> InterfaceName.create text |> Result.mapError (fun p -> DhcpIdentityError.InvalidMacvlanName(text, p))
         let hostname =
             match annotation service Annotations.LoadBalancerHostname with
             | None -> Ok None
-            | Some text -> Hostname.create text |> Result.map Some |> Result.mapError (fun p -> InvalidHostname(text, p))
+            | Some text -> Hostname.create text |> Result.map Some |> Result.mapError (fun p -> DhcpIdentityError.InvalidHostname(text, p))
         match mac, name, hostname with
         | Ok mac, Ok name, Ok hostname ->
             let clientId =
@@ -283,12 +287,14 @@ type Xid =
         v
 
 /// The lease time of option 51.
+[<RequireQualifiedAccess>]
 type LeaseLength =
     | Finite of Duration
     /// 0xffffffff: the lease never ends (no renewal, no expiry).
     | Infinite
 
 /// The server messages the client acts on.
+[<RequireQualifiedAccess>]
 type ReplyKind =
     | Offer
     | Ack
@@ -320,12 +326,14 @@ type DhcpReply =
       Message: string option }
 
 /// The client messages.
+[<RequireQualifiedAccess>]
 type RequestKind =
     | Discover
     | Request
     | Release
 
 /// Where a message goes on the wire.
+[<RequireQualifiedAccess>]
 type Destination =
     /// To 255.255.255.255 and ff:ff:ff:ff:ff:ff.
     | Broadcast
@@ -406,6 +414,7 @@ type Transaction =
 type Offered = { Address: Ip; Server: Ip; ServerMac: Mac }
 
 /// The RFC 2131 §4.4 states (INIT and INIT-REBOOT are instants: the client leaves them as it sends).
+[<RequireQualifiedAccess>]
 type DhcpPhase =
     /// Created, not started.
     | Idle
@@ -434,6 +443,7 @@ type DhcpState =
       ConsecutiveNaks: int }
 
 /// How the client stops.
+[<RequireQualifiedAccess>]
 type StopMode =
     /// The Service is gone or changed address: give the address back (DHCPRELEASE when a lease is held).
     | ReleaseLease
@@ -444,6 +454,7 @@ type StopMode =
 /// that starts now, and the jitter of a retransmission scheduled now.
 type Entropy = { Xid: Xid; Jitter: Duration }
 
+[<RequireQualifiedAccess>]
 type DhcpEvent =
     /// Begin, confirming a known address first when there is one (INIT-REBOOT after a takeover or restart).
     | Start of known: Ip option
@@ -459,6 +470,7 @@ type DhcpInput =
       Entropy: Entropy }
 
 /// Why a leased address is no longer the Service's.
+[<RequireQualifiedAccess>]
 type LostReason =
     /// The lease ran out without a renewal or rebinding answer.
     | Expired
@@ -468,11 +480,13 @@ type LostReason =
     | Replaced of by: Ip
 
 /// Whether a lease is new or an existing one extended.
+[<RequireQualifiedAccess>]
 type LeaseChange =
     | Obtained
     | Extended
 
 /// What the shell must do, in order.
+[<RequireQualifiedAccess>]
 type DhcpCommand =
     | Send of ClientMessage
     /// The address may be used until the lease's expiry (Obtained: add and announce it; Extended: it stays).
@@ -521,10 +535,10 @@ module DhcpTiming =
 module LostReason =
     let describe reason =
         match reason with
-        | Expired -> "the DHCP lease expired without being renewed"
-        | Refused None -> "the DHCP server refused the lease (DHCPNAK)"
-        | Refused(Some message) -> sprintf "the DHCP server refused the lease (DHCPNAK: %s)" message
-        | Replaced by -> sprintf "the DHCP server leased %s instead" (Ip.format by)
+        | LostReason.Expired -> "the DHCP lease expired without being renewed"
+        | LostReason.Refused None -> "the DHCP server refused the lease (DHCPNAK)"
+        | LostReason.Refused(Some message) -> sprintf "the DHCP server refused the lease (DHCPNAK: %s)" message
+        | LostReason.Replaced by -> sprintf "the DHCP server leased %s instead" (Ip.format by)
 
 [<RequireQualifiedAccess>]
 module Dhcp =
@@ -533,26 +547,26 @@ module Dhcp =
 
     /// The client for an identity, not started yet.
     let create (identity: DhcpIdentity) (timing: DhcpTiming) : DhcpState =
-        { Identity = identity; Timing = timing; Phase = Idle; ConsecutiveNaks = 0 }
+        { Identity = identity; Timing = timing; Phase = DhcpPhase.Idle; ConsecutiveNaks = 0 }
 
     /// The lease held now, if any (also while renewing or rebinding).
     let lease (state: DhcpState) : Lease option =
         match state.Phase with
-        | Bound l | Renewing(_, l) | Rebinding(_, l) -> Some l
+        | DhcpPhase.Bound l | DhcpPhase.Renewing(_, l) | DhcpPhase.Rebinding(_, l) -> Some l
         | _ -> None
 
     /// The phase's name, for logs.
     let phaseName (phase: DhcpPhase) =
         match phase with
-        | Idle -> "Idle"
-        | Init _ -> "Init"
-        | Selecting _ -> "Selecting"
-        | Requesting _ -> "Requesting"
-        | Rebooting _ -> "Rebooting"
-        | Bound _ -> "Bound"
-        | Renewing _ -> "Renewing"
-        | Rebinding _ -> "Rebinding"
-        | Stopped -> "Stopped"
+        | DhcpPhase.Idle -> "Idle"
+        | DhcpPhase.Init _ -> "Init"
+        | DhcpPhase.Selecting _ -> "Selecting"
+        | DhcpPhase.Requesting _ -> "Requesting"
+        | DhcpPhase.Rebooting _ -> "Rebooting"
+        | DhcpPhase.Bound _ -> "Bound"
+        | DhcpPhase.Renewing _ -> "Renewing"
+        | DhcpPhase.Rebinding _ -> "Rebinding"
+        | DhcpPhase.Stopped -> "Stopped"
 
     // ── Time ─────────────────────────────────────────────────────────────────────────────────────────
 
@@ -568,11 +582,12 @@ module Dhcp =
         max 1L (baseDelay + clampJitter timing jitter)
 
     /// T1, T2 and expiry of a lease starting at `start`: options 58/59 when the server sent sane ones
-    /// (T1 < T2 < lease), else 1/2 and 7/8 of the lease (RFC 2131 §4.4.5).
+    /// (T1 < T2 < lease), else 1/2 and 7/8 of the lease (RFC 2131 §4.4.5); a server T2 before half the
+    /// lease moves the default T1 to half of T2.
     let deadlines (start: Instant) (length: LeaseLength) (t1: Duration option) (t2: Duration option) : LeaseDeadlines option =
         match length with
-        | Infinite -> None
-        | Finite lease ->
+        | LeaseLength.Infinite -> None
+        | LeaseLength.Finite lease ->
             let lease = max 0L lease
             let rebind =
                 match t2 with
@@ -581,7 +596,8 @@ module Dhcp =
             let renew =
                 match t1 with
                 | Some t when t > 0L && t < rebind -> t
-                | _ -> min (lease / 2L) rebind
+                | _ when lease / 2L < rebind -> lease / 2L
+                | _ -> rebind / 2L
             Some { RenewAt = start + renew; RebindAt = start + rebind; ExpiresAt = start + lease }
 
     /// The next renewal (or rebinding) REQUEST after one sent at `now`: half the time left until
@@ -589,19 +605,19 @@ module Dhcp =
     let renewRetransmitAt (timing: DhcpTiming) (lease: Lease) (now: Instant) (deadline: Instant) : Instant =
         let floor =
             match lease.Length with
-            | Finite length -> max 1L (min timing.RenewRetransmitFloor (length / 8L))
-            | Infinite -> timing.RenewRetransmitFloor
+            | LeaseLength.Finite length -> max 1L (min timing.RenewRetransmitFloor (length / 8L))
+            | LeaseLength.Infinite -> timing.RenewRetransmitFloor
         now + max floor ((deadline - now) / 2L)
 
     /// The earliest instant the phase has to act at, if any.
     let nextDeadline (phase: DhcpPhase) : Instant option =
         match phase with
-        | Idle | Stopped -> None
-        | Init(at, _) -> Some at
-        | Selecting(tx, _) | Requesting(tx, _) | Rebooting(tx, _) -> Some tx.RetransmitAt
-        | Bound lease -> lease.Deadlines |> Option.map _.RenewAt
-        | Renewing(tx, lease) -> lease.Deadlines |> Option.map (fun d -> min tx.RetransmitAt d.RebindAt)
-        | Rebinding(tx, lease) -> lease.Deadlines |> Option.map (fun d -> min tx.RetransmitAt d.ExpiresAt)
+        | DhcpPhase.Idle | DhcpPhase.Stopped -> None
+        | DhcpPhase.Init(at, _) -> Some at
+        | DhcpPhase.Selecting(tx, _) | DhcpPhase.Requesting(tx, _) | DhcpPhase.Rebooting(tx, _) -> Some tx.RetransmitAt
+        | DhcpPhase.Bound lease -> lease.Deadlines |> Option.map _.RenewAt
+        | DhcpPhase.Renewing(tx, lease) -> lease.Deadlines |> Option.map (fun d -> min tx.RetransmitAt d.RebindAt)
+        | DhcpPhase.Rebinding(tx, lease) -> lease.Deadlines |> Option.map (fun d -> min tx.RetransmitAt d.ExpiresAt)
 
     // ── Messages ─────────────────────────────────────────────────────────────────────────────────────
 
@@ -617,19 +633,19 @@ module Dhcp =
           ServerId = server
           ClientId = state.Identity.ClientId
           Hostname = state.Identity.Hostname
-          ParameterRequests = (if kind = Release then [] else ParameterRequests)
+          ParameterRequests = (if kind = RequestKind.Release then [] else ParameterRequests)
           Destination = destination }
 
     /// What the phase sends (first transmission or retransmission): RFC 2131 table 5.
     let private transmission (state: DhcpState) (phase: DhcpPhase) (now: Instant) : ClientMessage option =
         match phase with
-        | Selecting(tx, hint) -> Some(message state Discover tx now Broadcast None hint None)
-        | Requesting(tx, offer) -> Some(message state Request tx now Broadcast None (Some offer.Address) (Some offer.Server))
-        | Rebooting(tx, address) -> Some(message state Request tx now Broadcast None (Some address) None)
-        | Renewing(tx, lease) ->
-            Some(message state Request tx now (Unicast(lease.Server, lease.ServerMac)) (Some lease.Address) None None)
-        | Rebinding(tx, lease) -> Some(message state Request tx now Broadcast (Some lease.Address) None None)
-        | Idle | Init _ | Bound _ | Stopped -> None
+        | DhcpPhase.Selecting(tx, hint) -> Some(message state RequestKind.Discover tx now Destination.Broadcast None hint None)
+        | DhcpPhase.Requesting(tx, offer) -> Some(message state RequestKind.Request tx now Destination.Broadcast None (Some offer.Address) (Some offer.Server))
+        | DhcpPhase.Rebooting(tx, address) -> Some(message state RequestKind.Request tx now Destination.Broadcast None (Some address) None)
+        | DhcpPhase.Renewing(tx, lease) ->
+            Some(message state RequestKind.Request tx now (Destination.Unicast(lease.Server, lease.ServerMac)) (Some lease.Address) None None)
+        | DhcpPhase.Rebinding(tx, lease) -> Some(message state RequestKind.Request tx now Destination.Broadcast (Some lease.Address) None None)
+        | DhcpPhase.Idle | DhcpPhase.Init _ | DhcpPhase.Bound _ | DhcpPhase.Stopped -> None
 
     /// A new transaction's xid: the one the shell drew, unless it equals the transaction it replaces.
     let private freshXid (previous: Xid option) (drawn: Xid) =
@@ -639,7 +655,7 @@ module Dhcp =
 
     let private currentXid (phase: DhcpPhase) =
         match phase with
-        | Selecting(tx, _) | Requesting(tx, _) | Rebooting(tx, _) | Renewing(tx, _) | Rebinding(tx, _) -> Some tx.Xid
+        | DhcpPhase.Selecting(tx, _) | DhcpPhase.Requesting(tx, _) | DhcpPhase.Rebooting(tx, _) | DhcpPhase.Renewing(tx, _) | DhcpPhase.Rebinding(tx, _) -> Some tx.Xid
         | _ -> None
 
     let private newTransaction (state: DhcpState) (input: DhcpInput) (began: Instant) (retransmitAt: Instant) =
@@ -653,14 +669,14 @@ module Dhcp =
 
     /// Enters `phase` and sends its message.
     let private enter (state: DhcpState) (input: DhcpInput) (phase: DhcpPhase) (commands: DhcpCommand list) =
-        let sent = transmission state phase input.Now |> Option.map Send |> Option.toList
+        let sent = transmission state phase input.Now |> Option.map DhcpCommand.Send |> Option.toList
         { state with Phase = phase }, commands @ sent
 
     /// Starts discovery now (DISCOVER, asking for `hint`).
     let private discover (state: DhcpState) (input: DhcpInput) (hint: Ip option) (commands: DhcpCommand list) =
         let timing = state.Timing
         let tx = newTransaction state input input.Now (input.Now + retransmitDelay timing 1 input.Entropy.Jitter)
-        enter state input (Selecting(tx, hint)) commands
+        enter state input (DhcpPhase.Selecting(tx, hint)) commands
 
     /// Back to INIT after a NAK or a failed exchange: discovery restarts at once the first time, then
     /// waits longer after each consecutive NAK, so a server that refuses everything is not flooded.
@@ -669,7 +685,7 @@ module Dhcp =
         if naks <= 1 then discover state input hint commands
         else
             let at = input.Now + retransmitDelay state.Timing (naks - 1) input.Entropy.Jitter
-            { state with Phase = Init(at, hint) }, commands
+            { state with Phase = DhcpPhase.Init(at, hint) }, commands
 
     let private usableV4 (ip: Ip) = Ip.family ip = IPv4 && (Ip.unusable ip).IsNone
 
@@ -704,13 +720,13 @@ module Dhcp =
         | _ -> None
 
     let private bind (state: DhcpState) (lease: Lease) (commands: DhcpCommand list) =
-        { state with Phase = Bound lease; ConsecutiveNaks = 0 }, commands
+        { state with Phase = DhcpPhase.Bound lease; ConsecutiveNaks = 0 }, commands
 
     let private onReply (state: DhcpState) (input: DhcpInput) (reply: DhcpReply) =
         let ignored = state, []
         let naks = state.ConsecutiveNaks + 1
         match state.Phase, reply.Kind with
-        | Selecting(tx, _), Offer when answers state tx reply ->
+        | DhcpPhase.Selecting(tx, _), ReplyKind.Offer when answers state tx reply ->
             match reply.ServerId with
             | Some server when usableV4 reply.YourIp ->
                 let requesting =
@@ -718,26 +734,26 @@ module Dhcp =
                         FirstSentAt = input.Now
                         Attempts = 1
                         RetransmitAt = input.Now + retransmitDelay state.Timing 1 input.Entropy.Jitter }
-                enter state input (Requesting(requesting, { Address = reply.YourIp; Server = server; ServerMac = reply.ServerMac })) []
+                enter state input (DhcpPhase.Requesting(requesting, { Address = reply.YourIp; Server = server; ServerMac = reply.ServerMac })) []
             | _ -> ignored
-        | Requesting(tx, offer), Ack when answers state tx reply ->
+        | DhcpPhase.Requesting(tx, offer), ReplyKind.Ack when answers state tx reply ->
             match leaseOf tx reply (Some offer.Server) with
-            | Some lease -> bind state lease [ Leased(lease, Obtained) ]
+            | Some lease -> bind state lease [ DhcpCommand.Leased(lease, LeaseChange.Obtained) ]
             | None -> ignored
-        | Rebooting(tx, _), Ack when answers state tx reply ->
+        | DhcpPhase.Rebooting(tx, _), ReplyKind.Ack when answers state tx reply ->
             match leaseOf tx reply None with
-            | Some lease -> bind state lease [ Leased(lease, Obtained) ]
+            | Some lease -> bind state lease [ DhcpCommand.Leased(lease, LeaseChange.Obtained) ]
             | None -> ignored
-        | (Renewing(tx, held) | Rebinding(tx, held)), Ack when answers state tx reply ->
+        | (DhcpPhase.Renewing(tx, held) | DhcpPhase.Rebinding(tx, held)), ReplyKind.Ack when answers state tx reply ->
             match leaseOf tx reply (Some held.Server) with
-            | Some lease when lease.Address = held.Address -> bind state lease [ Leased(lease, Extended) ]
-            | Some lease -> bind state lease [ Lost(held.Address, Replaced lease.Address); Leased(lease, Obtained) ]
+            | Some lease when lease.Address = held.Address -> bind state lease [ DhcpCommand.Leased(lease, LeaseChange.Extended) ]
+            | Some lease -> bind state lease [ DhcpCommand.Lost(held.Address, LostReason.Replaced lease.Address); DhcpCommand.Leased(lease, LeaseChange.Obtained) ]
             | None -> ignored
-        | Requesting(tx, _), Nak when answers state tx reply -> restart state input None naks []
-        | Rebooting(tx, address), Nak when answers state tx reply ->
-            restart state input None naks [ Lost(address, Refused reply.Message) ]
-        | (Renewing(tx, held) | Rebinding(tx, held)), Nak when answers state tx reply ->
-            restart state input None naks [ Lost(held.Address, Refused reply.Message) ]
+        | DhcpPhase.Requesting(tx, _), ReplyKind.Nak when answers state tx reply -> restart state input None naks []
+        | DhcpPhase.Rebooting(tx, address), ReplyKind.Nak when answers state tx reply ->
+            restart state input None naks [ DhcpCommand.Lost(address, LostReason.Refused reply.Message) ]
+        | (DhcpPhase.Renewing(tx, held) | DhcpPhase.Rebinding(tx, held)), ReplyKind.Nak when answers state tx reply ->
+            restart state input None naks [ DhcpCommand.Lost(held.Address, LostReason.Refused reply.Message) ]
         | _ -> ignored
 
     /// Retransmits the phase's message with the same xid, or gives the exchange up as RFC 2131 says.
@@ -746,62 +762,68 @@ module Dhcp =
         let tx = { tx with Attempts = attempts; RetransmitAt = input.Now + retransmitDelay state.Timing attempts input.Entropy.Jitter }
         enter state input (next tx) []
 
+    /// The timers of a held lease, latest first: expiry, T2 (rebind), T1 (renew), then the next renewal or
+    /// rebinding REQUEST.
+    let private onLeaseTick (state: DhcpState) (input: DhcpInput) (lease: Lease) (d: LeaseDeadlines) =
+        let now = input.Now
+        let timing = state.Timing
+        match state.Phase with
+        | _ when now >= d.ExpiresAt ->
+            discover state input (Some lease.Address) [ DhcpCommand.Lost(lease.Address, LostReason.Expired) ]
+        | DhcpPhase.Bound _ | DhcpPhase.Renewing _ when now >= d.RebindAt ->
+            let tx = newTransaction state input now (renewRetransmitAt timing lease now d.ExpiresAt)
+            enter state input (DhcpPhase.Rebinding(tx, lease)) []
+        | DhcpPhase.Bound _ when now >= d.RenewAt ->
+            let tx = newTransaction state input now (renewRetransmitAt timing lease now d.RebindAt)
+            enter state input (DhcpPhase.Renewing(tx, lease)) []
+        | DhcpPhase.Renewing(tx, _) when now >= tx.RetransmitAt ->
+            let tx = { tx with Attempts = tx.Attempts + 1; RetransmitAt = renewRetransmitAt timing lease now d.RebindAt }
+            enter state input (DhcpPhase.Renewing(tx, lease)) []
+        | DhcpPhase.Rebinding(tx, _) when now >= tx.RetransmitAt ->
+            let tx = { tx with Attempts = tx.Attempts + 1; RetransmitAt = renewRetransmitAt timing lease now d.ExpiresAt }
+            enter state input (DhcpPhase.Rebinding(tx, lease)) []
+        | _ -> state, []
+
     let private onTick (state: DhcpState) (input: DhcpInput) =
         let now = input.Now
         let timing = state.Timing
         let due (at: Instant) = now >= at
         match state.Phase with
-        | Init(at, hint) when due at -> discover state input hint []
-        | Selecting(tx, hint) when due tx.RetransmitAt -> retransmit state input tx (fun tx -> Selecting(tx, hint))
-        | Requesting(tx, _) when due tx.RetransmitAt && tx.Attempts >= timing.RequestAttempts ->
+        | DhcpPhase.Init(at, hint) when due at -> discover state input hint []
+        | DhcpPhase.Selecting(tx, hint) when due tx.RetransmitAt -> retransmit state input tx (fun tx -> DhcpPhase.Selecting(tx, hint))
+        | DhcpPhase.Requesting(tx, _) when due tx.RetransmitAt && tx.Attempts >= timing.RequestAttempts ->
             discover state input None []
-        | Requesting(tx, offer) when due tx.RetransmitAt -> retransmit state input tx (fun tx -> Requesting(tx, offer))
-        | Rebooting(tx, address) when due tx.RetransmitAt && tx.Attempts >= timing.RebootAttempts ->
+        | DhcpPhase.Requesting(tx, offer) when due tx.RetransmitAt -> retransmit state input tx (fun tx -> DhcpPhase.Requesting(tx, offer))
+        | DhcpPhase.Rebooting(tx, address) when due tx.RetransmitAt && tx.Attempts >= timing.RebootAttempts ->
             discover state input (Some address) []
-        | Rebooting(tx, address) when due tx.RetransmitAt -> retransmit state input tx (fun tx -> Rebooting(tx, address))
-        | (Bound lease | Renewing(_, lease) | Rebinding(_, lease)) when
-            lease.Deadlines |> Option.exists (fun d -> due d.ExpiresAt)
-            ->
-            discover state input (Some lease.Address) [ Lost(lease.Address, Expired) ]
-        | (Bound lease | Renewing(_, lease)) when lease.Deadlines |> Option.exists (fun d -> due d.RebindAt) ->
-            let d = lease.Deadlines.Value
-            let tx = newTransaction state input now (renewRetransmitAt timing lease now d.ExpiresAt)
-            enter state input (Rebinding(tx, lease)) []
-        | Bound lease when lease.Deadlines |> Option.exists (fun d -> due d.RenewAt) ->
-            let d = lease.Deadlines.Value
-            let tx = newTransaction state input now (renewRetransmitAt timing lease now d.RebindAt)
-            enter state input (Renewing(tx, lease)) []
-        | Renewing(tx, lease) when due tx.RetransmitAt ->
-            let d = lease.Deadlines.Value
-            let tx = { tx with Attempts = tx.Attempts + 1; RetransmitAt = renewRetransmitAt timing lease now d.RebindAt }
-            enter state input (Renewing(tx, lease)) []
-        | Rebinding(tx, lease) when due tx.RetransmitAt ->
-            let d = lease.Deadlines.Value
-            let tx = { tx with Attempts = tx.Attempts + 1; RetransmitAt = renewRetransmitAt timing lease now d.ExpiresAt }
-            enter state input (Rebinding(tx, lease)) []
+        | DhcpPhase.Rebooting(tx, address) when due tx.RetransmitAt -> retransmit state input tx (fun tx -> DhcpPhase.Rebooting(tx, address))
+        | DhcpPhase.Bound lease | DhcpPhase.Renewing(_, lease) | DhcpPhase.Rebinding(_, lease) ->
+            match lease.Deadlines with
+            | Some d -> onLeaseTick state input lease d
+            | None -> state, []
         | _ -> state, []
 
     let private onStart (state: DhcpState) (input: DhcpInput) (known: Ip option) =
         match state.Phase, known with
-        | Idle, Some address when usableV4 address ->
+        | DhcpPhase.Idle, Some address when usableV4 address ->
             let tx = newTransaction state input input.Now (input.Now + retransmitDelay state.Timing 1 input.Entropy.Jitter)
-            enter state input (Rebooting(tx, address)) []
-        | Idle, _ -> discover state input None []
+            enter state input (DhcpPhase.Rebooting(tx, address)) []
+        | DhcpPhase.Idle, _ -> discover state input None []
         | _ -> state, []
 
     /// Stopping releases only a lease still held at this instant; an expired one is no longer ours to give.
     let private onStop (state: DhcpState) (input: DhcpInput) (mode: StopMode) =
-        let stopped = { state with Phase = Stopped }
+        let stopped = { state with Phase = DhcpPhase.Stopped }
         let held =
             lease state
             |> Option.filter (fun l -> l.Deadlines |> Option.forall (fun d -> input.Now < d.ExpiresAt))
         match mode, held, state.Phase with
-        | _, _, Stopped -> state, []
-        | ReleaseLease, Some lease, _ ->
+        | _, _, DhcpPhase.Stopped -> state, []
+        | StopMode.ReleaseLease, Some lease, _ ->
             let tx = newTransaction state input input.Now input.Now
             let release =
-                message state Release tx input.Now (Unicast(lease.Server, lease.ServerMac)) (Some lease.Address) None (Some lease.Server)
-            stopped, [ Send release ]
+                message state RequestKind.Release tx input.Now (Destination.Unicast(lease.Server, lease.ServerMac)) (Some lease.Address) None (Some lease.Server)
+            stopped, [ DhcpCommand.Send release ]
         | _ -> stopped, []
 
     /// One step of the client: the next state and the commands to execute in order, ending with the WakeAt
@@ -809,10 +831,10 @@ module Dhcp =
     let step (state: DhcpState) (input: DhcpInput) : DhcpState * DhcpCommand list =
         let next, commands =
             match state.Phase, input.Event with
-            | Stopped, _ -> state, []
-            | _, Start known -> onStart state input known
-            | _, Received reply -> onReply state input reply
-            | _, Tick -> onTick state input
-            | _, Stop mode -> onStop state input mode
-        let wake = nextDeadline next.Phase |> Option.map WakeAt |> Option.toList
+            | DhcpPhase.Stopped, _ -> state, []
+            | _, DhcpEvent.Start known -> onStart state input known
+            | _, DhcpEvent.Received reply -> onReply state input reply
+            | _, DhcpEvent.Tick -> onTick state input
+            | _, DhcpEvent.Stop mode -> onStop state input mode
+        let wake = nextDeadline next.Phase |> Option.map DhcpCommand.WakeAt |> Option.toList
         next, commands @ wake
