@@ -300,6 +300,10 @@ type ReplyKind =
     | Ack
     | Nak
 
+/// The on-link sender of a server's answers: the server itself, or the relay agent that forwards them (the
+/// IP and Ethernet sources of the reply frame). Unicast requests are framed to its MAC.
+type Hop = { Ip: Ip; Mac: Mac }
+
 /// A server message as decoded from the wire (every field the client uses, nothing interpreted yet).
 type DhcpReply =
     { Kind: ReplyKind
@@ -310,8 +314,8 @@ type DhcpReply =
       YourIp: Ip
       /// Option 54.
       ServerId: Ip option
-      /// Ethernet source of the frame: the server, or the relay in front of it; unicast requests go there.
-      ServerMac: Mac
+      /// Who put the frame on this link.
+      Hop: Hop
       /// Option 51.
       LeaseTime: LeaseLength option
       /// Option 58 (T1), from the moment the request was sent.
@@ -337,8 +341,8 @@ type RequestKind =
 type Destination =
     /// To 255.255.255.255 and ff:ff:ff:ff:ff:ff.
     | Broadcast
-    /// To the server's address, in a frame to the MAC its last reply came from.
-    | Unicast of server: Ip * serverMac: Mac
+    /// To the server's address, in a frame to the MAC of the hop its last reply came from.
+    | Unicast of server: Ip * hop: Hop
 
 /// One message for the shell to encode and send; the IP source is ClientIp, or 0.0.0.0 without one.
 type ClientMessage =
@@ -378,7 +382,8 @@ type Lease =
       PrefixLength: int option
       Routers: Ip list
       Server: Ip
-      ServerMac: Mac
+      /// Where the server's answers came from on this link; unicast renewals and the release go there.
+      Hop: Hop
       Length: LeaseLength
       /// When the request that obtained or last extended the lease was first sent: lease times count from
       /// there (RFC 2131 §4.4.1), never from the slower arrival of the answer.
@@ -411,7 +416,7 @@ type Transaction =
       RetransmitAt: Instant }
 
 /// The offer being requested.
-type Offered = { Address: Ip; Server: Ip; ServerMac: Mac }
+type Offered = { Address: Ip; Server: Ip; Hop: Hop }
 
 /// The RFC 2131 §4.4 states (INIT and INIT-REBOOT are instants: the client leaves them as it sends).
 [<RequireQualifiedAccess>]
@@ -495,6 +500,11 @@ type DhcpCommand =
     | Lost of address: Ip * reason: LostReason
     /// Tick the client at this instant (the earliest deadline of the new state).
     | WakeAt of Instant
+    /// Send an ARP request for the hop's address from the leased one, framed to the hop's MAC, as a kernel
+    /// stack does before a unicast: the hop learns the address's MAC from it (RFC 826), so its unicast answer
+    /// comes to the macvlan, not to whichever interface of the node answered the hop's own ARP first (the
+    /// parent answers for every local address, and first). Always just before the unicast message.
+    | Resolve of hop: Hop * sender: Ip
 
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 // The client
@@ -643,7 +653,7 @@ module Dhcp =
         | DhcpPhase.Requesting(tx, offer) -> Some(message state RequestKind.Request tx now Destination.Broadcast None (Some offer.Address) (Some offer.Server))
         | DhcpPhase.Rebooting(tx, address) -> Some(message state RequestKind.Request tx now Destination.Broadcast None (Some address) None)
         | DhcpPhase.Renewing(tx, lease) ->
-            Some(message state RequestKind.Request tx now (Destination.Unicast(lease.Server, lease.ServerMac)) (Some lease.Address) None None)
+            Some(message state RequestKind.Request tx now (Destination.Unicast(lease.Server, lease.Hop)) (Some lease.Address) None None)
         | DhcpPhase.Rebinding(tx, lease) -> Some(message state RequestKind.Request tx now Destination.Broadcast (Some lease.Address) None None)
         | DhcpPhase.Idle | DhcpPhase.Init _ | DhcpPhase.Bound _ | DhcpPhase.Stopped -> None
 
@@ -667,9 +677,16 @@ module Dhcp =
 
     // ── Transitions ──────────────────────────────────────────────────────────────────────────────────
 
+    /// The commands that put a message on the wire: a unicast one from a leased address is preceded by the
+    /// ARP request that tells the hop where that address lives.
+    let private send (message: ClientMessage) =
+        match message.Destination, message.ClientIp with
+        | Destination.Unicast(_, hop), Some sender -> [ DhcpCommand.Resolve(hop, sender); DhcpCommand.Send message ]
+        | _ -> [ DhcpCommand.Send message ]
+
     /// Enters `phase` and sends its message.
     let private enter (state: DhcpState) (input: DhcpInput) (phase: DhcpPhase) (commands: DhcpCommand list) =
-        let sent = transmission state phase input.Now |> Option.map DhcpCommand.Send |> Option.toList
+        let sent = transmission state phase input.Now |> Option.map send |> Option.defaultValue []
         { state with Phase = phase }, commands @ sent
 
     /// Starts discovery now (DISCOVER, asking for `hint`).
@@ -713,7 +730,7 @@ module Dhcp =
                   PrefixLength = reply.SubnetMask |> Option.bind prefixOfMask
                   Routers = reply.Routers
                   Server = server
-                  ServerMac = reply.ServerMac
+                  Hop = reply.Hop
                   Length = length
                   Start = tx.FirstSentAt
                   Deadlines = deadlines tx.FirstSentAt length reply.RenewalTime reply.RebindingTime }
@@ -734,7 +751,7 @@ module Dhcp =
                         FirstSentAt = input.Now
                         Attempts = 1
                         RetransmitAt = input.Now + retransmitDelay state.Timing 1 input.Entropy.Jitter }
-                enter state input (DhcpPhase.Requesting(requesting, { Address = reply.YourIp; Server = server; ServerMac = reply.ServerMac })) []
+                enter state input (DhcpPhase.Requesting(requesting, { Address = reply.YourIp; Server = server; Hop = reply.Hop })) []
             | _ -> ignored
         | DhcpPhase.Requesting(tx, offer), ReplyKind.Ack when answers state tx reply ->
             match leaseOf tx reply (Some offer.Server) with
@@ -822,8 +839,8 @@ module Dhcp =
         | StopMode.ReleaseLease, Some lease, _ ->
             let tx = newTransaction state input input.Now input.Now
             let release =
-                message state RequestKind.Release tx input.Now (Destination.Unicast(lease.Server, lease.ServerMac)) (Some lease.Address) None (Some lease.Server)
-            stopped, [ DhcpCommand.Send release ]
+                message state RequestKind.Release tx input.Now (Destination.Unicast(lease.Server, lease.Hop)) (Some lease.Address) None (Some lease.Server)
+            stopped, send release
         | _ -> stopped, []
 
     /// One step of the client: the next state and the commands to execute in order, ending with the WakeAt

@@ -12,10 +12,10 @@ internal static partial class Interop
         internal const int O_RDONLY = 0;
         internal const int O_CLOEXEC = 0x80000;
 
-        [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+        [LibraryImport(Libraries.Libc, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
         internal static partial SafeFileHandle Open(string path, int flags);
 
-        [LibraryImport("libc", EntryPoint = "setns", SetLastError = true)]
+        [LibraryImport(Libraries.Libc, EntryPoint = "setns", SetLastError = true)]
         internal static partial int SetNs(SafeFileHandle namespaceFile, int namespaceType);
     }
 }

@@ -38,16 +38,16 @@ internal static partial class Interop
             public uint Groups;
         }
 
-        [LibraryImport("libc", EntryPoint = "socket", SetLastError = true)]
+        [LibraryImport(Libraries.Libc, EntryPoint = "socket", SetLastError = true)]
         internal static partial SafeSocketHandle Socket(int domain, int type, int protocol);
 
-        [LibraryImport("libc", EntryPoint = "bind", SetLastError = true)]
+        [LibraryImport(Libraries.Libc, EntryPoint = "bind", SetLastError = true)]
         internal static partial int Bind(SafeSocketHandle socket, in SockaddrNl address, int addressLength);
 
-        [LibraryImport("libc", EntryPoint = "getsockname", SetLastError = true)]
+        [LibraryImport(Libraries.Libc, EntryPoint = "getsockname", SetLastError = true)]
         internal static partial int GetSockName(SafeSocketHandle socket, out SockaddrNl address, ref int addressLength);
 
-        [LibraryImport("libc", EntryPoint = "setsockopt", SetLastError = true)]
+        [LibraryImport(Libraries.Libc, EntryPoint = "setsockopt", SetLastError = true)]
         internal static partial int SetSockOpt(SafeSocketHandle socket, int level, int name, in int value, int valueLength);
     }
 }

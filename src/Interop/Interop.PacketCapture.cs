@@ -13,8 +13,6 @@ internal static partial class Interop
     /// </summary>
     internal static partial class Pcap
     {
-        private const string Library = "libpcap.so.0.8";
-
         /// <summary>pcap_next_ex: a packet was read.</summary>
         internal const int PacketRead = 1;
         /// <summary>pcap_next_ex: no packet (non-blocking mode; a blocking live capture on Linux keeps waiting).</summary>
@@ -36,10 +34,10 @@ internal static partial class Interop
             public readonly uint WireLength;
         }
 
-        [LibraryImport(Library, EntryPoint = "pcap_next_ex", SetLastError = true)]
+        [LibraryImport(Libraries.LibPcap, EntryPoint = "pcap_next_ex", SetLastError = true)]
         private static partial int NextExNative(PcapHandle handle, out nint header, out nint data);
 
-        [LibraryImport(Library, EntryPoint = "pcap_breakloop", SetLastError = true)]
+        [LibraryImport(Libraries.LibPcap, EntryPoint = "pcap_breakloop", SetLastError = true)]
         private static partial void BreakLoopNative(PcapHandle handle);
 
         /// <summary>

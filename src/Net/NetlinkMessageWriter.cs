@@ -92,6 +92,25 @@ internal sealed class NetlinkMessageWriter
         AddAttribute(type, bytes[..written]);
     }
 
+    /// <summary>Starts an attribute that holds attributes (NLA_F_NESTED); returns its offset for <see cref="EndNested"/>.</summary>
+    public int BeginNested(ushort type)
+    {
+        EnsureInMessage();
+        var start = _length;
+        var header = Grow(NetlinkProtocol.AttributeHeaderSize);
+        BinaryPrimitives.WriteUInt16LittleEndian(header[2..], (ushort)(type | NetlinkProtocol.NLA_F_NESTED));
+        return start;
+    }
+
+    /// <summary>Ends the nested attribute begun at <paramref name="start"/>: writes its length.</summary>
+    public void EndNested(int start)
+    {
+        EnsureInMessage();
+        var length = _length - start;
+        if (length > ushort.MaxValue) throw new InvalidOperationException("nested netlink attribute too long");
+        BinaryPrimitives.WriteUInt16LittleEndian(_buffer.AsSpan(start), (ushort)length);
+    }
+
     public void EndMessage()
     {
         EnsureInMessage();

@@ -109,7 +109,7 @@ let private genLeaseOf (lengths: Gen<LeaseLength>) (start: Instant) : Gen<Lease>
               PrefixLength = Some 24
               Routers = [ server ]
               Server = server
-              ServerMac = serverMac
+              Hop = { Ip = server; Mac = serverMac }
               Length = length
               Start = start
               Deadlines = Dhcp.deadlines start length (fst t1t2) (snd t1t2) }
@@ -152,7 +152,7 @@ let private genClientWith (phases: string list) (lengths: Gen<LeaseLength>) : Ge
             | "Idle" -> DhcpPhase.Idle
             | "Init" -> DhcpPhase.Init(now + 500L, hint)
             | "Selecting" -> DhcpPhase.Selecting(tx, hint)
-            | "Requesting" -> DhcpPhase.Requesting(tx, { Address = address; Server = server; ServerMac = serverMac })
+            | "Requesting" -> DhcpPhase.Requesting(tx, { Address = address; Server = server; Hop = { Ip = server; Mac = serverMac } })
             | "Rebooting" -> DhcpPhase.Rebooting(tx, address)
             | "Bound" -> DhcpPhase.Bound lease
             | "Renewing" -> DhcpPhase.Renewing(tx, lease)
@@ -179,7 +179,8 @@ let private transactionOf (phase: DhcpPhase) =
     | DhcpPhase.Selecting(tx, _) | DhcpPhase.Requesting(tx, _) | DhcpPhase.Rebooting(tx, _) | DhcpPhase.Renewing(tx, _) | DhcpPhase.Rebinding(tx, _) -> Some tx
     | _ -> None
 
-/// A server message answering the client's current transaction (right xid and chaddr).
+/// A server message answering the client's current transaction (right xid and chaddr), sent by the server
+/// itself on the client's link.
 let private answer (state: DhcpState) (kind: ReplyKind) (yiaddr: Ip) (server: Ip) (serverMac: Mac) (length: LeaseLength) =
     let xid = transactionOf state.Phase |> Option.map _.Xid |> Option.defaultValue (Xid 0u)
     { Kind = kind
@@ -187,7 +188,7 @@ let private answer (state: DhcpState) (kind: ReplyKind) (yiaddr: Ip) (server: Ip
       ClientMac = state.Identity.Mac
       YourIp = (if kind = ReplyKind.Nak then V4 0u else yiaddr)
       ServerId = Some server
-      ServerMac = serverMac
+      Hop = { Ip = server; Mac = serverMac }
       LeaseTime = (if kind = ReplyKind.Nak then None else Some length)
       RenewalTime = None
       RebindingTime = None
@@ -542,13 +543,34 @@ let ``renewing unicasts to the leasing server and rebinding broadcasts, both wit
                 allOf
                     [ holds "T1: renewing" (match renewing.Phase with DhcpPhase.Renewing _ -> true | _ -> false)
                       holds "T2: rebinding" (match rebinding.Phase with DhcpPhase.Rebinding _ -> true | _ -> false)
-                      holds "renew goes to the server in a frame to its MAC" (renew.Destination = Destination.Unicast(lease.Server, lease.ServerMac))
+                      holds "renew goes to the server in a frame to its MAC" (renew.Destination = Destination.Unicast(lease.Server, lease.Hop))
                       holds "rebind is broadcast" (rebind.Destination = Destination.Broadcast)
                       holds "both REQUESTs with ciaddr = the address" (renew.Kind = RequestKind.Request && rebind.Kind = RequestKind.Request && renew.ClientIp = Some lease.Address && rebind.ClientIp = Some lease.Address)
                       holds "neither names a requested address nor a server" (renew.RequestedIp = None && rebind.RequestedIp = None && renew.ServerId = None && rebind.ServerId = None)
                       holds "a new transaction for each" (renew.Xid <> rebind.Xid) ]
             | a, b -> holds (sprintf "sent %A then %A" a b) false
         | _ -> holds (sprintf "generated %s" (phaseName client)) false)
+
+[<Property(MaxTest = 400)>]
+let ``every unicast message is preceded by an ARP request from the leased address to the hop`` () =
+    forAll (Gen.map2 (fun c late -> c, late) genClient (Gen.choose (0, 200_000))) (fun ((client, now), late) ->
+        let at = (Dhcp.nextDeadline client.Phase |> Option.defaultValue now) + int64 late
+        let _, ticked = Dhcp.step client (input DhcpEvent.Tick at { Xid = Xid 21u; Jitter = 0L })
+        let _, released = Dhcp.step client (input (DhcpEvent.Stop StopMode.ReleaseLease) now { Xid = Xid 22u; Jitter = 0L })
+        let check (commands: DhcpCommand list) =
+            let indexed = List.indexed commands
+            indexed
+            |> List.choose (fun (i, c) ->
+                match c with
+                | DhcpCommand.Send({ Destination = Destination.Unicast(_, hop) } as m) ->
+                    let before = if i > 0 then Some commands[i - 1] else None
+                    Some(holds (sprintf "%A before unicast %A" before m.Kind) (before = Some(DhcpCommand.Resolve(hop, m.ClientIp.Value))))
+                | DhcpCommand.Resolve _ ->
+                    Some(holds "a Resolve is followed by its unicast" (i + 1 < commands.Length && (match commands[i + 1] with DhcpCommand.Send { Destination = Destination.Unicast _ } -> true | _ -> false)))
+                | _ -> None)
+        let unicasts = (ticked @ released) |> List.filter (function DhcpCommand.Send { Destination = Destination.Unicast _ } -> true | _ -> false)
+        allOf (check ticked @ check released)
+        |> Prop.classify (not unicasts.IsEmpty) "unicast sent")
 
 [<Property>]
 let ``discovery broadcasts a DISCOVER and requests the offer with its server, without ciaddr`` () =
@@ -578,7 +600,7 @@ let ``a full exchange leases the server's address and reports it once`` () =
         match commands with
         | [ DhcpCommand.Leased(lease, LeaseChange.Obtained); DhcpCommand.WakeAt t ] ->
             allOf
-                [ holds "the offered address" (lease.Address = offered && lease.Server = server && lease.ServerMac = serverMac)
+                [ holds "the offered address" (lease.Address = offered && lease.Server = server && lease.Hop = { Ip = server; Mac = serverMac })
                   holds "mask /24 from option 1" (lease.PrefixLength = Some 24)
                   holds "wake at T1" (Some t = (lease.Deadlines |> Option.map _.RenewAt))
                   holds "bound" (Dhcp.lease c3 = Some lease) ]
@@ -622,7 +644,7 @@ let ``a lease resets the NAK count`` () =
     forAll (genClientIn [ "Requesting" ]) (fun (client, now) ->
         match client.Phase with
         | DhcpPhase.Requesting(_, offer) ->
-            let ack = answer client ReplyKind.Ack offer.Address offer.Server offer.ServerMac (LeaseLength.Finite 60_000L)
+            let ack = answer client ReplyKind.Ack offer.Address offer.Server offer.Hop.Mac (LeaseLength.Finite 60_000L)
             let next, _ = Dhcp.step client (input (DhcpEvent.Received ack) now { Xid = Xid 3u; Jitter = 0L })
             holds (sprintf "%d NAKs" next.ConsecutiveNaks) (next.ConsecutiveNaks = 0 && (Dhcp.lease next).IsSome)
             |> Prop.classify (client.ConsecutiveNaks > 0) "after NAKs"
@@ -651,7 +673,7 @@ let ``a renewal ACK extends the lease on the same address from the renewal's fir
         | DhcpPhase.Renewing(tx, held) | DhcpPhase.Rebinding(tx, held) ->
             let length = int64 seconds * 1000L
             let newServer = v4 198 18 0 99
-            let ack = answer client ReplyKind.Ack held.Address newServer held.ServerMac (LeaseLength.Finite length)
+            let ack = answer client ReplyKind.Ack held.Address newServer held.Hop.Mac (LeaseLength.Finite length)
             let next, commands = Dhcp.step client (input (DhcpEvent.Received ack) now { Xid = Xid 3u; Jitter = 0L })
             match commands with
             | [ DhcpCommand.Leased(lease, LeaseChange.Extended); DhcpCommand.WakeAt _ ] ->
@@ -670,7 +692,7 @@ let ``an ACK for another address than the one held reports the old one lost and 
         match client.Phase with
         | DhcpPhase.Renewing(_, held) | DhcpPhase.Rebinding(_, held) ->
             let other = if held.Address = v4 198 18 7 7 then v4 198 18 7 8 else v4 198 18 7 7
-            let ack = answer client ReplyKind.Ack other held.Server held.ServerMac (LeaseLength.Finite 60_000L)
+            let ack = answer client ReplyKind.Ack other held.Server held.Hop.Mac (LeaseLength.Finite 60_000L)
             let _, commands = Dhcp.step client (input (DhcpEvent.Received ack) now { Xid = Xid 3u; Jitter = 0L })
             match commands with
             | [ DhcpCommand.Lost(a, LostReason.Replaced b); DhcpCommand.Leased(l, LeaseChange.Obtained); DhcpCommand.WakeAt _ ] -> holds "old lost, new leased" (a = held.Address && b = other && l.Address = other)
@@ -745,10 +767,10 @@ let ``stopping with release sends one RELEASE to the server only while a lease i
         allOf
             [ holds "stopped" (next.Phase = DhcpPhase.Stopped)
               (match held, commands with
-               | Some lease, [ DhcpCommand.Send m ] ->
+               | Some lease, [ DhcpCommand.Resolve _; DhcpCommand.Send m ] ->
                    holds "RELEASE of the address to its server"
                        (m.Kind = RequestKind.Release && m.ClientIp = Some lease.Address && m.ServerId = Some lease.Server
-                        && m.Destination = Destination.Unicast(lease.Server, lease.ServerMac) && m.RequestedIp = None && m.ParameterRequests.IsEmpty)
+                        && m.Destination = Destination.Unicast(lease.Server, lease.Hop) && m.RequestedIp = None && m.ParameterRequests.IsEmpty)
                | None, [] -> holds "nothing to release" true
                | _ -> holds (sprintf "held %A, sent %A" held commands) false) ]
         |> Prop.classify held.IsSome "lease held"
@@ -832,7 +854,7 @@ let private runAgainstServer (client: DhcpState) (address: Ip) (server: Ip) (len
                 match reply m with
                 | Some r when not dropped -> deliver (apply (DhcpEvent.Received r) (at + 5L)) (at + 5L)
                 | _ -> ()
-            | DhcpCommand.WakeAt _ -> ()
+            | DhcpCommand.WakeAt _ | DhcpCommand.Resolve _ -> ()
     deliver (apply (DhcpEvent.Start None) 0L) 0L
     for _ in 1..steps do
         match Dhcp.nextDeadline state.Value.Phase with
