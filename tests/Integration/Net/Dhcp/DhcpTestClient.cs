@@ -73,6 +73,7 @@ internal sealed class DhcpTestClient : IAsyncDisposable
     public static async Task<DhcpTestClient> StartAsync(LabHost node, DhcpIdentity identity, DhcpTiming timing, Ip? known,
         ITestOutputHelper output, CancellationToken ct)
     {
+        DhcpFrameCodec.WarmUp(); // as the agent does at startup
         var name = identity.Interface.Value;
         var macvlans = MacvlanTable.Open(node.Namespace);
         var addresses = AddressTable.Open(node.Namespace);
