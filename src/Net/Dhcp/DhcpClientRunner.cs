@@ -96,22 +96,22 @@ internal sealed partial class DhcpClientRunner(
         }
     }
 
-    private (DhcpState Before, DhcpState After, DhcpCommand[] Commands) Step(DhcpEvent @event)
+    /// <summary>One step of the pure client: the new state is kept, the commands returned.</summary>
+    private DhcpCommand[] Step(DhcpEvent @event)
     {
         var before = _state;
-        var input = new DhcpInput(@event, NowMs(), Draw(before.Timing));
-        var result = DhcpClient.step(before, input);
-        _state = result.Item1;
-        if (result.Item1.Phase.Tag != before.Phase.Tag)
-            LogPhase(_interface, DhcpClient.phaseName(before.Phase), DhcpClient.phaseName(result.Item1.Phase));
-        return (before, result.Item1, result.Item2.ToArray());
+        var (after, commands) = DhcpClient.step(before, new DhcpInput(@event, NowMs(), Draw(before.Timing)));
+        _state = after;
+        if (after.Phase.Tag != before.Phase.Tag)
+            LogPhase(_interface, DhcpClient.phaseName(before.Phase), DhcpClient.phaseName(after.Phase));
+        return commands.ToArray();
     }
 
     /// <summary>Executes the commands in order; returns the instant to tick at, if any.</summary>
-    private async Task<long?> Execute((DhcpState Before, DhcpState After, DhcpCommand[] Commands) step)
+    private async Task<long?> Execute(DhcpCommand[] commands)
     {
         long? wakeAt = null;
-        foreach (var command in step.Commands)
+        foreach (var command in commands)
         {
             switch (command)
             {
