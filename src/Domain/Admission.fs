@@ -118,6 +118,8 @@ module Annotations =
     let ForwardUpnp = "kube-vip.io/forwardUPNP"
     let UpnpLeaseDuration = "kube-vip.io/upnp-lease-duration"
     let HwAddr = "kube-vip.io/hwaddr"
+    /// Hybrid's own: the name of the macvlan a DHCP Service leases on (default vip-<first 8 hex of the UID>).
+    let MacvlanName = "kube-vip.io/macvlanName"
     /// The interface a pool names for its Services (interface-<namespace>), written with an assignment.
     let ServiceInterface = "kube-vip.io/serviceInterface"
 

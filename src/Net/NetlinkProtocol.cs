@@ -75,9 +75,17 @@ internal static class NetlinkProtocol
     public const ushort IFLA_ADDRESS = 1;
     public const ushort IFLA_IFNAME = 3;
     public const ushort IFLA_MTU = 4;
+    public const ushort IFLA_LINK = 5;
     public const ushort IFLA_OPERSTATE = 16;
+    public const ushort IFLA_LINKINFO = 18;
     public const ushort IFLA_EXT_MASK = 29;
     public const uint RTEXT_FILTER_SKIP_STATS = 1 << 3;
+
+    // IFLA_LINKINFO nested attributes, and IFLA_INFO_DATA of kind "macvlan"
+    public const ushort IFLA_INFO_KIND = 1;
+    public const ushort IFLA_INFO_DATA = 2;
+    public const ushort IFLA_MACVLAN_MODE = 1;
+    public const uint MACVLAN_MODE_BRIDGE = 4;
 
     // ifi_flags
     public const uint IFF_UP = 0x1;
