@@ -212,6 +212,16 @@ type ShellCommand =
     /// these annotations and labels; on success post the Normal Event (Reason, Message).
     | AssignAddress of Namespace: string * Name: string * ResourceVersion: string * Annotations: IReadOnlyDictionary<string, string>
         * Labels: IReadOnlyDictionary<string, string> * Reason: string * Message: string
+    /// Create the Service's macvlan (Identity's name and MAC) on the VIP interface, set its sysctls, and run
+    /// its DHCP client there, confirming Known (null: none) first; report what the client says with
+    /// DhcpReported (docs/DHCP.md).
+    | StartDhcp of Namespace: string * Name: string * Identity: DhcpIdentity * Known: (Ip | null)
+    /// Stop the Service's client (Release: DHCPRELEASE when a lease is held; otherwise send nothing) and delete
+    /// its macvlan.
+    | StopDhcp of Namespace: string * Name: string * Identity: DhcpIdentity * Release: bool
+    /// Merge-patch the Service: kube-vip.io/requestedIP = Address and kube-vip.io/hwaddr = HwAddr, or (Address
+    /// null) remove kube-vip.io/requestedIP and empty status.loadBalancer.ingress.
+    | RecordDhcpLease of Namespace: string * Name: string * Address: (string | null) * HwAddr: string
     /// A Warning Event about this node (its Node object): why it holds nothing.
     | EmitNodeEvent of Reason: string * Message: string
     | Log of Entry: LogEntry
@@ -517,6 +527,12 @@ type ProtocolNode(settings: Settings) =
                     PoolNotice.assigned a
                 ) ]
             | _ -> []
+        | Command.StartDhcp want ->
+            [ StartDhcp(want.Service.Namespace, want.Service.Name, want.Identity, (match want.Known with Some ip -> ip | None -> null)) ]
+        | Command.StopDhcp(want, mode) ->
+            [ StopDhcp(want.Service.Namespace, want.Service.Name, want.Identity, (mode = StopMode.ReleaseLease)) ]
+        | Command.RecordDhcpLease(key, address, mac) ->
+            [ RecordDhcpLease(key.Namespace, key.Name, (match address with Some ip -> Ip.format ip | None -> null), string mac) ]
         | Note n -> notice n
 
     let step (input: Input) = queued.Add input
@@ -618,6 +634,16 @@ type ProtocolNode(settings: Settings) =
     /// What the UPnP forwarder reported (Upnp.report): the external addresses go into status, the problems
     /// into Warning Events.
     member _.ForwardingReported(report: ForwardingReport, now: int64) = step (ForwardingReported(report, now))
+
+    /// What the DHCP client of a Service (StartDhcp) published: a Leased or Lost command of the client;
+    /// anything else is ignored.
+    member _.DhcpReported(ns: string, name: string, command: DhcpCommand, now: int64) =
+        let key = { Namespace = ns; Name = name }
+        match command with
+        | DhcpCommand.Leased(lease, LeaseChange.Obtained) -> step (DhcpReported(key, DhcpOutcome.Bound lease.Address, now))
+        | DhcpCommand.Leased(lease, LeaseChange.Extended) -> step (DhcpReported(key, DhcpOutcome.Extended lease.Address, now))
+        | DhcpCommand.Lost(address, reason) -> step (DhcpReported(key, DhcpOutcome.Lost(address, reason), now))
+        | _ -> ()
 
     /// What the UPnP forwarder must work towards, as of the last Decide: every Service's forward (whether
     /// this node holds its group) and the VIPs this node answers for now.

@@ -52,6 +52,11 @@ type EventReason =
     | AddressPoolExhausted
     /// The address is already on the VIP interface of the holder, and Hybrid did not put it there.
     | AddressInUseOnInterface
+    // Warning, on a Service that asks for DHCP (0.0.0.0, ::; docs/DHCP.md)
+    | InvalidDhcpAnnotation
+    | DhcpV6NotSupported
+    | DhcpNoLease
+    | DhcpLeaseLost
     // Warning, on the pool ConfigMap
     | InvalidAddressPool
     // Warning, on a Service held here: why it is not (fully) forwarded by UPnP (docs/UPNP.md)
@@ -90,6 +95,10 @@ module EventReason =
         | EventReason.NoAddressPool -> "NoAddressPool"
         | EventReason.AddressPoolExhausted -> "AddressPoolExhausted"
         | EventReason.AddressInUseOnInterface -> "AddressInUseOnInterface"
+        | EventReason.InvalidDhcpAnnotation -> "InvalidDhcpAnnotation"
+        | EventReason.DhcpV6NotSupported -> "DhcpV6NotSupported"
+        | EventReason.DhcpNoLease -> "DhcpNoLease"
+        | EventReason.DhcpLeaseLost -> "DhcpLeaseLost"
         | EventReason.InvalidAddressPool -> "InvalidAddressPool"
         | EventReason.UPnPDisabled -> "UPnPDisabled"
         | EventReason.UPnPInvalidAnnotation -> "UPnPInvalidAnnotation"
@@ -110,6 +119,7 @@ module EventReason =
           EventReason.AddressNotInPool; EventReason.AddressReserved; EventReason.AddressSharingRefused
           EventReason.AddressOutsidePolicyKept; EventReason.NoAddressPool; EventReason.AddressPoolExhausted
           EventReason.AddressInUseOnInterface
+          EventReason.InvalidDhcpAnnotation; EventReason.DhcpV6NotSupported; EventReason.DhcpNoLease; EventReason.DhcpLeaseLost
           EventReason.InvalidAddressPool; EventReason.UPnPDisabled; EventReason.UPnPInvalidAnnotation
           EventReason.UPnPNoIPv4Address; EventReason.UPnPUnsupportedProtocol; EventReason.UPnPPortTaken
           EventReason.UPnPNoGateway; EventReason.UPnPConflict; EventReason.UPnPNotAuthorized

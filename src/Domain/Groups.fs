@@ -37,6 +37,24 @@ type Group =
       /// Lease (docs/PROTOCOL.md §4). None for every other group.
       Follows: GroupId option }
 
+/// A Service that asks for DHCPv4 (0.0.0.0) with a usable lease identity: whoever holds `Group` runs its
+/// client (docs/DHCP.md). The same on every node, so a successor leases under the same identity.
+type DhcpWant =
+    { Service: ServiceKey
+      Identity: DhcpIdentity
+      /// The group whose holder leases: the Service's own (election), or the one leader's.
+      Group: GroupId
+      /// The address the Service records (kube-vip.io/requestedIP, else status): confirmed first (INIT-REBOOT).
+      Known: Ip option }
+
+/// Why a Service that asks for DHCP gets no client.
+[<RequireQualifiedAccess>]
+type DhcpProblem =
+    /// Its annotations cannot form a lease identity (each bad one).
+    | BadIdentity of DhcpIdentityError list
+    /// `::`: DHCPv6 is not supported yet.
+    | V6NotSupported
+
 /// What the address policy judges by: the pools (Pools.none: no pools) and every node's reserved addresses.
 type AddressPolicyInputs = { Pools: PoolConfig; Network: NodeNetwork list }
 
@@ -55,7 +73,11 @@ type Desired =
       /// What the address policy judged by.
       Policy: AddressPolicyInputs
       /// Pool assignment for every Service of ours that asks for no address (none without pools).
-      AddressAssignments: (ServiceKey * AssignOutcome) list }
+      AddressAssignments: (ServiceKey * AssignOutcome) list
+      /// Services whose group's holder runs a DHCPv4 client for them.
+      DhcpWants: Map<ServiceKey, DhcpWant>
+      /// Services that ask for DHCP and get no client, and why (Warnings).
+      DhcpProblems: Map<ServiceKey, DhcpProblem list> }
 
 [<RequireQualifiedAccess>]
 module LeaseNames =
@@ -75,6 +97,16 @@ module LeaseNames =
         if name.Length <= 253 then name else name.Substring(0, 236).TrimEnd('.') + "-" + (fnv1a name).ToString "x16"
 
     let group (ip: Ip) : GroupId = bounded (VipPrefix + Ip.toNameSegment ip)
+
+    let DhcpPrefix = "hybrid-dhcp-"
+
+    /// The group of a DHCP Service, named after its UID: it holds no address until a lease is recorded, and
+    /// keeps its name (and so its holder) when one is, so that the node running the client is the one that
+    /// announces the lease. A UID that is not a DNS label (UIDs are UUIDs) is hashed.
+    let dhcp (uid: string) : GroupId =
+        let u = uid.ToLowerInvariant()
+        let label = u <> "" && u.Length <= 63 && u |> Seq.forall (fun c -> (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c = '-')
+        DhcpPrefix + (if label then u else (fnv1a uid).ToString "x16")
     let registration (node: string) = bounded (RegistrationPrefix + node)
 
 [<RequireQualifiedAccess>]
@@ -127,6 +159,32 @@ module Desired =
                         | [] when requests.IsEmpty -> s, Choice1Of2 Refused
                         | [] -> s, Choice1Of2(AwaitingAddress pending)
                         | ips -> s, Choice2Of2(ips, pending))
+        // DHCP (docs/DHCP.md): a Service that asks for 0.0.0.0 with a usable lease identity gets a client on its
+        // group's holder; a bad annotation or `::` is a Warning for that Service alone.
+        let dhcp =
+            early
+            |> List.choose (fun (s, c) ->
+                let requests =
+                    match c with
+                    | Choice2Of2 _
+                    | Choice1Of2(AwaitingAddress _) ->
+                        match policyOf.TryFind s.Key, Addresses.requested s with
+                        | Some(passed, _), _ -> passed
+                        | None, Requested requests -> requests
+                        | None, _ -> []
+                    | Choice1Of2 _ -> []
+                let v4 = requests |> List.exists (function Dhcp(IPv4, _) -> true | _ -> false)
+                let v6 = requests |> List.exists (function Dhcp(IPv6, _) -> true | _ -> false)
+                let identity = if v4 then Some(DhcpIdentity.ofService s) else None
+                let problems =
+                    [ match identity with
+                      | Some(Error errors) -> DhcpProblem.BadIdentity errors
+                      | _ -> ()
+                      if v6 then DhcpProblem.V6NotSupported ]
+                match identity, problems with
+                | None, [] -> None
+                | _ -> Some(s, (match identity with Some(Ok i) -> Some i | _ -> None), problems))
+        let dhcpIdentity = dhcp |> List.choose (fun (s, i, _) -> i |> Option.map (fun i -> s.Key, i)) |> Map.ofList
         let candidates = early |> List.choose (fun (s, c) -> match c with Choice2Of2(ips, _) -> Some(s, ips) | _ -> None)
         let verdicts = Sharing.verdicts candidates |> Index.ofSeq
         let stateList =
@@ -146,13 +204,21 @@ module Desired =
                 | Member(ips, _) -> Some(s, ips)
                 | _ -> None)
             |> List.sortWith (fun (a, _) (b, _) -> Sharing.compareOrder a b)
+        // A DHCP Service is eligible somewhere before it has an address: its group's holder leases.
+        let awaitingDhcp =
+            stateList
+            |> List.filter (fun (s, state) -> (match state with AwaitingAddress _ -> true | _ -> false) && dhcpIdentity.ContainsKey s.Key)
+            |> List.map fst
         let eligibilityList =
-            members
-            |> List.map (fun (s, _) ->
+            (members |> List.map fst) @ awaitingDhcp
+            |> List.map (fun s ->
                 s.Key, Eligibility.ofService config.Election s (Index.tryFind s.Key slicesOf |> Option.defaultValue []))
         let eligibility = Index.ofSeq eligibilityList
+        // With svc_election every DHCP Service is a group of its own, named after it: the client's node is the
+        // one that announces the lease, however often the lease changes.
+        let shared = if config.Election then members |> List.filter (fun (s, _) -> not (dhcpIdentity.ContainsKey s.Key)) else members
         let perIp =
-            members
+            shared
             |> List.collect (fun (s, ips) -> ips |> List.map (fun ip -> ip, s))
             |> Index.groupBy fst
             |> List.map (fun (ip, pairs) -> ip, pairs |> List.map snd)
@@ -164,7 +230,7 @@ module Desired =
                 // the oldest Service decides for a group several Services share. A leader never follows: a
                 // Service has at most one address per family, so only IPv6 groups follow.
                 let leaders =
-                    members
+                    shared
                     |> List.collect (fun (_, ips) ->
                         match ips with
                         | first :: rest -> rest |> List.map (fun ip -> LeaseNames.group ip, LeaseNames.group first)
@@ -182,7 +248,22 @@ module Desired =
                           ChangedSeenAt = changedAt ss
                           CreatedAt = ss |> List.map _.CreatedAt |> List.min
                           Follows = follows.TryFind(LeaseNames.group ip) })
-                groups, perIp |> List.map (fun (ip, _) -> ip, LeaseNames.group ip)
+                let sharedIps = perIp |> List.map fst |> Set.ofList
+                let dhcpGroups =
+                    (members |> List.filter (fun (s, _) -> dhcpIdentity.ContainsKey s.Key)) @ (awaitingDhcp |> List.map (fun s -> s, []))
+                    |> List.sortWith (fun (a, _) (b, _) -> Sharing.compareOrder a b)
+                    |> List.map (fun (s, ips) ->
+                        { Id = LeaseNames.dhcp s.Uid
+                          // An address a static Service announces too stays with the static Service's group.
+                          Addresses = ips |> List.filter (sharedIps.Contains >> not)
+                          Members = [ s.Key ]
+                          Eligibility = eligibility[s.Key]
+                          ChangedSeenAt = s.ChangedSeenAt
+                          CreatedAt = s.CreatedAt
+                          Follows = None })
+                groups @ dhcpGroups,
+                (perIp |> List.map (fun (ip, _) -> ip, LeaseNames.group ip))
+                @ (dhcpGroups |> List.collect (fun g -> g.Addresses |> List.map (fun ip -> ip, g.Id)))
             else
                 // One leader holds everything; an IP whose services have no serving endpoint stays unannounced.
                 let announced =
@@ -199,7 +280,8 @@ module Desired =
                     CreatedAt = all |> List.map _.CreatedAt |> List.fold min Int64.MaxValue
                     Follows = None } ],
                 perIp |> List.map (fun (ip, _) -> ip, config.LeaseName)
-        { States = stateList |> List.map (fun (s, state) -> s.Key, state) |> Map.ofList
+        let states = stateList |> List.map (fun (s, state) -> s.Key, state) |> Map.ofList
+        { States = states
           Groups = groups
           GroupById = groups |> List.map (fun g -> g.Id, g) |> Map.ofList
           GroupOf = Map.ofList groupOf
@@ -211,7 +293,21 @@ module Desired =
             |> List.map (fun s ->
                 let fs, familyPolicy = families.TryFind s.Key |> Option.defaultValue ([], SingleStack)
                 { Service = s; Families = fs; FamilyPolicy = familyPolicy })
-            |> PoolAssignment.assign config policy.Pools policy.Network }
+            |> PoolAssignment.assign config policy.Pools policy.Network
+          DhcpWants =
+            dhcp
+            // Not one whose leased address sharing refused (it is Skipped with that reason).
+            |> List.filter (fun (s, _, _) -> match states.TryFind s.Key with Some(Member _ | AwaitingAddress _) -> true | _ -> false)
+            |> List.choose (fun (s, identity, _) ->
+                identity
+                |> Option.map (fun identity ->
+                    s.Key,
+                    { Service = s.Key
+                      Identity = identity
+                      Group = (if config.Election then LeaseNames.dhcp s.Uid else config.LeaseName)
+                      Known = DhcpIdentity.knownAddress s }))
+            |> Map.ofList
+          DhcpProblems = dhcp |> List.choose (fun (s, _, problems) -> if problems.IsEmpty then None else Some(s.Key, problems)) |> Map.ofList }
 
     /// No pools and no reserved addresses: only the cross-namespace sharing rule applies.
     let noPolicy = { Pools = Pools.none; Network = [] }
@@ -228,4 +324,6 @@ module Desired =
           ServiceEligibility = Map.empty
           AddressWarnings = Map.empty
           Policy = noPolicy
-          AddressAssignments = [] }
+          AddressAssignments = []
+          DhcpWants = Map.empty
+          DhcpProblems = Map.empty }

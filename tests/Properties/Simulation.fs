@@ -371,7 +371,7 @@ let run (scenario: Scenario) (trace: bool) : Outcome =
             let at = max now n.Kernel.BusyUntil + delay
             n.Kernel.BusyUntil <- at
             schedule at (KernelEffect(n.Index, p.Id, k))
-        | WriteStatus _ | Emit _ | EmitPoolConfigEvent _ | AssignAddress _ | Note _ -> ()
+        | WriteStatus _ | Emit _ | EmitPoolConfigEvent _ | AssignAddress _ | StartDhcp _ | StopDhcp _ | RecordDhcpLease _ | Note _ -> ()
 
     // ── Watches ─────────────────────────────────────────────────────────────────────────────────
     let toInput (change: Change) (local: int64) : Input =

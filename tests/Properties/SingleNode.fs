@@ -24,7 +24,10 @@ type World =
       /// Status writes that emptied an ingress list that had entries.
       IngressCleared: int
       /// What each step asked for, newest first.
-      Decisions: Command list list }
+      Decisions: Command list list
+      /// The DHCP clients the node runs (StartDhcp until StopDhcp), and every stop in order.
+      DhcpClients: Map<ServiceKey, DhcpWant>
+      DhcpStops: (ServiceKey * StopMode) list }
 
 let private record (w: World) (write: LeaseWrite) (previous: LeaseRecord option) : LeaseRecord =
     let kept = previous |> Option.map _.Annotations |> Option.defaultValue Map.empty
@@ -97,6 +100,18 @@ let private execute (w: World) (command: Command) : World * Input list =
             [ ServiceUpserted(s, now) ]
         | None -> w, []
     | Emit e -> { w with Events = w.Events @ [ e ] }, []
+    | StartDhcp want -> { w with DhcpClients = w.DhcpClients.Add(want.Service, want) }, []
+    | StopDhcp(want, mode) -> { w with DhcpClients = w.DhcpClients.Remove want.Service; DhcpStops = w.DhcpStops @ [ want.Service, mode ] }, []
+    | RecordDhcpLease(key, address, mac) ->
+        match w.Services.TryFind key with
+        | Some s ->
+            let s =
+                match address with
+                | Some ip ->
+                    { s with Annotations = s.Annotations.Add(Annotations.RequestedIP, Ip.format ip).Add(Annotations.HwAddr, string mac) }
+                | None -> { s with Annotations = s.Annotations.Remove Annotations.RequestedIP; Ingress = [] }
+            { w with Services = w.Services.Add(key, s); Writes = w.Writes + 1 }, [ ServiceUpserted(s, now) ]
+        | None -> w, []
     // No pools are configured here, so the node assigns no address and reports no pool ConfigMap entry.
     | SendFrame _ | AssignAddress _ | EmitPoolConfigEvent _ | Note _ -> w, []
 
@@ -160,7 +175,9 @@ let beforeStart (config: Config) (foreign: Set<Ip>) (services: Service list) (sl
       Events = []
       Writes = 0
       IngressCleared = 0
-      Decisions = [] },
+      Decisions = []
+      DhcpClients = Map.empty
+      DhcpStops = [] },
     [ Started(Incarnation 0x5eed_0001UL, [], true, 0L)
       ServicesListed(services, 0L)
       SlicesListed(slices |> List.mapi (fun i s -> sprintf "%s/slice-%d" s.Service.Namespace i, s), 0L)

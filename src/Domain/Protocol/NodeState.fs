@@ -227,6 +227,8 @@ type NodeState =
       ForwardWants: Wants
       /// What the UPnP forwarder last reported.
       Forwarding: ForwardingReport
+      /// The DHCP clients this node runs (for the groups it holds).
+      Dhcp: Map<ServiceKey, DhcpClient>
       Transitions: Transition list
       NextWriteId: WriteId
       /// The decisions of the last ownership pass (for explanations, metrics and the facade).

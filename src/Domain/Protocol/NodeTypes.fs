@@ -112,6 +112,13 @@ type Command =
     /// Write the assignment on the Service (kube-vip.io/loadbalancerIPs, the label implementation=kube-vip,
     /// kube-vip.io/serviceInterface when the pool names one) from the version this node decided on.
     | AssignAddress of AddressAssignment
+    /// Create the Service's macvlan on the VIP interface and run its DHCPv4 client there (docs/DHCP.md).
+    | StartDhcp of DhcpWant
+    /// Stop the Service's client (ReleaseLease: DHCPRELEASE when a lease is held) and delete its macvlan.
+    | StopDhcp of DhcpWant * StopMode
+    /// Patch the Service's lease record: kube-vip.io/requestedIP and kube-vip.io/hwaddr (Some), or remove
+    /// requestedIP and empty status.loadBalancer.ingress (None: the lease was lost). spec stays 0.0.0.0.
+    | RecordDhcpLease of service: ServiceKey * address: Ip option * mac: Mac
     | Note of Notice
 
 /// What happened, as the shell reports it; every input carries the shell's monotonic clock reading.
@@ -150,3 +157,5 @@ type Input =
     | StopRequested of now: Instant
     /// The UPnP forwarder's state changed (enable_upnp only): external addresses for status, runtime problems.
     | ForwardingReported of ForwardingReport * now: Instant
+    /// A Service's DHCP client obtained, extended or lost its lease.
+    | DhcpReported of service: ServiceKey * DhcpOutcome * now: Instant

@@ -163,6 +163,7 @@ module Protocol =
           Assigning = Map.empty
           ForwardWants = Upnp.wants config []
           Forwarding = Upnp.noReport
+          Dhcp = Map.empty
           Transitions = []
           NextWriteId = 1L
           Assignments = Map.empty
@@ -653,6 +654,13 @@ module Protocol =
         | Some known when { known with ChangedSeenAt = 0L } = { service with ChangedSeenAt = 0L } -> known
         | _ -> { service with ChangedSeenAt = now }
 
+    let private dhcpCommand (action: DhcpAction) : Command =
+        match action with
+        | DhcpAction.Start want -> StartDhcp want
+        | DhcpAction.Stop(want, mode) -> StopDhcp(want, mode)
+        | DhcpAction.Record(service, address, mac) -> RecordDhcpLease(service, address, mac)
+        | DhcpAction.Warn event -> Emit event
+
     let private evolve (input: Input) (s: NodeState) : NodeState * Command list =
         match input with
         | Started(incarnation, existing, linkUp, now) ->
@@ -748,6 +756,9 @@ module Protocol =
         | ForwardingReported(report, now) ->
             // Status and Events follow the report in the next ownership pass.
             if report = s.Forwarding then { s with Now = now }, [] else stale { s with Now = now; Forwarding = report }, []
+        | DhcpReported(service, outcome, now) ->
+            let clients, actions = DhcpServices.report now service outcome s.Dhcp
+            { s with Now = now; Dhcp = clients }, actions |> List.map dhcpCommand
 
     // ════════════════════════════════════════════════════════════════════════════════════════════════
     // Decide, stage 1: the node's own registration (join, fence mode, intent, leave)
@@ -1448,6 +1459,7 @@ module Protocol =
             |> List.collect (fun (_, service) ->
                 ServiceWarnings.ofState s.Config s.Desired announced unservedBy (s.Now - service.ChangedSeenAt >= ServiceWarnings.EndpointGrace) service)
             |> List.append (ServiceWarnings.ofAddresses s.Desired None)
+            |> List.append (DhcpServices.warnings s.Desired.DhcpProblems)
             |> List.filter (fun w -> iAmJanitor w.Service)
             |> Set.ofList
             |> Set.union (Forwarding.warnings s)
@@ -1580,6 +1592,17 @@ module Protocol =
             { s with OwnershipStale = false; OwnershipDueAt = (if due.IsEmpty then None else Some(List.min due)); MaintenanceDueAt = Some s.Now },
             exclusion @ kernel @ writes @ deletes @ status @ emits @ poolEvents @ assigned
 
+    /// DHCP clients (docs/DHCP.md): one for each DHCP Service whose group this node holds (Holding: its claim
+    /// acknowledged, so no other node still runs one), stopped without a release when the group goes elsewhere
+    /// (or the agent stops), with one when the Service no longer asks for the lease; leases recorded on the
+    /// Service, from which every node's Desired takes the group's address.
+    let private dhcpStage (s: NodeState) : NodeState * Command list =
+        if s.Dhcp.IsEmpty && s.Desired.DhcpWants.IsEmpty then s, []
+        else
+            let holds (g: GroupId) = running s && s.Roles.TryFind g = Some Holding
+            let clients, actions = DhcpServices.plan s.Now s.Desired.DhcpWants holds s.View.Services s.Dhcp
+            { s with Dhcp = clients }, actions |> List.map dhcpCommand
+
     /// Upkeep of the VIPs in the kernel, apart from the ownership pass: gratuitous announcements of held
     /// VIPs (a burst, then every vip_arpRate) and address lifetimes (rewritten at half-life), each within the
     /// fence (fresh-clock rule). Announcements due within a short window go out together.
@@ -1700,6 +1723,9 @@ module Protocol =
               if s.Registration.Written.IsNone then s.Registration.RejoinNotBefore
               match s.ApiFence.ArmedAt with
               | Some at -> at + ProtocolConstants.DisarmAfter
+              | None -> ()
+              match DhcpServices.nextDue s.Dhcp with
+              | Some at -> at
               | None -> () ]
             |> List.filter (fun at -> at > s.Now)
         { s with NextWakeAt = (if candidates.IsEmpty || s.Phase = Stopped then None else Some(List.min candidates)) }
@@ -1720,6 +1746,7 @@ module Protocol =
             |> run (depositionStage m)
             |> run stopStage
             |> run (ownershipStage m)
+            |> run dhcpStage
             |> run (maintenanceStage m)
             |> run (fenceStage m)
             |> run (lanStage m)

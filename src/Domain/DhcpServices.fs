@@ -1,0 +1,136 @@
+// DHCP Services on one node (docs/DHCP.md): which DHCP clients this node runs (only for the groups it holds),
+// how it stops them (release only when the Service no longer asks for the lease), what a client's outcome
+// writes back to the Service, and the Warnings. Pure: the node's protocol step calls it with what it knows.
+namespace Hybrid.Domain
+
+/// What a running client reported (the shell turns the client's Leased/Lost commands into these).
+[<RequireQualifiedAccess>]
+type DhcpOutcome =
+    /// A lease was obtained (a new one, or a known address confirmed).
+    | Bound of Ip
+    /// The lease held was extended (renewal or rebinding).
+    | Extended of Ip
+    /// The address is no longer the Service's (expired, refused, replaced); the client starts over itself.
+    | Lost of Ip * LostReason
+
+/// A DHCP client this node runs for a Service.
+type DhcpClient =
+    { Want: DhcpWant
+      StartedAt: Instant
+      /// The address the client holds now.
+      Bound: Ip option
+      /// The lease this node last recorded on the Service (Some None: it removed the record).
+      Recorded: Ip option option
+      /// Since when the client has been without a lease (start, or the last loss).
+      UnboundSince: Instant
+      /// The Warning that no lease came was posted for this stretch without one.
+      Warned: bool }
+
+/// What the node must do about DHCP, in order.
+[<RequireQualifiedAccess>]
+type DhcpAction =
+    /// Create the macvlan (identity's name and MAC) on the VIP interface and run a client on it, confirming
+    /// `Known` first.
+    | Start of DhcpWant
+    /// Stop the client (ReleaseLease: DHCPRELEASE if a lease is held; KeepLease: send nothing, the next holder
+    /// renews the same lease) and delete its macvlan.
+    | Stop of DhcpWant * StopMode
+    /// Patch the Service: kube-vip.io/requestedIP = the address and kube-vip.io/hwaddr = the MAC (Some), or
+    /// remove kube-vip.io/requestedIP and empty status.loadBalancer.ingress (None: the lease was lost).
+    | Record of service: ServiceKey * address: Ip option * mac: Mac
+    | Warn of ServiceEvent
+
+[<RequireQualifiedAccess>]
+module DhcpServices =
+    /// How long a client may go without a lease before its Service gets a Warning (a server that offers
+    /// nothing, e.g. an exhausted range, never answers: the client keeps trying, the user should know).
+    let NoLeaseWarningAfter: Duration = 10_000L
+
+    let private recordedOn (service: Service option) (want: DhcpWant) =
+        match service with
+        | Some s ->
+            let hw = s.Annotations |> Map.tryFind Annotations.HwAddr |> Option.bind (fun t -> match Mac.parse t with Ok m -> Some m | Error _ -> None)
+            DhcpIdentity.knownAddress s, hw
+        | None -> want.Known, None
+
+    /// The clients this node should run and what to do: a client for every wanted Service whose group this
+    /// node holds; a client whose Service no longer wants it (deleted, another address, another identity) is
+    /// stopped with ReleaseLease; one whose group this node no longer holds with KeepLease. A bound client
+    /// whose lease the Service does not record (requestedIP, hwaddr) records it, once per address. A client
+    /// without a lease for NoLeaseWarningAfter warns, once per stretch without one.
+    let plan (now: Instant) (wants: Map<ServiceKey, DhcpWant>) (holds: GroupId -> bool) (services: Map<ServiceKey, Service>)
+        (clients: Map<ServiceKey, DhcpClient>) : Map<ServiceKey, DhcpClient> * DhcpAction list =
+        let stops, kept =
+            clients
+            |> Map.toList
+            |> List.fold (fun (stops, kept: Map<ServiceKey, DhcpClient>) (key, c) ->
+                match wants.TryFind key with
+                | Some w when w.Identity = c.Want.Identity && w.Group = c.Want.Group ->
+                    if holds w.Group then stops, kept.Add(key, { c with Want = w })
+                    else stops @ [ DhcpAction.Stop(c.Want, StopMode.KeepLease) ], kept
+                | _ -> stops @ [ DhcpAction.Stop(c.Want, StopMode.ReleaseLease) ], kept) ([], Map.empty)
+        let starts, clients =
+            wants
+            |> Map.toList
+            |> List.fold (fun (starts, all: Map<ServiceKey, DhcpClient>) (key, w) ->
+                if all.ContainsKey key || not (holds w.Group) then starts, all
+                else
+                    starts @ [ DhcpAction.Start w ],
+                    all.Add(key, { Want = w; StartedAt = now; Bound = None; Recorded = None; UnboundSince = now; Warned = false })) ([], kept)
+        let clients, follow =
+            clients
+            |> Map.toList
+            |> List.fold (fun (all: Map<ServiceKey, DhcpClient>, actions) (key, c) ->
+                match c.Bound with
+                | Some ip ->
+                    let address, hw = recordedOn (services.TryFind key) c.Want
+                    if (address <> Some ip || hw <> Some c.Want.Identity.Mac) && c.Recorded <> Some(Some ip) then
+                        all.Add(key, { c with Recorded = Some(Some ip) }), actions @ [ DhcpAction.Record(key, Some ip, c.Want.Identity.Mac) ]
+                    else all, actions
+                | None when not c.Warned && now - c.UnboundSince >= NoLeaseWarningAfter ->
+                    let message = sprintf "no DHCP lease yet after %d s on %s (MAC %O): the server offers nothing or refuses" ((now - c.UnboundSince) / 1000L) c.Want.Identity.Interface.Value c.Want.Identity.Mac
+                    all.Add(key, { c with Warned = true }),
+                    actions @ [ DhcpAction.Warn { Service = key; Type = Warning; Reason = EventReason.DhcpNoLease; Message = EventText.note message } ]
+                | None -> all, actions) (clients, [])
+        clients, stops @ starts @ follow
+
+    /// A client's outcome. A bound or extended lease is the client's address (plan records it); a lost one is
+    /// withdrawn from the Service's record (so every node stops announcing it) with a Warning. A report from a
+    /// client this node no longer runs is ignored.
+    let report (now: Instant) (key: ServiceKey) (outcome: DhcpOutcome) (clients: Map<ServiceKey, DhcpClient>)
+        : Map<ServiceKey, DhcpClient> * DhcpAction list =
+        match clients.TryFind key with
+        | None -> clients, []
+        | Some c ->
+            match outcome with
+            | DhcpOutcome.Bound ip
+            | DhcpOutcome.Extended ip -> clients.Add(key, { c with Bound = Some ip; Warned = false }), []
+            | DhcpOutcome.Lost(ip, reason) ->
+                let message = sprintf "withdrew %s: %s; asking the DHCP server again" (Ip.format ip) (LostReason.describe reason)
+                clients.Add(key, { c with Bound = None; Recorded = Some None; UnboundSince = now; Warned = false }),
+                [ DhcpAction.Warn { Service = key; Type = Warning; Reason = EventReason.DhcpLeaseLost; Message = EventText.note message }
+                  DhcpAction.Record(key, None, c.Want.Identity.Mac) ]
+
+    /// When plan must run again without any input (a client's no-lease Warning).
+    let nextDue (clients: Map<ServiceKey, DhcpClient>) : Instant option =
+        clients
+        |> Map.toList
+        |> List.choose (fun (_, c) -> if c.Bound.IsNone && not c.Warned then Some(c.UnboundSince + NoLeaseWarningAfter) else None)
+        |> function
+            | [] -> None
+            | dues -> Some(List.min dues)
+
+    /// The Warnings of Services that ask for DHCP and get no client (posted by each Service's janitor).
+    let warnings (problems: Map<ServiceKey, DhcpProblem list>) : ServiceEvent list =
+        problems
+        |> Map.toList
+        |> List.collect (fun (key, ps) ->
+            ps
+            |> List.map (fun p ->
+                match p with
+                | DhcpProblem.BadIdentity errors ->
+                    { Service = key; Type = Warning; Reason = EventReason.InvalidDhcpAnnotation
+                      Message = EventText.note ("no DHCP lease: " + (errors |> List.map DhcpIdentityError.describe |> String.concat "; ")) }
+                | DhcpProblem.V6NotSupported ->
+                    { Service = key; Type = Warning; Reason = EventReason.DhcpV6NotSupported
+                      Message = ":: asks for DHCPv6, which is not supported yet: no IPv6 address is announced" }))
