@@ -100,6 +100,9 @@ module LeaseNames =
 
     let DhcpPrefix = "hybrid-dhcp-"
 
+    /// Whether a Lease is a group's under svc_election (an address's, or a DHCP Service's).
+    let isElectionGroup (name: string) = name.StartsWith VipPrefix || name.StartsWith DhcpPrefix
+
     /// The group of a DHCP Service, named after its UID: it holds no address until a lease is recorded, and
     /// keeps its name (and so its holder) when one is, so that the node running the client is the one that
     /// announces the lease. A UID that is not a DNS label (UIDs are UUIDs) is hashed.

@@ -153,7 +153,7 @@ module ExplainSettings =
     let private standIns =
         [ "vip_nodename", "hybrid-explain"; "svc_enable", "true"; "lan_key", Convert.ToBase64String(Array.create 32 0x5Auy) ]
 
-    let private isVipLease (name: string) = name.StartsWith LeaseNames.VipPrefix
+    let private isVipLease (name: string) = LeaseNames.isElectionGroup name
 
     let private groupLeaseNames (leases: LeaseRecord list) =
         leases
@@ -299,7 +299,7 @@ module Explain =
           Spread: Map<GroupId, string list> }
 
     let private isGroupName (config: Config) (name: string) =
-        name.StartsWith LeaseNames.VipPrefix || name = config.LeaseName
+        LeaseNames.isElectionGroup name || name = config.LeaseName
 
     let private groupLeases (config: Config) (leases: LeaseRecord list) =
         leases

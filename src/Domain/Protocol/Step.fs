@@ -324,7 +324,7 @@ module Protocol =
         { Attempts = attempts + 1; At = now + ProtocolConstants.backoff attempts jitter }
 
     let private isGroupName (s: NodeState) (name: string) =
-        name.StartsWith LeaseNames.VipPrefix || name = s.Config.LeaseName
+        LeaseNames.isElectionGroup name || name = s.Config.LeaseName
 
     let private stale (s: NodeState) = { s with OwnershipStale = true }
     let private derivedStale (s: NodeState) = { s with DerivedStale = true; OwnershipStale = true }
@@ -1223,7 +1223,7 @@ module Protocol =
         let wanted = s.Desired.Groups |> List.map _.Id |> Set.ofList
         s.View.Groups
         |> Map.toList
-        |> List.filter (fun (gid, _) -> gid.StartsWith LeaseNames.VipPrefix && not (wanted.Contains gid) && not (s.GroupWrites.ContainsKey gid))
+        |> List.filter (fun (gid, _) -> LeaseNames.isElectionGroup gid && not (wanted.Contains gid) && not (s.GroupWrites.ContainsKey gid))
         |> List.filter (fun (gid, _) -> s.GroupRetries.TryFind gid |> Option.forall (fun r -> s.Now >= r.At))
         |> List.fold
             (fun (s: NodeState, commands) (gid, lease) ->
