@@ -800,6 +800,8 @@ type Configuration =
 
     /// The annotation naming the node that announces a Service.
     static member VipHostAnnotation = Annotations.VipHost
+    static member RequestedIPAnnotation = Annotations.RequestedIP
+    static member HwAddrAnnotation = Annotations.HwAddr
 
     /// Whether a Service annotation can matter to a decision (the agent caches only these).
     static member IsReadAnnotation(key: string) = Annotations.isRead key

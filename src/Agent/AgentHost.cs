@@ -95,7 +95,10 @@ internal sealed class AgentHost(Settings settings, ApiClient client, ILoggerFact
         var kernel = new KernelExecutor(fence, link, addresses, announcer, loggers.CreateLogger<KernelExecutor>());
         using var gatewayHttp = settings.Upnp ? new GatewayHttp(SocketFactories.Current) : null;
         var forwarder = gatewayHttp is null ? null : Forwarder(interfaceName, gatewayHttp, inbox);
-        var loop = new ProtocolLoop(node, inbox, heartbeat, kernel, leases, status, events, assigner, forwarder, metrics, loggers.CreateLogger<ProtocolLoop>());
+        await using var dhcpLeases = new DhcpLeaseRecorder(client, loggers.CreateLogger<DhcpLeaseRecorder>());
+        await using var dhcp = new DhcpSupervisor(link.Index, inbox, loggers);
+        var loop = new ProtocolLoop(node, inbox, heartbeat, kernel, leases, status, events, assigner, dhcp, dhcpLeases, forwarder, metrics,
+            loggers.CreateLogger<ProtocolLoop>());
         var facts = new InterfaceFactsReader(addresses, links, link.Index, inbox, loggers.CreateLogger<InterfaceFactsReader>());
         var linkWatcher = new LinkWatcher(monitor, links, link, facts, inbox, session.Cancel, loggers.CreateLogger<LinkWatcher>());
         var linkUp = await linkWatcher.ReadAsync(stopping);
@@ -109,6 +112,7 @@ internal sealed class AgentHost(Settings settings, ApiClient client, ILoggerFact
         status.Start(run.Token);
         events.Start(run.Token);
         assigner.Start(run.Token);
+        dhcpLeases.Start(run.Token);
         var watching = Task.Run(() => linkWatcher.RunAsync(run.Token));
         var background = new List<Task>
         {

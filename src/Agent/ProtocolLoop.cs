@@ -19,6 +19,8 @@ internal sealed class ProtocolLoop(
     StatusWriter status,
     EventRecorder events,
     AddressAssigner assigner,
+    DhcpSupervisor dhcp,
+    DhcpLeaseRecorder dhcpLeases,
     UpnpForwarder? forwarder,
     AgentMetrics metrics,
     ILogger<ProtocolLoop> logger)
@@ -165,6 +167,15 @@ internal sealed class ProtocolLoop(
                     break;
                 case ShellCommand.AssignAddress assign:
                     assigner.Enqueue(assign);
+                    break;
+                case ShellCommand.StartDhcp start:
+                    dhcp.Start(start, cancellationToken);
+                    break;
+                case ShellCommand.StopDhcp stop:
+                    dhcp.Stop(stop);
+                    break;
+                case ShellCommand.RecordDhcpLease record:
+                    dhcpLeases.Enqueue(record);
                     break;
                 case ShellCommand.EmitNodeEvent emit:
                     events.EnqueueForNode(emit.Reason, emit.Message);
