@@ -188,7 +188,7 @@ module InterfaceName =
         match problem with
         | InterfaceNameProblem.EmptyName -> "empty"
         | InterfaceNameProblem.NameTooLong bytes -> sprintf "%d bytes long; Linux allows at most %d" bytes MaxBytes
-        | InterfaceNameProblem.ForbiddenCharacter c -> sprintf "contains %A, which an interface name may not" c
+        | InterfaceNameProblem.ForbiddenCharacter c -> sprintf "contains '%c', which an interface name may not" c
         | InterfaceNameProblem.ReservedName -> "\".\" and \"..\" are not interface names"
 
 [<RequireQualifiedAccess>]
@@ -206,7 +206,7 @@ module Hostname =
         match problem with
         | HostnameProblem.EmptyHostname -> "empty"
         | HostnameProblem.HostnameTooLong bytes -> sprintf "%d bytes long; a DHCP option holds at most %d" bytes MaxBytes
-        | HostnameProblem.NotPrintableAscii c -> sprintf "contains %A; a DHCP host name is printable ASCII without spaces" c
+        | HostnameProblem.NotPrintableAscii c -> sprintf "contains '%c'; a DHCP host name is printable ASCII without spaces" c
 
 [<RequireQualifiedAccess>]
 module ClientId =
@@ -222,11 +222,11 @@ module DhcpIdentityError =
     let describe error =
         match error with
         | DhcpIdentityError.InvalidHwAddr(text, problem) ->
-            sprintf "%s %A is %s" Annotations.HwAddr text (Mac.describeProblem problem)
+            sprintf "%s %s is %s" Annotations.HwAddr (EventText.quote text) (Mac.describeProblem problem)
         | DhcpIdentityError.InvalidMacvlanName(text, problem) ->
-            sprintf "%s %A is not an interface name: %s" Annotations.MacvlanName text (InterfaceName.describeProblem problem)
+            sprintf "%s %s is not an interface name: %s" Annotations.MacvlanName (EventText.quote text) (InterfaceName.describeProblem problem)
         | DhcpIdentityError.InvalidHostname(text, problem) ->
-            sprintf "%s %A cannot be sent to a DHCP server: %s" Annotations.LoadBalancerHostname text (Hostname.describeProblem problem)
+            sprintf "%s %s cannot be sent to a DHCP server: %s" Annotations.LoadBalancerHostname (EventText.quote text) (Hostname.describeProblem problem)
 
 [<RequireQualifiedAccess>]
 module DhcpIdentity =
@@ -509,6 +509,23 @@ type DhcpCommand =
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 // The client
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+[<RequireQualifiedAccess>]
+module RequestKind =
+    /// The message's name as RFC 2131 writes it (a union's ToString needs reflection, which the native agent lacks).
+    let name kind =
+        match kind with
+        | RequestKind.Discover -> "DHCPDISCOVER"
+        | RequestKind.Request -> "DHCPREQUEST"
+        | RequestKind.Release -> "DHCPRELEASE"
+
+[<RequireQualifiedAccess>]
+module ReplyKind =
+    let name kind =
+        match kind with
+        | ReplyKind.Offer -> "DHCPOFFER"
+        | ReplyKind.Ack -> "DHCPACK"
+        | ReplyKind.Nak -> "DHCPNAK"
 
 [<RequireQualifiedAccess>]
 module DhcpTiming =

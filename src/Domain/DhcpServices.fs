@@ -88,7 +88,7 @@ module DhcpServices =
                         all.Add(key, { c with Recorded = Some(Some ip) }), actions @ [ DhcpAction.Record(key, Some ip, c.Want.Identity.Mac) ]
                     else all, actions
                 | None when not c.Warned && now - c.UnboundSince >= NoLeaseWarningAfter ->
-                    let message = sprintf "no DHCP lease yet after %d s on %s (MAC %O): the server offers nothing or refuses" ((now - c.UnboundSince) / 1000L) c.Want.Identity.Interface.Value c.Want.Identity.Mac
+                    let message = sprintf "no DHCP lease yet after %d s on %s (MAC %s): the server offers nothing or refuses" ((now - c.UnboundSince) / 1000L) c.Want.Identity.Interface.Value (string c.Want.Identity.Mac)
                     all.Add(key, { c with Warned = true }),
                     actions @ [ DhcpAction.Warn { Service = key; Type = Warning; Reason = EventReason.DhcpNoLease; Message = EventText.note message } ]
                 | None -> all, actions) (clients, [])

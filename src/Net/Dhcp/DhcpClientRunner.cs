@@ -145,12 +145,12 @@ internal sealed partial class DhcpClientRunner(
         {
             // Not cancellable: a RELEASE is sent while stopping, and a frame is handed to the kernel at once.
             await socket.SendAsync(frame, CancellationToken.None).ConfigureAwait(false);
-            LogSent(_interface, message.Kind.ToString().ToUpperInvariant(), message.Xid.Value, message.Destination.IsBroadcast ? "broadcast" : "unicast");
+            LogSent(_interface, RequestKindModule.name(message.Kind), message.Xid.Value, message.Destination.IsBroadcast ? "broadcast" : "unicast");
         }
         catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException)
         {
             // The domain retransmits on its own schedule; a link that is down now may be up by then.
-            LogSendFailed(_interface, message.Kind.ToString().ToUpperInvariant(), e.Message);
+            LogSendFailed(_interface, RequestKindModule.name(message.Kind), e.Message);
         }
     }
 
@@ -190,7 +190,7 @@ internal sealed partial class DhcpClientRunner(
             var decoded = DhcpFrameCodec.Decode(buffer.AsSpan(0, length));
             if (decoded.Reply is { } reply)
             {
-                LogReceived(_interface, reply.Kind.ToString().ToUpperInvariant(), reply.Xid.Value, IpModule.format(reply.YourIp));
+                LogReceived(_interface, ReplyKindModule.name(reply.Kind), reply.Xid.Value, IpModule.format(reply.YourIp));
                 _inbox.Writer.TryWrite(DhcpEvent.NewReceived(reply));
             }
             else
