@@ -187,8 +187,8 @@ module InterfaceName =
     let describeProblem problem =
         match problem with
         | InterfaceNameProblem.EmptyName -> "empty"
-        | InterfaceNameProblem.NameTooLong bytes -> sprintf "%d bytes long; Linux allows at most %d" bytes MaxBytes
-        | InterfaceNameProblem.ForbiddenCharacter c -> sprintf "contains '%c', which an interface name may not" c
+        | InterfaceNameProblem.NameTooLong bytes -> string bytes + " bytes long; Linux allows at most " + string MaxBytes
+        | InterfaceNameProblem.ForbiddenCharacter c -> "contains '" + string c + "', which an interface name may not"
         | InterfaceNameProblem.ReservedName -> "\".\" and \"..\" are not interface names"
 
 [<RequireQualifiedAccess>]
@@ -205,8 +205,8 @@ module Hostname =
     let describeProblem problem =
         match problem with
         | HostnameProblem.EmptyHostname -> "empty"
-        | HostnameProblem.HostnameTooLong bytes -> sprintf "%d bytes long; a DHCP option holds at most %d" bytes MaxBytes
-        | HostnameProblem.NotPrintableAscii c -> sprintf "contains '%c'; a DHCP host name is printable ASCII without spaces" c
+        | HostnameProblem.HostnameTooLong bytes -> string bytes + " bytes long; a DHCP option holds at most " + string MaxBytes
+        | HostnameProblem.NotPrintableAscii c -> "contains '" + string c + "'; a DHCP host name is printable ASCII without spaces"
 
 [<RequireQualifiedAccess>]
 module ClientId =
@@ -222,11 +222,11 @@ module DhcpIdentityError =
     let describe error =
         match error with
         | DhcpIdentityError.InvalidHwAddr(text, problem) ->
-            sprintf "%s %s is %s" Annotations.HwAddr (EventText.quote text) (Mac.describeProblem problem)
+            Annotations.HwAddr + " " + EventText.quote text + " is " + Mac.describeProblem problem
         | DhcpIdentityError.InvalidMacvlanName(text, problem) ->
-            sprintf "%s %s is not an interface name: %s" Annotations.MacvlanName (EventText.quote text) (InterfaceName.describeProblem problem)
+            Annotations.MacvlanName + " " + EventText.quote text + " is not an interface name: " + InterfaceName.describeProblem problem
         | DhcpIdentityError.InvalidHostname(text, problem) ->
-            sprintf "%s %s cannot be sent to a DHCP server: %s" Annotations.LoadBalancerHostname (EventText.quote text) (Hostname.describeProblem problem)
+            Annotations.LoadBalancerHostname + " " + EventText.quote text + " cannot be sent to a DHCP server: " + Hostname.describeProblem problem
 
 [<RequireQualifiedAccess>]
 module DhcpIdentity =
@@ -510,6 +510,9 @@ type DhcpCommand =
 // The client
 // ════════════════════════════════════════════════════════════════════════════════════════════════════
 
+// The texts below are concatenated, not printf'd: printf's specializations for numbers and characters are
+// not in the native agent (NotSupportedException), and these texts reach it.
+
 [<RequireQualifiedAccess>]
 module RequestKind =
     /// The message's name as RFC 2131 writes it (a union's ToString needs reflection, which the native agent lacks).
@@ -564,8 +567,8 @@ module LostReason =
         match reason with
         | LostReason.Expired -> "the DHCP lease expired without being renewed"
         | LostReason.Refused None -> "the DHCP server refused the lease (DHCPNAK)"
-        | LostReason.Refused(Some message) -> sprintf "the DHCP server refused the lease (DHCPNAK: %s)" message
-        | LostReason.Replaced by -> sprintf "the DHCP server leased %s instead" (Ip.format by)
+        | LostReason.Refused(Some message) -> "the DHCP server refused the lease (DHCPNAK: " + message + ")"
+        | LostReason.Replaced by -> "the DHCP server leased " + Ip.format by + " instead"
 
 [<RequireQualifiedAccess>]
 module Dhcp =

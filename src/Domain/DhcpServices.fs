@@ -1,6 +1,7 @@
 // DHCP Services on one node (docs/DHCP.md): which DHCP clients this node runs (only for the groups it holds),
 // how it stops them (release only when the Service no longer asks for the lease), what a client's outcome
 // writes back to the Service, and the Warnings. Pure: the node's protocol step calls it with what it knows.
+// Texts are concatenated: printf with numbers is not supported in the native agent.
 namespace Hybrid.Domain
 
 /// What a running client reported (the shell turns the client's Leased/Lost commands into these).
@@ -88,7 +89,7 @@ module DhcpServices =
                         all.Add(key, { c with Recorded = Some(Some ip) }), actions @ [ DhcpAction.Record(key, Some ip, c.Want.Identity.Mac) ]
                     else all, actions
                 | None when not c.Warned && now - c.UnboundSince >= NoLeaseWarningAfter ->
-                    let message = sprintf "no DHCP lease yet after %d s on %s (MAC %s): the server offers nothing or refuses" ((now - c.UnboundSince) / 1000L) c.Want.Identity.Interface.Value (string c.Want.Identity.Mac)
+                    let message = "no DHCP lease yet after " + string ((now - c.UnboundSince) / 1000L) + " s on " + c.Want.Identity.Interface.Value + " (MAC " + string c.Want.Identity.Mac + "): the server offers nothing or refuses"
                     all.Add(key, { c with Warned = true }),
                     actions @ [ DhcpAction.Warn { Service = key; Type = Warning; Reason = EventReason.DhcpNoLease; Message = EventText.note message } ]
                 | None -> all, actions) (clients, [])
@@ -106,7 +107,7 @@ module DhcpServices =
             | DhcpOutcome.Bound ip
             | DhcpOutcome.Extended ip -> clients.Add(key, { c with Bound = Some ip; Warned = false }), []
             | DhcpOutcome.Lost(ip, reason) ->
-                let message = sprintf "withdrew %s: %s; asking the DHCP server again" (Ip.format ip) (LostReason.describe reason)
+                let message = "withdrew " + Ip.format ip + ": " + LostReason.describe reason + "; asking the DHCP server again"
                 clients.Add(key, { c with Bound = None; Recorded = Some None; UnboundSince = now; Warned = false }),
                 [ DhcpAction.Warn { Service = key; Type = Warning; Reason = EventReason.DhcpLeaseLost; Message = EventText.note message }
                   DhcpAction.Record(key, None, c.Want.Identity.Mac) ]

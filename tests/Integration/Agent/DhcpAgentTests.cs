@@ -23,6 +23,73 @@ public sealed class DhcpAgentTests(ITestOutputHelper output)
         return octets[0] == 198 && octets[1] == 18 && octets[2] == 0 && octets[3] is >= 200 and <= 219;
     }
 
+    /// <summary>Waits for nginx-dhcp's status to carry an address and a vipHost other than <paramref name="notHolder"/>.</summary>
+    private static async Task<(string Address, string Holder)> LeasedAsync(AgentLab lab, string notHolder = "")
+    {
+        var found = await Eventually.WaitAsync(async () =>
+        {
+            var service = await lab.ServiceAsync("nginx-dhcp");
+            var ip = service.Status?.LoadBalancer?.Ingress?.FirstOrDefault()?.Ip;
+            var host = service.Metadata.Annotations?.TryGetValue("kube-vip.io/vipHost", out var h) == true ? h : null;
+            return ip is not null && host is not null && host != notHolder ? Tuple.Create(ip, host) : null;
+        }, Patience, "nginx-dhcp to report a leased address with a vipHost" + (notHolder == "" ? "" : $" other than {notHolder}"));
+        return (found.Item1, found.Item2);
+    }
+
+    private static async Task ApplyNginxDhcpAsync(AgentLab lab)
+    {
+        await lab.ApplyAsync(Manifests.Deployment("nginx-dhcp", "nginx", replicas: 3));
+        await lab.ApplyAsync(Manifests.Service("nginx-dhcp", "0.0.0.0", app: "nginx",
+            annotations: new Dictionary<string, string> { ["kube-vip.io/loadbalancerHostname"] = "mydhcp-test" }));
+    }
+
+    [Fact]
+    public async Task The_lease_is_renewed_and_when_its_holder_dies_the_next_holder_keeps_the_same_address_under_one_lease()
+    {
+        Requires.Tool("dnsmasq", "dnsmasq-base");
+        await using var lab = await AgentLab.StartAsync(output, new Dictionary<string, string> { ["svc_election"] = "true" });
+        await using var dnsmasq = await DnsmasqServer.StartAsync(lab.Lab.Network, new DnsmasqConfig(First, Last), output, CancellationToken.None);
+        await ApplyNginxDhcpAsync(lab);
+        var (address, holder) = await LeasedAsync(lab);
+        var mac = (await lab.ServiceAsync("nginx-dhcp")).Metadata.Annotations["kube-vip.io/hwaddr"];
+
+        // T1 is 3 s (DnsmasqConfig): two renewals (unicast, answered to the macvlan) within a few T1.
+        int Acks() => dnsmasq.LogOf(mac).Count(l => l.Contains("DHCPACK", StringComparison.Ordinal));
+        var acks = Acks();
+        await Eventually.WaitAsync(() => Acks() >= acks + 2, Patience, $"two renewals of {address} (DHCPACK to {mac})");
+        Assert.Equal(address, (await LeasedAsync(lab)).Address);
+
+        await lab.Agents.KillAsync(holder, restart: false);
+        var (after, next) = await LeasedAsync(lab, notHolder: holder);
+        lab.Report($"{address} moved from {holder} to {next}");
+        Assert.Equal(address, after);
+        await lab.WaitForHoldersAsync(address, [next]);
+        var lease = Assert.Single(dnsmasq.Leases());
+        Assert.Equal(address, lease.Address.ToString());
+        Assert.Equal(mac, lease.Mac, ignoreCase: true);
+        Assert.Equal(mac, (await lab.ServiceAsync("nginx-dhcp")).Metadata.Annotations["kube-vip.io/hwaddr"]);
+    }
+
+    [Fact]
+    public async Task A_Service_the_server_has_no_address_for_gets_a_DhcpNoLease_Warning_and_no_address()
+    {
+        Requires.Tool("dnsmasq", "dnsmasq-base");
+        await using var lab = await AgentLab.StartAsync(output, new Dictionary<string, string> { ["svc_election"] = "true" });
+        // A range of one address, taken by the first Service.
+        await using var dnsmasq = await DnsmasqServer.StartAsync(lab.Lab.Network, new DnsmasqConfig(First, First), output, CancellationToken.None);
+        await ApplyNginxDhcpAsync(lab);
+        var (address, _) = await LeasedAsync(lab);
+        Assert.Equal(First.ToString(), address);
+
+        await lab.ApplyAsync(Manifests.Service("nginx-dhcp-2", "0.0.0.0", app: "nginx"));
+        var warning = await lab.WaitForEventAsync("nginx-dhcp-2", "DhcpNoLease", TimeSpan.FromSeconds(30));
+        lab.Report($"nginx-dhcp-2: {warning.Note}");
+        var second = await lab.ServiceAsync("nginx-dhcp-2");
+        Assert.Empty(second.Status?.LoadBalancer?.Ingress ?? []);
+        Assert.False(second.Metadata.Annotations?.ContainsKey("kube-vip.io/requestedIP") ?? false);
+        Assert.Contains(dnsmasq.Log(), l => l.Contains("no address available", StringComparison.Ordinal));
+    }
+
     [Fact]
     public async Task The_seeds_nginx_dhcp_gets_an_address_from_the_range_one_node_answers_it_and_deleting_the_Service_releases_the_lease_and_the_macvlan()
     {
