@@ -91,6 +91,32 @@ public sealed class DhcpAgentTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task Twenty_DHCP_Services_get_twenty_distinct_addresses_each_held_by_one_node()
+    {
+        Requires.Tool("dnsmasq", "dnsmasq-base");
+        await using var lab = await AgentLab.StartAsync(output, new Dictionary<string, string> { ["svc_election"] = "true" });
+        await using var dnsmasq = await DnsmasqServer.StartAsync(lab.Lab.Network, new DnsmasqConfig(First, Last), output, CancellationToken.None);
+        await lab.ApplyAsync(Manifests.Deployment("nginx", "nginx", replicas: 3));
+        var names = Enumerable.Range(0, 20).Select(i => $"dhcp-{i:D2}").ToArray();
+        await lab.ApplyAsync(string.Join("---\n", names.Select(n => Manifests.Service(n, "0.0.0.0", app: "nginx"))));
+        var addresses = await Eventually.WaitAsync(async () =>
+        {
+            var all = new Dictionary<string, string>();
+            foreach (var name in names)
+            {
+                var ip = (await lab.ServiceAsync(name)).Status?.LoadBalancer?.Ingress?.FirstOrDefault()?.Ip;
+                if (ip is null) return null;
+                all[name] = ip;
+            }
+            return all;
+        }, TimeSpan.FromSeconds(90), "twenty Services with a leased address");
+        Assert.Equal(20, addresses.Values.Distinct().Count());
+        Assert.All(addresses.Values, ip => Assert.True(InRange(ip), $"{ip} is not from the range"));
+        Assert.Equal(20, dnsmasq.Leases().Count);
+        await lab.WaitForSingleHoldersAsync(addresses.Values.ToArray());
+    }
+
+    [Fact]
     public async Task The_seeds_nginx_dhcp_gets_an_address_from_the_range_one_node_answers_it_and_deleting_the_Service_releases_the_lease_and_the_macvlan()
     {
         Requires.Tool("dnsmasq", "dnsmasq-base");
