@@ -144,7 +144,20 @@ internal sealed partial class DhcpClientRunner(
         try
         {
             // Not cancellable: a RELEASE is sent while stopping, and a frame is handed to the kernel at once.
-            await socket.SendAsync(frame, CancellationToken.None).ConfigureAwait(false);
+            // ENOBUFS (a full transmit backlog, seen in the lab under load) is retried briefly: nothing else resends
+            // a RELEASE, and the domain's retransmissions of the others are seconds away.
+            for (var attempt = 1; ; attempt++)
+            {
+                try
+                {
+                    await socket.SendAsync(frame, CancellationToken.None).ConfigureAwait(false);
+                    break;
+                }
+                catch (System.Net.Sockets.SocketException e) when (e.SocketErrorCode == System.Net.Sockets.SocketError.NoBufferSpaceAvailable && attempt < 5)
+                {
+                    await Task.Delay(TimeSpan.FromMilliseconds(20 * attempt), time).ConfigureAwait(false);
+                }
+            }
             LogSent(_interface, RequestKindModule.name(message.Kind), message.Xid.Value, message.Destination.IsBroadcast ? "broadcast" : "unicast");
         }
         catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException)
