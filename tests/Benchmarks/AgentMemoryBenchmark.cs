@@ -66,6 +66,14 @@ internal sealed class AgentMemoryBenchmark : IBenchmark
             var restart = Array.FindLastIndex(log, line => line.StartsWith("--- hybrid lab", StringComparison.Ordinal) && line.Contains("starting", StringComparison.Ordinal));
             Console.WriteLine($"{first} announced nothing within 60 s; its log since the restart:");
             foreach (var line in log.Skip(Math.Max(0, restart)).Take(200)) Console.WriteLine("  " + line);
+            // A lone node may depose nobody (docs/PROTOCOL.md §3): it waits while a peer that did not leave
+            // cleanly still counts. The peers' own account of their stop says whether one did.
+            foreach (var other in lab.Lab.Nodes.Skip(1))
+            {
+                Console.WriteLine($"{other.Name}'s log, last lines:");
+                foreach (var line in File.ReadAllLines(lab.Agents.LogPath(other.Name)).Where(l => !l.Contains(" dbug: ", StringComparison.Ordinal)).TakeLast(12))
+                    Console.WriteLine("  " + line);
+            }
             throw;
         }
         Console.WriteLine($"start to first announcement ({first} alone, {count} services): {BenchLab.Ms(start, announced.MonotonicTicks):0} ms, RSS {Mib(Rss(lab.Agents.Pid(first)))}");
