@@ -449,6 +449,7 @@ type ProtocolNode(settings: Settings) =
     let queued = List<Input>()
     let mutable nextKernelId = 1L
     let mutable forwarding = Forwarding.request state
+    let mutable forwardingHeld = state.Kernel.HeldVips
     let mutable forwardingChanges = 0L
     let mutable holdChanges: HoldChangeOutput array = [||]
 
@@ -662,11 +663,15 @@ type ProtocolNode(settings: Settings) =
         let next, commands = Protocol.apply state inputs
         holdChanges <- HoldChanges.between state next |> List.map Convert.holdChange |> Array.ofList
         state <- next
-        let request = Forwarding.request state
-        if not (LanguagePrimitives.PhysicalEquality request.Wants forwarding.Wants && request.LocalVips = forwarding.LocalVips)
-           && request <> forwarding then
+        // The request is rebuilt only when what it is made of changed: a set of every held VIP after each
+        // decision would be most of what a steady-state decision allocates.
+        let held = state.Kernel.HeldVips
+        if not (LanguagePrimitives.PhysicalEquality state.ForwardWants forwarding.Wants && held = forwardingHeld) then
+            forwardingHeld <- held
+            let request = Forwarding.request state
+            if request <> forwarding then forwardingChanges <- forwardingChanges + 1L
+            // Kept even when equal, so that the next decision finds the very Wants the state holds.
             forwarding <- request
-            forwardingChanges <- forwardingChanges + 1L
         commands |> List.collect shell |> Array.ofList
 
     /// When to call Tick at the latest (monotonic ms); null when nothing is scheduled.

@@ -562,13 +562,14 @@ module Manifest =
                     Document.Map [ "name", text "health"; "containerPort", Document.Number(int64 options.HealthPort); "protocol", text "TCP" ] ]
               "livenessProbe", probe "/healthz" 10L 3L
               "readinessProbe", probe "/readyz" 5L 2L
-              // Memory: the native agent uses about 40 MiB idle, 55-57 MiB with 1,000 Services and up to 85 MiB
-              // while it starts alone with 1,000 (README, agent-memory). No CPU limit: CFS throttling would delay
+              // Memory: the native agent uses about 40 MiB idle, 45-52 MiB with 1,000 Services once settled, 62-65 MiB
+              // right after they appear and up to 138 MiB while it starts alone with 1,000 and svc_election
+              // (README, agent-memory): an OOM kill there would move VIPs. No CPU limit: CFS throttling would delay
               // heartbeats, and with them every failover.
               "resources",
               Document.Map
                   [ "requests", Document.Map [ "cpu", text "50m"; "memory", text "64Mi" ]
-                    "limits", Document.Map [ "memory", text "160Mi" ] ]
+                    "limits", Document.Map [ "memory", text "192Mi" ] ]
               "securityContext", containerSecurity ]
 
     let daemonSet (options: ManifestOptions) : Document =

@@ -29,7 +29,7 @@ internal sealed class AgentMemoryBenchmark : IBenchmark
         Console.WriteLine("agent environment: " + string.Join(" ", environment.Select(e => $"{e.Key}={e.Value}")));
         await using var lab = await BenchLab.StartAsync("hybmem", nodes, environment, cancellationToken, "198.18.0.0/20");
         await Task.Delay(TimeSpan.FromSeconds(5), cancellationToken); // settle (this is a measurement, not a test)
-        Report(lab, "idle");
+        await ReportAsync(lab, "idle", cancellationToken);
 
         for (var i = 0; i < count; i++)
             await lab.CreateServiceAsync($"svc-{i}", $"198.18.{4 + i / 250}.{1 + i % 250}", cancellationToken);
@@ -37,7 +37,7 @@ internal sealed class AgentMemoryBenchmark : IBenchmark
             (await lab.Client.CoreV1.ListNamespacedServiceAsync("default", cancellationToken: cancellationToken)).Items
             .Count(s => s.Status?.LoadBalancer?.Ingress?.Count > 0) == count,
             TimeSpan.FromMinutes(5), $"all {count} services to report their address", cancellationToken);
-        Report(lab, $"{count} services announced");
+        await ReportAsync(lab, $"{count} services announced", cancellationToken);
         var peak = new Dictionary<string, long>();
         for (var second = 0; second < 20; second++)
         {
@@ -46,6 +46,7 @@ internal sealed class AgentMemoryBenchmark : IBenchmark
             await Task.Delay(1000, cancellationToken);
         }
         Console.WriteLine("peak over 20 s of steady state: " + string.Join(", ", peak.Select(p => $"{p.Key} {Mib(p.Value)}")));
+        await ReportAsync(lab, "after them", cancellationToken);
 
         foreach (var node in lab.Lab.Nodes) await lab.Agents.StopAsync(node.Name, graceful: true, cancellationToken);
         await using var capture = await lab.CaptureAsync(cancellationToken);
@@ -65,13 +66,42 @@ internal sealed class AgentMemoryBenchmark : IBenchmark
             var restart = Array.FindLastIndex(log, line => line.StartsWith("--- hybrid lab", StringComparison.Ordinal) && line.Contains("starting", StringComparison.Ordinal));
             Console.WriteLine($"{first} announced nothing within 60 s; its log since the restart:");
             foreach (var line in log.Skip(Math.Max(0, restart)).Take(200)) Console.WriteLine("  " + line);
+            // A lone node may depose nobody (docs/PROTOCOL.md §3): it waits while a peer that did not leave
+            // cleanly still counts. The peers' own account of their stop says whether one did.
+            foreach (var other in lab.Lab.Nodes.Skip(1))
+            {
+                Console.WriteLine($"{other.Name}'s log, last lines:");
+                foreach (var line in File.ReadAllLines(lab.Agents.LogPath(other.Name)).Where(l => !l.Contains(" dbug: ", StringComparison.Ordinal)).TakeLast(12))
+                    Console.WriteLine("  " + line);
+            }
             throw;
         }
         Console.WriteLine($"start to first announcement ({first} alone, {count} services): {BenchLab.Ms(start, announced.MonotonicTicks):0} ms, RSS {Mib(Rss(lab.Agents.Pid(first)))}");
     }
 
-    private static void Report(BenchLab lab, string when) =>
-        Console.WriteLine($"{when}: " + string.Join(", ", lab.Lab.Nodes.Select(n => $"{n.Name} {Mib(Rss(lab.Agents.Pid(n.Name)))}")));
+    /// <summary>Each agent's RSS, and its collector's live heap / committed memory from its own metrics.</summary>
+    private static async Task ReportAsync(BenchLab lab, string when, CancellationToken cancellationToken)
+    {
+        var parts = new List<string>();
+        foreach (var node in lab.Lab.Nodes)
+        {
+            var rss = Rss(lab.Agents.Pid(node.Name));
+            var metrics = await lab.Lab.Network.ExecAsync(lab.Lab.ClientHost.Namespace,
+                ["curl", "-s", "--max-time", "5", $"http://{node.Ipv4}:2112/metrics"], cancellationToken);
+            parts.Add($"{node.Name} {Mib(rss)} (GC heap {Metric(metrics.StandardOutput, "hybrid_gc_heap_size_bytes")}, " +
+                      $"committed {Metric(metrics.StandardOutput, "hybrid_gc_committed_bytes")})");
+        }
+        Console.WriteLine($"{when}: " + string.Join(", ", parts));
+    }
+
+    private static string Metric(string exposition, string name)
+    {
+        foreach (var line in exposition.Split('\n'))
+            if (line.StartsWith(name + " ", StringComparison.Ordinal) &&
+                double.TryParse(line[(name.Length + 1)..], NumberStyles.Float, CultureInfo.InvariantCulture, out var value))
+                return Mib((long)value);
+        return "?";
+    }
 
     private static string Mib(long bytes) => (bytes / 1048576.0).ToString("0.0", CultureInfo.InvariantCulture) + " MiB";
 

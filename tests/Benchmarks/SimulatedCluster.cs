@@ -64,6 +64,11 @@ internal sealed class SimulatedCluster
                 n.ServicesListed([], Now);
                 n.SlicesListed([], Now);
                 n.LeasesListed(_leases.Values.ToArray(), Now);
+                // The address policy's facts, as the agent's shell reports them: no pool ConfigMap, no Node
+                // objects, an interface without VIPs or gateways (the node decides nothing before all three).
+                n.PoolConfigObserved(null, Now);
+                n.NodesListed([], Now);
+                n.InterfaceRead([], [], Now);
             });
         }
     }

@@ -83,3 +83,29 @@ let ``each VIP a lone node answers for is counted as begun once and as handed ov
               holds "nothing answered after the deletion" (SingleNode.answering (SingleNode.runUntil 6000L deleted)).IsEmpty ]
         |> Prop.classify election "svc_election"
         |> Prop.classify answered.IsEmpty "nothing answered")
+
+/// Up to 12 addresses of both families, each held before, after, both or neither.
+let private genHeldFlags =
+    gen {
+        let! count = Gen.choose (0, 12)
+        let! ips = Gen.listOfLength count (Gen.oneof [ Gen.choose (0, 40) |> Gen.map (fun i -> V4(0xC6120000u + uint32 i)); Gen.choose (0, 40) |> Gen.map (fun i -> V6(0xfd00UL <<< 48, uint64 i)) ])
+        let ips = List.distinct ips
+        let! flags = Gen.listOfLength ips.Length (Gen.zip (Gen.elements [ false; true ]) (Gen.elements [ false; true ]))
+        return List.zip ips flags
+    }
+
+[<Property>]
+let ``the hold changes between two states are the VIPs whose held flag changed, each once, begun ones first, each part in address order`` () =
+    Prop.forAll (Arb.fromGen genHeldFlags) (fun flags ->
+        let vip held = { Prefix = 32; Admitted = true; Held = held; Pending = None; AddressWrittenAt = None; Announce = None; TakenFrom = None }
+        let state (pick: bool * bool -> bool) =
+            let s = Protocol.create (configFor "node-a" false)
+            { s with Kernel = { s.Kernel with Vips = flags |> List.map (fun (ip, f) -> ip, vip (pick f)) |> Map.ofList } }
+        let changes = HoldChanges.between (state fst) (state snd)
+        let began = changes |> List.choose (function Began ip -> Some ip | _ -> None)
+        let ended = changes |> List.choose (function HandedOver ip -> Some ip | _ -> None)
+        let expectBegan = flags |> List.filter (fun (_, (b, a)) -> not b && a) |> List.map fst |> List.sort
+        let expectEnded = flags |> List.filter (fun (_, (b, a)) -> b && not a) |> List.map fst |> List.sort
+        (began = expectBegan && ended = expectEnded && changes = (List.map Began began @ List.map HandedOver ended))
+        |> Prop.classify (not expectBegan.IsEmpty && not expectEnded.IsEmpty) "VIPs both begun and handed over"
+        |> Prop.classify (expectBegan.IsEmpty && expectEnded.IsEmpty) "no change")

@@ -29,8 +29,7 @@ module Forwarding =
 
     /// The VIPs this node answers for now: on the interface and not fenced off, so that a call sent from one
     /// gets its answer.
-    let answeredVips (s: NodeState) : Set<Ip> =
-        s.Kernel.Vips |> Map.filter (fun _ v -> v.Held) |> Map.keys |> Set.ofSeq
+    let answeredVips (s: NodeState) : Set<Ip> = Set.ofList s.Kernel.HeldVips
 
     let request (s: NodeState) : ForwardingRequest = { Wants = s.ForwardWants; LocalVips = answeredVips s }
 

@@ -14,21 +14,28 @@ type HoldChange =
 
 [<RequireQualifiedAccess>]
 module HoldChanges =
-    let private held (s: NodeState) =
-        s.Kernel.Vips |> Map.filter (fun _ v -> v.Held) |> Map.keys |> Set.ofSeq
+    /// The addresses only in `now` and only in `was`, both in address order (the lists are in address order).
+    let rec private differ (was: Ip list) (now: Ip list) (began: Ip list) (ended: Ip list) =
+        match was, now with
+        | [], [] -> List.rev began, List.rev ended
+        | w :: rest, [] -> differ rest [] began (w :: ended)
+        | [], n :: rest -> differ [] rest (n :: began) ended
+        | w :: restWas, n :: restNow ->
+            let order = compare w n
+            if order = 0 then differ restWas restNow began ended
+            elif order < 0 then differ restWas now began (w :: ended)
+            else differ was restNow (n :: began) ended
 
     /// What changed from `before` to `after` (two states of one node, `after` the later), in address order.
     let between (before: NodeState) (after: NodeState) : HoldChange list =
         if LanguagePrimitives.PhysicalEquality before.Kernel.Vips after.Kernel.Vips then []
         else
-            let was, now = held before, held after
+            let began, ended = differ before.Kernel.HeldVips after.Kernel.HeldVips [] []
             let began =
-                Set.difference now was
-                |> Set.toList
+                began
                 |> List.map (fun ip ->
                     match after.Kernel.Vips[ip].TakenFrom with
                     | Some from when from <> after.Self ->
                         TookOver(ip, from, after.Lan.Peers.TryFind from |> Option.map (fun p -> after.Now - p.HeardAt))
                     | _ -> Began ip)
-            let ended = Set.difference was now |> Set.toList |> List.map HandedOver
-            began @ ended
+            began @ List.map HandedOver ended

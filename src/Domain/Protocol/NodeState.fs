@@ -163,6 +163,11 @@ type KernelState =
       /// the interface is read anew (then the address policy judges them: an interface address is reserved).
       Foreign: Set<Ip> }
 
+    /// The VIPs held now, in address order, in one pass without an intermediate map or set: the facade asks
+    /// after every decision, and with a thousand VIPs a filtered map and a set cost hundreds of KiB each time.
+    member k.HeldVips: Ip list =
+        Map.foldBack (fun ip (v: VipKernel) held -> if v.Held then ip :: held else held) k.Vips []
+
 /// Facts of the last inputs that decide() turns into Events.
 type Transition =
     | NowHeld of Ip * takenFrom: string option

@@ -1202,7 +1202,7 @@ module Protocol =
                 let issue (s: NodeState) kind (write: LeaseWrite) =
                     let id, s = nextId s
                     { s with GroupWrites = s.GroupWrites.Add(gid, { Id = id; Kind = kind; StartedAt = s.Now }) },
-                    commands @ [ WriteLease(id, write) ]
+                    WriteLease(id, write) :: commands
                 match role with
                 | Claiming(expected, previous) ->
                     issue s (ClaimWrite(expected, previous)) (GroupLeases.write gid expected (transitionsOf gid + 1) me)
@@ -1216,6 +1216,7 @@ module Protocol =
                     issue paused ReleaseWrite (GroupLeases.write gid (Some version) (transitionsOf gid) None)
                 | _ -> s, commands)
             (s, [])
+        |> fun (s, reversed) -> s, List.rev reversed
 
     /// Leases of groups no Service wants any more: their holder deletes them once withdrawn; a Lease nobody
     /// may still answer for is deleted by the janitor.
@@ -1240,9 +1241,10 @@ module Protocol =
                 if deleter = Some s.Self && (lease.Holder |> Option.exists (fun h -> h.Node = s.Self) || listenedLongEnough s) then
                     let id, s = nextId s
                     { s with GroupWrites = s.GroupWrites.Add(gid, { Id = id; Kind = DeleteWrite; StartedAt = s.Now }) },
-                    commands @ [ DeleteLease(id, gid, lease.Version) ]
+                    DeleteLease(id, gid, lease.Version) :: commands
                 else s, commands)
             (s, [])
+        |> fun (s, reversed) -> s, List.rev reversed
 
     /// What each VIP should be in the kernel, from the roles.
     let private vipWants (s: NodeState) (roles: Map<GroupId, Role>) : Map<Ip, VipWant * Group> =
