@@ -5,8 +5,9 @@ namespace Hybrid.Sandbox;
 
 /// <summary>
 /// `hybrid sandbox`: builds the lab (API emulator, bridge, node namespaces each running an agent, a client
-/// namespace, the Service data plane: pods and kube-proxy; with enable_upnp a router running miniupnpd and an
-/// internet namespace behind it), prints `sandbox ready kubeconfig=FILE` once all of
+/// namespace, the Service data plane: pods and kube-proxy; the LAN's router at .1 running dnsmasq for DHCP
+/// Services (`0.0.0.0`), with enable_upnp also miniupnpd and an internet namespace behind it), prints
+/// `sandbox ready kubeconfig=FILE` once all of
 /// it is up, and keeps it up until SIGINT/SIGTERM; then stops the agents gracefully and removes every
 /// namespace, process, nftables table and temporary file.
 /// </summary>
@@ -17,7 +18,8 @@ internal static class SandboxCommand
                                      [--env KEY=VALUE]... [--no-ipv6] [--verbose]
           --nodes N          node namespaces, each running one agent (1-50)
           --name NAME        prefix of the namespaces (NAME-lan, NAME-node-1.., NAME-client)
-          --subnet CIDR      IPv4 LAN inside 198.18.0.0/15; VIPs should come from its top 55 addresses
+          --subnet CIDR      IPv4 LAN inside 198.18.0.0/15; VIPs should come from its top 55 addresses, the 50
+                             below them are the router's DHCP range (loadBalancerIP 0.0.0.0)
           --kubeconfig FILE  where to write the kubeconfig for kubectl (default: in the lab's run directory)
           --env KEY=VALUE    kube-vip setting for every agent (repeatable), e.g. --env svc_election=true;
                              --env enable_upnp=true also builds a router (miniupnpd) and an internet namespace
@@ -85,6 +87,7 @@ internal static class SandboxCommand
                 Spec = spec,
                 Environment = environment,
                 KubeconfigPath = kubeconfig,
+                Dhcp = DhcpRange(spec),
                 TeardownOnSignal = false,
             }, cancellationToken, loggers);
         }
@@ -106,7 +109,10 @@ internal static class SandboxCommand
                               $"{DataPlane.KubeProxyRuleset.Family} {DataPlane.KubeProxyRuleset.Table} in each node");
             Console.WriteLine($"  client: namespace {lab.ClientHost.Namespace}, {lab.ClientHost.Interface} {lab.ClientHost.Ipv4} " +
                               $"(try: sudo ip netns exec {lab.ClientHost.Namespace} curl http://VIP/hostname)");
-            if (lab.Router is { } router)
+            if (lab.Router?.Dhcp is { } dhcp)
+                Console.WriteLine($"  router: namespace {dhcp.Host.Namespace}, {dhcp.Host.Interface} {dhcp.Host.Ipv4}, the LAN's gateway; dnsmasq leases " +
+                                  $"{dhcp.Config.First}-{dhcp.Config.Last} for {dhcp.Config.LeaseSeconds} s (lease file {dhcp.LeaseFile}, log {dhcp.LogFile})");
+            if (lab.Router is { Gateway: not null } router)
                 Console.WriteLine($"  router: namespace {router.Host.Namespace}, {router.Host.Interface} {router.Host.Ipv4}, {LabRouter.WanInterface} {LabRouter.WanAddress} " +
                                   $"(miniupnpd, nftables table inet {MiniUpnpdGateway.TableName}); internet: namespace {router.InternetNamespace}, " +
                                   $"{LabRouter.InternetAddress} (try: sudo ip netns exec {router.InternetNamespace} curl http://{LabRouter.WanAddress}:PORT/hostname)");
@@ -124,4 +130,8 @@ internal static class SandboxCommand
         if (kubeconfig is not null) File.Delete(kubeconfig);
         return 0;
     }
+
+    /// <summary>dnsmasq's shortest lease on the topology's DHCP range; null when the subnet has no room for one.</summary>
+    private static DnsmasqConfig? DhcpRange(LabSpec spec) =>
+        LabTopology.Create(spec) is { DhcpFirst: { } first, DhcpLast: { } last } ? new DnsmasqConfig(first, last) : null;
 }

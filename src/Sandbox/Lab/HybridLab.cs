@@ -27,16 +27,22 @@ internal sealed record LabOptions
     public bool DataPlane { get; init; } = true;
 
     /// <summary>
-    /// A home router with miniupnpd and the Internet behind it (<see cref="LabRouter"/>); null: when the agents
-    /// run with enable_upnp (or enableUPNP) true.
+    /// A home router (<see cref="LabRouter"/>): null: whenever the agents run with enable_upnp (or enableUPNP)
+    /// true or <see cref="Dhcp"/> is set.
     /// </summary>
     public bool? Router { get; init; }
 
+    /// <summary>The router's DHCP server (dnsmasq on the LAN); null: none.</summary>
+    public DnsmasqConfig? Dhcp { get; init; }
+
     public TimeSpan AgentRestartDelay { get; init; } = TimeSpan.FromSeconds(3);
 
-    /// <summary>Whether the lab gets its router: as asked, else whenever the agents forward with UPnP.</summary>
-    public bool WantsRouter =>
-        Router ?? new[] { "enable_upnp", "enableUPNP" }.Any(k => Environment.TryGetValue(k, out var v) && Hybrid.Domain.ConfigModule.parseBool(v) is { } b && b.Value);
+    /// <summary>Whether the agents forward with UPnP, so that the router runs miniupnpd.</summary>
+    public bool WantsUpnp =>
+        new[] { "enable_upnp", "enableUPNP" }.Any(k => Environment.TryGetValue(k, out var v) && Hybrid.Domain.ConfigModule.parseBool(v) is { } b && b.Value);
+
+    /// <summary>Whether the lab gets its router: as asked, else whenever it runs miniupnpd or dnsmasq.</summary>
+    public bool WantsRouter => Router ?? (WantsUpnp || Dhcp is not null);
 
     /// <summary>Tear the namespaces down from signal handlers (tests); `hybrid sandbox` handles signals itself.</summary>
     public bool TeardownOnSignal { get; init; } = true;
@@ -82,7 +88,7 @@ internal sealed class HybridLab : IAsyncDisposable
     public string KubeconfigPath { get; }
     public AgentSupervisor? Agents { get; private set; }
 
-    /// <summary>The router with miniupnpd and the internet namespace; null without UPnP.</summary>
+    /// <summary>The router (miniupnpd, dnsmasq) and the internet namespace; null without UPnP or DHCP.</summary>
     public LabRouter? Router { get; private set; }
 
     /// <summary>Pods and kube-proxy; null when the lab was started without them.</summary>
@@ -122,7 +128,7 @@ internal sealed class HybridLab : IAsyncDisposable
             if (options.DataPlane)
                 lab.DataPlane = await ServiceDataPlane.StartAsync(topology, client, loggers, cancellationToken);
             if (options.WantsRouter)
-                lab.Router = await LabRouter.StartAsync(network, loggers, cancellationToken);
+                lab.Router = await LabRouter.StartAsync(network, options.WantsUpnp, options.Dhcp, loggers, cancellationToken);
 
             if (options.StartAgents)
             {

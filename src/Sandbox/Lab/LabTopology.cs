@@ -42,8 +42,9 @@ internal sealed record LabHost(
 /// The lab's whole layout computed from name, node count and subnet: pure data, no effects, the same input
 /// always gives the same names, MACs and addresses (so captures and logs of two runs compare line by line).
 /// <para>
-/// Layout, by offset from the subnet's network address: .1 the router (only with UPnP, see <see cref="LabRouter"/>), .2 the client,
-/// .3–.10 extra hosts (<see cref="ExtraHost"/>: DHCP server, UPnP gateway), .11 upward the nodes, and the last
+/// Layout, by offset from the subnet's network address: .1 the router (only with UPnP or DHCP, see <see cref="LabRouter"/>), .2 the client,
+/// .3–.10 extra hosts (<see cref="ExtraHost"/>: DHCP server, UPnP gateway), .11 upward the nodes, up to 50
+/// addresses below the VIPs (.150–.199 in a /24) that the router's dnsmasq leases, and the last
 /// 55 usable addresses (.200–.254 in a /24) advised for VIPs. MACs are locally administered
 /// 02:48:59:TT:00:00 ("HY"), TT = node number in decimal digits (node-12 → 12), c1 for the client, e1–e8 for
 /// extra hosts; a bridge-side peer has the same MAC ending in :01. IPv6 (optional): fd48:5942::/64 with the
@@ -70,6 +71,8 @@ internal sealed partial class LabTopology
     public const int FirstNodeOffset = 11;
     /// <summary>How many addresses at the top of the subnet are advised for VIPs (.200–.254 of a /24).</summary>
     public const int VipPoolSize = 55;
+    /// <summary>How many addresses just below the VIPs the router's dnsmasq leases at most (.150–.199 of a /24).</summary>
+    public const int DhcpPoolSize = 50;
 
     /// <summary>Prefix length of the pod network, and of each node's pod CIDR within it (room for 63 nodes).</summary>
     public const int PodNetworkPrefixLength = 18;
@@ -98,6 +101,13 @@ internal sealed partial class LabTopology
         var size = SubnetSize(prefixLength);
         VipFirst = ToAddress(network + (uint)Math.Max(size - 1 - VipPoolSize, FirstNodeOffset + spec.Nodes));
         VipLast = ToAddress(network + (uint)(size - 2));
+        var vipFirst = ToUInt32(VipFirst) - network;
+        var dhcpFirst = Math.Max((uint)(FirstNodeOffset + MaxNodes), vipFirst - Math.Min(vipFirst, DhcpPoolSize));
+        if (dhcpFirst < vipFirst)
+        {
+            DhcpFirst = ToAddress(network + dhcpFirst);
+            DhcpLast = ToAddress(network + vipFirst - 1);
+        }
         Reserved = ToAddress(network + 1);
         Client = MakeHost("client", 0, ClientOffset, 0xc1);
         Nodes = Enumerable.Range(1, spec.Nodes)
@@ -136,6 +146,13 @@ internal sealed partial class LabTopology
     /// <summary>Advised VIP range (inclusive), disjoint from every host address.</summary>
     public IPAddress VipFirst { get; }
     public IPAddress VipLast { get; }
+
+    /// <summary>
+    /// The range the router's dnsmasq leases (inclusive): up to <see cref="DhcpPoolSize"/> addresses just below
+    /// <see cref="VipFirst"/>, above any node's address; null when the subnet has no room (a /26 or smaller).
+    /// </summary>
+    public IPAddress? DhcpFirst { get; }
+    public IPAddress? DhcpLast { get; }
 
     /// <summary>Where every pod address comes from (see the class comment); disjoint from the LAN.</summary>
     public IPNetwork PodNetwork { get; }

@@ -45,7 +45,7 @@ internal sealed class AgentLab : IAsyncDisposable
     public string ClientNamespace => Lab.ClientHost.Namespace;
 
     public static async Task<AgentLab> StartAsync(ITestOutputHelper output, IReadOnlyDictionary<string, string>? environment = null,
-        int nodes = 3, CancellationToken cancellationToken = default)
+        int nodes = 3, CancellationToken cancellationToken = default, DnsmasqConfig? dhcp = null)
     {
         Requires.Root();
         Requires.Tool("socat", "socat");
@@ -57,6 +57,7 @@ internal sealed class AgentLab : IAsyncDisposable
         {
             Spec = new LabSpec(name, nodes),
             Environment = environment ?? new Dictionary<string, string>(),
+            Dhcp = dhcp,
         }, cancellationToken);
         var agentLab = new AgentLab(lab, output, work);
         try

@@ -1,13 +1,13 @@
 using System.Net;
 using Hybrid.Integration.Net.Dhcp;
+using Hybrid.Sandbox.Lab;
 using Xunit;
 using Xunit.Abstractions;
 
 namespace Hybrid.Integration.Agent;
 
 /// <summary>
-/// The agents with a real dnsmasq on the LAN (the lab's extra host "dhcp"; the router namespace of issue 10 is
-/// not wired yet): the seed's nginx-dhcp, loadBalancerIP 0.0.0.0, gets an address from the range, one node holds
+/// The agents with a real dnsmasq on the LAN, in the lab's router (its gateway, .1): the seed's nginx-dhcp, loadBalancerIP 0.0.0.0, gets an address from the range, one node holds
 /// and answers it, and deleting the Service releases the lease and removes the macvlan.
 /// </summary>
 [Collection(LabCollection.Name)]
@@ -16,6 +16,7 @@ public sealed class DhcpAgentTests(ITestOutputHelper output)
     private static readonly IPAddress First = IPAddress.Parse("198.18.0.200");
     private static readonly IPAddress Last = IPAddress.Parse("198.18.0.219");
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
+    private static readonly Dictionary<string, string> Election = new() { ["svc_election"] = "true" };
 
     private static bool InRange(string ip)
     {
@@ -47,8 +48,8 @@ public sealed class DhcpAgentTests(ITestOutputHelper output)
     public async Task The_lease_is_renewed_and_when_its_holder_dies_the_next_holder_keeps_the_same_address_under_one_lease()
     {
         Requires.Tool("dnsmasq", "dnsmasq-base");
-        await using var lab = await AgentLab.StartAsync(output, new Dictionary<string, string> { ["svc_election"] = "true" });
-        await using var dnsmasq = await DnsmasqServer.StartAsync(lab.Lab.Network, new DnsmasqConfig(First, Last), output, CancellationToken.None);
+        await using var lab = await AgentLab.StartAsync(output, Election, dhcp: DnsmasqServer.Fast(First, Last));
+        await using var dnsmasq = DnsmasqServer.Of(lab.Lab, output);
         await ApplyNginxDhcpAsync(lab);
         var (address, holder) = await LeasedAsync(lab);
         var mac = (await lab.ServiceAsync("nginx-dhcp")).Metadata.Annotations["kube-vip.io/hwaddr"];
@@ -74,9 +75,9 @@ public sealed class DhcpAgentTests(ITestOutputHelper output)
     public async Task A_Service_the_server_has_no_address_for_gets_a_DhcpNoLease_Warning_and_no_address()
     {
         Requires.Tool("dnsmasq", "dnsmasq-base");
-        await using var lab = await AgentLab.StartAsync(output, new Dictionary<string, string> { ["svc_election"] = "true" });
         // A range of one address, taken by the first Service.
-        await using var dnsmasq = await DnsmasqServer.StartAsync(lab.Lab.Network, new DnsmasqConfig(First, First), output, CancellationToken.None);
+        await using var lab = await AgentLab.StartAsync(output, Election, dhcp: DnsmasqServer.Fast(First, First));
+        await using var dnsmasq = DnsmasqServer.Of(lab.Lab, output);
         await ApplyNginxDhcpAsync(lab);
         var (address, _) = await LeasedAsync(lab);
         Assert.Equal(First.ToString(), address);
@@ -94,8 +95,8 @@ public sealed class DhcpAgentTests(ITestOutputHelper output)
     public async Task Twenty_DHCP_Services_get_twenty_distinct_addresses_each_held_by_one_node()
     {
         Requires.Tool("dnsmasq", "dnsmasq-base");
-        await using var lab = await AgentLab.StartAsync(output, new Dictionary<string, string> { ["svc_election"] = "true" });
-        await using var dnsmasq = await DnsmasqServer.StartAsync(lab.Lab.Network, new DnsmasqConfig(First, Last), output, CancellationToken.None);
+        await using var lab = await AgentLab.StartAsync(output, Election, dhcp: DnsmasqServer.Fast(First, Last));
+        await using var dnsmasq = DnsmasqServer.Of(lab.Lab, output);
         await lab.ApplyAsync(Manifests.Deployment("nginx", "nginx", replicas: 3));
         var names = Enumerable.Range(0, 20).Select(i => $"dhcp-{i:D2}").ToArray();
         await lab.ApplyAsync(string.Join("---\n", names.Select(n => Manifests.Service(n, "0.0.0.0", app: "nginx"))));
@@ -120,8 +121,8 @@ public sealed class DhcpAgentTests(ITestOutputHelper output)
     public async Task The_seeds_nginx_dhcp_gets_an_address_from_the_range_one_node_answers_it_and_deleting_the_Service_releases_the_lease_and_the_macvlan()
     {
         Requires.Tool("dnsmasq", "dnsmasq-base");
-        await using var lab = await AgentLab.StartAsync(output, new Dictionary<string, string> { ["svc_election"] = "true" });
-        await using var dnsmasq = await DnsmasqServer.StartAsync(lab.Lab.Network, new DnsmasqConfig(First, Last), output, CancellationToken.None);
+        await using var lab = await AgentLab.StartAsync(output, Election, dhcp: DnsmasqServer.Fast(First, Last));
+        await using var dnsmasq = DnsmasqServer.Of(lab.Lab, output);
 
         await lab.ApplyAsync(Manifests.Deployment("nginx-dhcp", "nginx", replicas: 2));
         await lab.ApplyAsync(Manifests.Service("nginx-dhcp", "0.0.0.0", app: "nginx",

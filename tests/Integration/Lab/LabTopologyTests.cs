@@ -48,6 +48,8 @@ public sealed class LabTopologyTests
         Assert.Equal(IPAddress.Parse("198.19.255.253"), topology.Node(3).Ipv4);
         Assert.Equal(IPAddress.Parse("198.19.255.254"), topology.VipFirst);
         Assert.Equal(IPAddress.Parse("198.19.255.254"), topology.VipLast);
+        Assert.Null(topology.DhcpFirst);
+        Assert.Null(topology.DhcpLast);
     }
 
     [Fact]
@@ -76,6 +78,8 @@ public sealed class LabTopologyTests
         Assert.Equal(IPAddress.Parse("198.18.0.200"), topology.VipFirst);
         Assert.Equal(IPAddress.Parse("198.18.0.254"), topology.VipLast);
         Assert.Equal(IPAddress.Parse("fd48:5942::200"), topology.Ipv6VipFirst);
+        Assert.Equal(IPAddress.Parse("198.18.0.150"), topology.DhcpFirst);
+        Assert.Equal(IPAddress.Parse("198.18.0.199"), topology.DhcpLast);
         Assert.Same(topology.Node(2), topology.Host("hyb-node-2"));
         Assert.Throws<ArgumentException>(() => topology.Host("node-13"));
 
@@ -99,6 +103,7 @@ public sealed class LabTopologyTests
         Assert.Equal("02:48:59:50:00:00", topology.Node(50).Mac);
         Assert.Equal(IPAddress.Parse("198.18.1.200"), topology.VipFirst);
         Assert.Equal(IPAddress.Parse("198.18.1.254"), topology.VipLast);
+        Assert.Equal(IPAddress.Parse("198.18.1.150"), topology.DhcpFirst);
         Assert.Null(topology.Node(1).Ipv6);
         Assert.Null(topology.Ipv6Subnet);
     }

@@ -21,7 +21,7 @@ public sealed class DhcpClientTests(ITestOutputHelper output)
     private static readonly DhcpTiming Fast = DhcpTimingModule.create(500, 8_000, 100, 4, 2, 60_000).ResultValue;
 
     private static DnsmasqConfig Range(int first = 100, int last = 199) =>
-        new(IPAddress.Parse($"198.18.0.{first}"), IPAddress.Parse($"198.18.0.{last}"));
+        DnsmasqServer.Fast(IPAddress.Parse($"198.18.0.{first}"), IPAddress.Parse($"198.18.0.{last}"));
 
     private static async Task<(NetnsLab Lab, CancellationToken Ct)> LabAsync(int nodes)
     {
@@ -142,7 +142,7 @@ public sealed class DhcpClientTests(ITestOutputHelper output)
         await using var client = await DhcpTestClient.StartAsync(lab.Topology.Node(1), DhcpTestClient.IdentityOf(Guid.NewGuid().ToString()), Fast, null, output, ct);
         var lease = await client.ObtainedAsync(Patience);
 
-        await server.RestartAsync(lab.Topology.PrefixLength, config, forgetLeases: true, ct);
+        await server.RestartAsync(config, forgetLeases: true, ct);
 
         // The next renewal (T1 = 3 s) is unicast for a lease dnsmasq no longer has: "lease not found", NAK.
         var lost = await client.WaitForAsync<DhcpCommand.Lost>(_ => true, Patience, "the address lost");
