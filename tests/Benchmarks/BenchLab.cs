@@ -19,13 +19,14 @@ internal sealed class BenchLab(HybridLab lab) : IAsyncDisposable
     public AgentSupervisor Agents => Lab.Agents!;
 
     public static async Task<BenchLab> StartAsync(string name, int nodes, IReadOnlyDictionary<string, string>? environment,
-        CancellationToken cancellationToken, string subnet = "198.18.0.0/24")
+        CancellationToken cancellationToken, string subnet = "198.18.0.0/24", DnsmasqConfig? dhcp = null)
     {
         if (Environment.UserName != "root") throw new InvalidOperationException("lab benchmarks need root (network namespaces)");
         var lab = await HybridLab.StartAsync(new LabOptions
         {
             Spec = new LabSpec(name, nodes, subnet),
             Environment = environment ?? new Dictionary<string, string>(),
+            Dhcp = dhcp,
         }, cancellationToken);
         var bench = new BenchLab(lab);
         await bench.WaitUntilAsync(() => lab.Nodes.All(n => bench.Log(n.Name).Contains("Caches synced")),
