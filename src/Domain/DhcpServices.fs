@@ -56,7 +56,9 @@ module DhcpServices =
 
     /// The clients this node should run and what to do: a client for every wanted Service whose group this
     /// node holds; a client whose Service no longer wants it (deleted, another address, another identity) is
-    /// stopped with ReleaseLease; one whose group this node no longer holds with KeepLease. A bound client
+    /// stopped with ReleaseLease; one whose group this node no longer holds with KeepLease. A Service that still
+    /// asks for DHCP after its client released (another identity) loses its record, and a client that replaces
+    /// the released one confirms no address. A bound client
     /// whose lease the Service does not record (requestedIP, hwaddr) records it, once per address. A client
     /// without a lease for NoLeaseWarningAfter warns, once per stretch without one.
     let plan (now: Instant) (wants: Map<ServiceKey, DhcpWant>) (holds: GroupId -> bool) (services: Map<ServiceKey, Service>)
@@ -69,12 +71,25 @@ module DhcpServices =
                 | Some w when w.Identity = c.Want.Identity && w.Group = c.Want.Group ->
                     if holds w.Group then stops, kept.Add(key, { c with Want = w })
                     else stops @ [ DhcpAction.Stop(c.Want, StopMode.KeepLease) ], kept
-                | _ -> stops @ [ DhcpAction.Stop(c.Want, StopMode.ReleaseLease) ], kept) ([], Map.empty)
+                | Some w ->
+                    // Another identity or group: the released address is nobody's now, so the record goes too.
+                    let unrecord =
+                        match fst (recordedOn (services.TryFind key) w) with
+                        | Some _ -> [ DhcpAction.Record(key, None, w.Identity.Mac) ]
+                        | None -> []
+                    stops @ DhcpAction.Stop(c.Want, StopMode.ReleaseLease) :: unrecord, kept
+                | None -> stops @ [ DhcpAction.Stop(c.Want, StopMode.ReleaseLease) ], kept) ([], Map.empty)
+        let released = clients |> Map.filter (fun key _ -> not (kept.ContainsKey key)) |> Map.keys |> Set.ofSeq
         let starts, clients =
             wants
             |> Map.toList
             |> List.fold (fun (starts, all: Map<ServiceKey, DhcpClient>) (key, w) ->
                 if all.ContainsKey key || not (holds w.Group) then starts, all
+                elif released.Contains key then
+                    // Replacing a client that released its lease: confirming that address would wait on a server
+                    // that no longer knows it (a non-authoritative one stays silent), so it asks anew.
+                    starts @ [ DhcpAction.Start { w with Known = None } ],
+                    all.Add(key, { Want = w; StartedAt = now; Bound = None; Recorded = Some None; UnboundSince = now; Warned = false })
                 else
                     starts @ [ DhcpAction.Start w ],
                     all.Add(key, { Want = w; StartedAt = now; Bound = None; Recorded = None; UnboundSince = now; Warned = false })) ([], kept)

@@ -115,6 +115,24 @@ let ``a client stops without DHCPRELEASE when its group goes elsewhere, and rele
         |> Prop.classify (expected |> Map.exists (fun _ m -> m = StopMode.ReleaseLease)) "released")
 
 [<Property>]
+let ``a Service whose client released its lease for another identity loses its record, and the client that replaces it confirms no address`` () =
+    let genCase = Gen.zip3 (Gen.elements AllKeys) (Gen.elements Leases) (Gen.elements [ true; false ])
+    forAll genCase (fun (k, lease, recorded) ->
+        let before = dhcpService k |> annotate Annotations.HwAddr "02:00:5e:10:00:02"
+        let before = if recorded then before |> annotate Annotations.RequestedIP (Ip.format lease) else before
+        let old = wantOf before
+        let now = before |> annotate Annotations.HwAddr "02:00:5e:10:00:01"
+        let w = wantOf now
+        let held (_: GroupId) = true
+        let clients, actions = DhcpServices.plan Now (Map [ k, w ]) held (Map [ k, now ]) (Map [ k, clientFor old (Some lease) ])
+        let unrecord = if recorded then [ DhcpAction.Record(k, None, w.Identity.Mac) ] else []
+        allOf
+            [ holds "release, the record removed when there is one, then a client that confirms nothing"
+                  (actions = [ DhcpAction.Stop(old, StopMode.ReleaseLease) ] @ unrecord @ [ DhcpAction.Start { w with Known = None } ])
+              holds "the new client runs under the identity wanted now, without a lease" (clients[k].Want = w && clients[k].Bound = None) ]
+        |> Prop.classify recorded "recorded")
+
+[<Property>]
 let ``a bound lease the Service does not record is recorded once, with the identity's MAC, until the Service shows it`` () =
     let genCase = Gen.zip3 (Gen.elements AllKeys) (Gen.elements Leases) (Gen.elements [ None; Some(v4 198 18 0 200) ])
     forAll genCase (fun (k, lease, recorded) ->

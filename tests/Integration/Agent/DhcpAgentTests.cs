@@ -72,6 +72,31 @@ public sealed class DhcpAgentTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_new_hostname_releases_the_lease_and_the_next_one_comes_at_once_with_that_hostname()
+    {
+        Requires.Tool("dnsmasq", "dnsmasq-base");
+        await using var lab = await AgentLab.StartAsync(output, Election, dhcp: DnsmasqServer.Fast(First, Last));
+        await using var dnsmasq = DnsmasqServer.Of(lab.Lab, output);
+        await lab.ApplyAsync(Manifests.Deployment("nginx-dhcp", "nginx", replicas: 3));
+        await lab.ApplyAsync(Manifests.Service("nginx-dhcp", "0.0.0.0", app: "nginx"));
+        var (address, _) = await LeasedAsync(lab);
+        var mac = (await lab.ServiceAsync("nginx-dhcp")).Metadata.Annotations["kube-vip.io/hwaddr"];
+
+        // Another identity: the old lease is released and the new client asks anew at once (confirming the released
+        // address would wait for a server that no longer knows it, 10 s and more, with a DhcpNoLease Warning).
+        (await lab.Kubectl.RunAsync("annotate", "service", "nginx-dhcp", "kube-vip.io/loadbalancerHostname=mydhcp-test")).EnsureSuccess();
+        var lease = await Eventually.WaitAsync(
+            () => Task.FromResult(dnsmasq.Leases().SingleOrDefault(l => l.Hostname == "mydhcp-test")), TimeSpan.FromSeconds(5),
+            "a lease for mydhcp-test");
+        Assert.Equal(mac, lease.Mac, ignoreCase: true);
+        Assert.Contains(dnsmasq.LogOf(mac), l => l.Contains("DHCPRELEASE", StringComparison.Ordinal) && l.Contains(address, StringComparison.Ordinal));
+        await Eventually.WaitAsync(async Task<bool> () => (await LeasedAsync(lab)).Address == lease.Address.ToString(), Patience,
+            $"nginx-dhcp to report {lease.Address}");
+        Assert.Single(dnsmasq.Leases());
+        Assert.DoesNotContain(await lab.EventsAsync("nginx-dhcp"), e => e.Reason == "DhcpNoLease");
+    }
+
+    [Fact]
     public async Task A_Service_the_server_has_no_address_for_gets_a_DhcpNoLease_Warning_and_no_address()
     {
         Requires.Tool("dnsmasq", "dnsmasq-base");
