@@ -41,7 +41,7 @@ let private record (w: World) (write: LeaseWrite) (previous: LeaseRecord option)
         |> Map.fold (fun (acc: Map<string, string>) k v -> match v with Some v -> acc.Add(k, v) | None -> acc.Remove k) kept }
 
 /// Executes one command; returns the world and the inputs it reports (answers and watch events).
-let private execute (w: World) (command: Command) : World * Input list =
+let execute (w: World) (command: Command) : World * Input list =
     let now = w.Now
     match command with
     | WriteLease(id, write) ->

@@ -64,6 +64,11 @@ module ProtocolConstants =
     /// How long a deposed node keeps its janitor duties (Membership.janitors): long enough to rejoin.
     let janitorGrace (timing: Timing) = claimPause timing
 
+    /// Group Lease writes (claims, releases, deletes) one node keeps in flight at once: a takeover of 1,000
+    /// groups goes out in turns of this many instead of 1,000 requests at once (each with its buffers in the
+    /// agent, and a burst the API server's fairness would queue anyway).
+    let GroupWritesInFlight = 64
+
     /// Backoff of failed Lease writes: 100 ms doubling to 5 s, equal jitter.
     let BackoffBase: Duration = 100L
     let BackoffCap: Duration = 5000L
@@ -1186,17 +1191,35 @@ module Protocol =
                         elif rank = 0 then Waiting(TakeoverDueAt due)
                         else Waiting(BetterRankedNode(successors.Head, rank))
 
-    /// Group Lease writes for the roles (one in flight per group; failed ones wait for their retry).
+    /// Which group Lease writes go first when more are due than may be in flight: releases (they hand
+    /// groups on), then re-claims of groups this node answers for, then claims.
+    let private writeUrgency role =
+        match role with
+        | Releasing _ -> 0
+        | Reclaiming _ -> 1
+        | _ -> 2
+
+    /// Group Lease writes for the roles (one in flight per group, at most GroupWritesInFlight in all, the
+    /// most urgent first; failed ones wait for their retry).
     let private groupWrites (s: NodeState) (roles: Map<GroupId, Role>) : NodeState * Command list =
         let heldIn (g: Group) = g.Addresses |> List.exists (fun ip -> s.Kernel.Vips.TryFind ip |> Option.exists (fun v -> v.Held || v.Pending.IsSome))
         let groupsById = s.Desired.GroupById
         let free gid =
             not (s.GroupWrites.ContainsKey gid) && (s.GroupRetries.TryFind gid |> Option.forall (fun r -> s.Now >= r.At))
+        let writes gid role =
+            match role with
+            | Claiming _
+            | Reclaiming _ -> true
+            | Releasing _ -> not (heldIn groupsById[gid])
+            | _ -> false
         let transitionsOf gid = s.View.Groups.TryFind gid |> Option.map _.Transitions |> Option.defaultValue 0
         let me = Some { Node = s.Self; Incarnation = Some s.Incarnation }
+        let room = max 0 (ProtocolConstants.GroupWritesInFlight - s.GroupWrites.Count)
         roles
         |> Map.toList
-        |> List.filter (fun (gid, _) -> free gid)
+        |> List.filter (fun (gid, role) -> free gid && writes gid role)
+        |> List.sortBy (fun (_, role) -> writeUrgency role)
+        |> List.truncate room
         |> List.fold
             (fun (s: NodeState, commands) (gid, role) ->
                 let issue (s: NodeState) kind (write: LeaseWrite) =
@@ -1208,7 +1231,7 @@ module Protocol =
                     issue s (ClaimWrite(expected, previous)) (GroupLeases.write gid expected (transitionsOf gid + 1) me)
                 | Reclaiming expected ->
                     issue s (ClaimWrite(expected, Some s.Self)) (GroupLeases.write gid expected (transitionsOf gid) me)
-                | Releasing(version, reason) when not (heldIn groupsById[gid]) ->
+                | Releasing(version, reason) ->
                     let paused =
                         match reason with
                         | AcknowledgementMissing _ -> { s with ClaimsPausedUntil = s.Now + ProtocolConstants.claimPause (timing s) }
@@ -1219,7 +1242,7 @@ module Protocol =
         |> fun (s, reversed) -> s, List.rev reversed
 
     /// Leases of groups no Service wants any more: their holder deletes them once withdrawn; a Lease nobody
-    /// may still answer for is deleted by the janitor.
+    /// may still answer for is deleted by the janitor. Deletes share the room left by the claims and releases.
     let private staleLeases (s: NodeState) (m: Membership) (live: string list) : NodeState * Command list =
         let wanted = s.Desired.Groups |> List.map _.Id |> Set.ofList
         s.View.Groups
@@ -1227,7 +1250,7 @@ module Protocol =
         |> List.filter (fun (gid, _) -> LeaseNames.isElectionGroup gid && not (wanted.Contains gid) && not (s.GroupWrites.ContainsKey gid))
         |> List.filter (fun (gid, _) -> s.GroupRetries.TryFind gid |> Option.forall (fun r -> s.Now >= r.At))
         |> List.fold
-            (fun (s: NodeState, commands) (gid, lease) ->
+            (fun (s: NodeState, commands, room) (gid, lease) ->
                 let deleter =
                     match lease.Holder with
                     | Some h when h.Node = s.Self ->
@@ -1238,13 +1261,14 @@ module Protocol =
                         | Gone | OutOfForce -> Ownership.janitor live gid
                         | _ -> None
                     | None -> Ownership.janitor live gid
-                if deleter = Some s.Self && (lease.Holder |> Option.exists (fun h -> h.Node = s.Self) || listenedLongEnough s) then
+                if room > 0 && deleter = Some s.Self && (lease.Holder |> Option.exists (fun h -> h.Node = s.Self) || listenedLongEnough s) then
                     let id, s = nextId s
                     { s with GroupWrites = s.GroupWrites.Add(gid, { Id = id; Kind = DeleteWrite; StartedAt = s.Now }) },
-                    DeleteLease(id, gid, lease.Version) :: commands
-                else s, commands)
-            (s, [])
-        |> fun (s, reversed) -> s, List.rev reversed
+                    DeleteLease(id, gid, lease.Version) :: commands,
+                    room - 1
+                else s, commands, room)
+            (s, [], ProtocolConstants.GroupWritesInFlight - s.GroupWrites.Count)
+        |> fun (s, reversed, _) -> s, List.rev reversed
 
     /// What each VIP should be in the kernel, from the roles.
     let private vipWants (s: NodeState) (roles: Map<GroupId, Role>) : Map<Ip, VipWant * Group> =
