@@ -118,6 +118,7 @@ internal sealed class AgentHost(Settings settings, ApiClient client, ILoggerFact
         {
             watching,
             Task.Run(() => ReceiveHeartbeatsAsync(heartbeat, inbox, metrics, run.Token)),
+            Task.Run(() => new HeapTrimmer(loggers.CreateLogger<HeapTrimmer>()).RunAsync(run.Token)),
         };
         background.AddRange(Watches(inbox, services, status, metrics).Select(w => Task.Run(() => w(run.Token))));
         background.AddRange(HttpServers(loop, metrics).Select(server => Task.Run(() => server.RunAsync(run.Token))));

@@ -38,14 +38,15 @@ internal sealed class AgentMemoryBenchmark : IBenchmark
             .Count(s => s.Status?.LoadBalancer?.Ingress?.Count > 0) == count,
             TimeSpan.FromMinutes(5), $"all {count} services to report their address", cancellationToken);
         await ReportAsync(lab, $"{count} services announced", cancellationToken);
-        var peak = new Dictionary<string, long>();
+        var samples = lab.Lab.Nodes.ToDictionary(n => n.Name, _ => new List<long>());
         for (var second = 0; second < 20; second++)
         {
-            foreach (var node in lab.Lab.Nodes)
-                peak[node.Name] = Math.Max(peak.GetValueOrDefault(node.Name), Rss(lab.Agents.Pid(node.Name)));
+            foreach (var node in lab.Lab.Nodes) samples[node.Name].Add(Rss(lab.Agents.Pid(node.Name)));
             await Task.Delay(1000, cancellationToken);
         }
-        Console.WriteLine("peak over 20 s of steady state: " + string.Join(", ", peak.Select(p => $"{p.Key} {Mib(p.Value)}")));
+        Console.WriteLine("peak over the next 20 s: " + string.Join(", ", samples.Select(p => $"{p.Key} {Mib(p.Value.Max())}")));
+        foreach (var (name, series) in samples)
+            Console.WriteLine($"  {name} each second (MiB): " + string.Join(" ", series.Select(v => (v / 1048576.0).ToString("F0", CultureInfo.InvariantCulture))));
         await ReportAsync(lab, "after them", cancellationToken);
 
         foreach (var node in lab.Lab.Nodes) await lab.Agents.StopAsync(node.Name, graceful: true, cancellationToken);
