@@ -41,6 +41,15 @@ type DhcpAction =
     | Record of service: ServiceKey * address: Ip option * mac: Mac
     | Warn of ServiceEvent
 
+/// The interface that carries a VIP's address on the node that admits it.
+[<RequireQualifiedAccess>]
+type VipLink =
+    /// The VIP interface itself: every VIP but a DHCP lease.
+    | Parent
+    /// The macvlan of the DHCP Service whose lease the address is: the address goes there as a host address
+    /// and is announced with the macvlan's MAC, the one the server leased it to.
+    | Macvlan of name: InterfaceName * mac: Mac
+
 [<RequireQualifiedAccess>]
 module DhcpServices =
     /// How long a client may go without a lease before its Service gets a Warning (a server that offers
@@ -53,6 +62,21 @@ module DhcpServices =
             let hw = s.Annotations |> Map.tryFind Annotations.HwAddr |> Option.bind (fun t -> match Mac.parse t with Ok m -> Some m | Error _ -> None)
             DhcpIdentity.knownAddress s, hw
         | None -> want.Known, None
+
+    /// Which interface carries a VIP: the macvlan of the DHCP Service whose recorded lease the address is (the
+    /// same name and MAC on every node), else the parent.
+    let link (wants: Map<ServiceKey, DhcpWant>) (ip: Ip) : VipLink =
+        wants
+        |> Map.tryPick (fun _ w -> if w.Known = Some ip then Some(VipLink.Macvlan(w.Identity.Interface, w.Identity.Mac)) else None)
+        |> Option.defaultValue VipLink.Parent
+
+    /// The prefix a VIP's address is put on with: a host address on a macvlan (it is the macvlan's alone; the
+    /// subnet's route stays the parent's), else what the configuration says for the parent.
+    let prefix (link: VipLink) (parentPrefix: Ip -> int) (ip: Ip) : int =
+        match link, ip with
+        | VipLink.Parent, _ -> parentPrefix ip
+        | VipLink.Macvlan _, V4 _ -> 32
+        | VipLink.Macvlan _, V6 _ -> 128
 
     /// The clients this node should run and what to do: a client for every wanted Service whose group this
     /// node holds; a client whose Service no longer wants it (deleted, another address, another identity) is

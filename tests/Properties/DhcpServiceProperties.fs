@@ -269,3 +269,55 @@ let ``a node that stops hands a DHCP Service over without releasing its lease`` 
         allOf
             [ holds "it ran the client" (bound.DhcpClients.ContainsKey web.Key)
               holds "stopped, keeping the lease" (stopped.DhcpStops = [ web.Key, StopMode.KeepLease ]) ])
+
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+// Where the lease goes: the Service's macvlan
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+[<Property>]
+let ``which interface carries a VIP: the macvlan of the DHCP Service whose recorded lease it is, else the parent`` () =
+    let genCase = Gen.zip (genKeys 1 4) (Gen.zip (Gen.listOf (Gen.elements Leases)) (Gen.elements (v4 198 18 0 50 :: Leases)))
+    forAll genCase (fun (keys, (recorded, probe)) ->
+        let wants =
+            keys
+            |> List.mapi (fun i k ->
+                let s = dhcpService k
+                match List.tryItem i recorded with
+                | Some ip -> s |> annotate Annotations.RequestedIP (Ip.format ip)
+                | None -> s)
+            |> List.distinctBy (fun s -> s.Annotations.TryFind Annotations.RequestedIP |> Option.defaultValue s.Uid)
+            |> List.map (fun s -> s.Key, wantOf s)
+            |> Map.ofList
+        let owner = wants |> Map.tryPick (fun _ w -> if w.Known = Some probe then Some w else None)
+        let link = DhcpServices.link wants probe
+        let expected =
+            match owner with
+            | Some w -> VipLink.Macvlan(w.Identity.Interface, w.Identity.Mac)
+            | None -> VipLink.Parent
+        allOf
+            [ holds "the owner's macvlan, or the parent" (link = expected)
+              holds "a host address on a macvlan, the configured prefix on the parent"
+                  (DhcpServices.prefix link (fun _ -> 24) probe = (if owner.IsSome then 32 else 24)) ]
+        |> Prop.classify owner.IsSome "a lease")
+
+[<Property(MaxTest = 20)>]
+let ``a DHCP lease is admitted on its Service's macvlan as a host address and withdrawn from there, while a static VIP stays on the parent`` () =
+    forAll (Gen.zip (Gen.elements [ true; false ]) (Gen.elements Leases)) (fun (election, lease) ->
+        let config = configWith [ "svc_election", (if election then "true" else "false"); "vip_subnet", "24" ]
+        let web = dhcpService (key "default" "nginx-dhcp")
+        let fixedIp = v4 198 18 0 30
+        let plain = { service "default" "plain" with LoadBalancerIP = Some(Ip.format fixedIp) }
+        let started = SingleNode.start config [ web; plain ] [ readyOn [ "node-a" ] web; readyOn [ "node-a" ] plain ] |> SingleNode.runUntil 3000L
+        let bound = started |> SingleNode.deliver [ DhcpReported(web.Key, DhcpOutcome.Bound lease, started.Now) ] |> SingleNode.runUntil (started.Now + 2000L)
+        let lost = bound |> SingleNode.deliver [ DhcpReported(web.Key, DhcpOutcome.Lost(lease, LostReason.Expired), bound.Now) ] |> SingleNode.runUntil (bound.Now + 2000L)
+        let identity = identityOf web
+        let kernel (w: SingleNode.World) = w.Decisions |> List.concat |> List.choose (function Kernel k -> Some k | _ -> None)
+        let admitted = kernel bound |> List.collect (function Admit(vips, _) -> vips | _ -> [])
+        let withdrawn = kernel lost |> List.collect (function Withdraw vips -> vips | _ -> [])
+        allOf
+            [ holds "announced" (SingleNode.answering bound = Set [ lease; fixedIp ])
+              holds "the lease on the macvlan" (bound.Node.Kernel.Vips.TryFind lease |> Option.map _.Link = Some(VipLink.Macvlan(identity.Interface, identity.Mac)))
+              holds "admitted as a host address" (admitted |> List.contains (lease, 32))
+              holds "the static VIP on the parent, with vip_subnet" (bound.Node.Kernel.Vips.TryFind fixedIp |> Option.map (fun v -> v.Link, v.Prefix) = Some(VipLink.Parent, 24))
+              holds "withdrawn as a host address when lost" (withdrawn |> List.contains (lease, 32))
+              holds "the static VIP still answered" (SingleNode.answering lost = Set [ fixedIp ]) ])

@@ -669,6 +669,7 @@ module Protocol =
                 |> List.map (fun (ip, prefix) ->
                     ip,
                     { Prefix = prefix
+                      Link = VipLink.Parent
                       Admitted = true
                       Held = false
                       Pending = None
@@ -1278,7 +1279,8 @@ module Protocol =
             let wants = vipWants s roles
             let bound = fence s m
             let lifetime = t.AddressLifetime
-            let prefixOf ip = Desired.prefix s.Config ip
+            let linkOf ip = DhcpServices.link s.Desired.DhcpWants ip
+            let prefixOf ip = DhcpServices.prefix (linkOf ip) (Desired.prefix s.Config) ip
             let ips = Map.fold (fun (acc: Ip list) ip _ -> if wants.ContainsKey ip then acc else ip :: acc) (List.ofSeq (Map.keys wants)) k.Vips
             let stepFor (ip: Ip) : (VipStep * int) option =
                 let want = wants.TryFind ip |> Option.map fst |> Option.defaultValue WantAbsent
@@ -1328,6 +1330,7 @@ module Protocol =
                                 | Some v -> { v with Pending = Some step }
                                 | None ->
                                     { Prefix = prefix
+                                      Link = linkOf ip
                                       Admitted = false
                                       Held = false
                                       Pending = Some step
