@@ -1598,14 +1598,21 @@ module Protocol =
             exclusion @ kernel @ writes @ deletes @ status @ emits @ poolEvents @ assigned
 
     /// DHCP clients (docs/DHCP.md): one for each DHCP Service whose group this node holds (Holding: its claim
-    /// acknowledged, so no other node still runs one), stopped without a release when the group goes elsewhere
+    /// acknowledged, so no other node still runs one), kept while nobody may hold the group (Releasing,
+    /// Unserved: its endpoints went first), stopped without a release when the group goes elsewhere
     /// (or the agent stops), with one when the Service no longer asks for the lease; leases recorded on the
     /// Service, from which every node's Desired takes the group's address.
     let private dhcpStage (s: NodeState) : NodeState * Command list =
         if s.Dhcp.IsEmpty && s.Desired.DhcpWants.IsEmpty then s, []
         else
-            let holds (g: GroupId) = running s && s.Roles.TryFind g = Some Holding
-            let clients, actions = DhcpServices.plan s.Now s.Desired.DhcpWants holds s.View.Services s.Dhcp
+            let standing (g: GroupId) =
+                match s.Roles.TryFind g with
+                | _ when not (running s) -> DhcpGroupStanding.Elsewhere
+                | Some Holding -> DhcpGroupStanding.HeldHere
+                | Some(Releasing _)
+                | Some(Unserved _) -> DhcpGroupStanding.Unclaimed
+                | _ -> DhcpGroupStanding.Elsewhere
+            let clients, actions = DhcpServices.plan s.Now s.Desired.DhcpWants standing s.View.Services s.Dhcp
             { s with Dhcp = clients }, actions |> List.map dhcpCommand
 
     /// Upkeep of the VIPs in the kernel, apart from the ownership pass: gratuitous announcements of held
