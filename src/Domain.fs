@@ -149,8 +149,14 @@ type LeaseWriteOutput =
       Labels: IReadOnlyDictionary<string, string>
       Annotations: IReadOnlyDictionary<string, string | null> }
 
-/// A VIP address and its prefix length, as put on the interface.
-type VipAddress = { Address: byte array; Prefix: int }
+/// The macvlan that carries a VIP (a DHCP Service's lease): its name and MAC (the domain's VipLink.Macvlan).
+[<Sealed>]
+type MacvlanCarrier(name: string, mac: byte array) =
+    member _.Name = name
+    member _.Mac = mac
+
+/// A VIP address and its prefix length, as put on its interface: the VIP interface, or Macvlan when not null.
+type VipAddress = { Address: byte array; Prefix: int; Macvlan: MacvlanCarrier | null }
 
 /// A change to the kernel; deadlines are on the monotonic clock (ms). The fresh-clock rule applies to every
 /// action with a deadline: read the clock just before the syscall; skip (report FenceEnded) when it has passed.
@@ -162,12 +168,13 @@ type KernelAction =
     | ExpireFence
     /// Manage all, then add each address (create, never replace); one found that is not Hybrid's: unmanage it, NotOurs.
     | Admit of Vips: VipAddress array * LifetimeMs: int64
-    | RefreshAddress of Address: byte array * Prefix: int * LifetimeMs: int64 * FenceDeadlineMs: int64
+    | RefreshAddress of Vip: VipAddress * LifetimeMs: int64 * FenceDeadlineMs: int64
     | Hold of Addresses: byte array array
     | Unhold of Addresses: byte array array
     /// Remove each address, then unmanage those removed.
     | Withdraw of Vips: VipAddress array
-    | Announce of Address: byte array * FenceDeadlineMs: int64
+    /// From the VIP interface's MAC, or from Macvlan's MAC when not null.
+    | Announce of Address: byte array * Macvlan: (MacvlanCarrier | null) * FenceDeadlineMs: int64
 
 /// The type of a Kubernetes Event.
 type EventKind =
@@ -381,8 +388,16 @@ module internal Convert =
             Some(V6(word 0, word 8))
         | _ -> None
 
-    let vipAddresses (vips: (Ip * int) list) : VipAddress array =
-        vips |> List.map (fun (ip, prefix) -> { Address = ipBytes ip; Prefix = prefix }) |> Array.ofList
+    let macvlan (link: VipLink) : MacvlanCarrier | null =
+        match link with
+        | VipLink.Parent -> null
+        | VipLink.Macvlan(name, mac) -> MacvlanCarrier(name.Value, mac.Bytes)
+
+    let vipAddress (linkOf: Ip -> VipLink) (ip: Ip, prefix: int) : VipAddress =
+        { Address = ipBytes ip; Prefix = prefix; Macvlan = macvlan (linkOf ip) }
+
+    let vipAddresses (linkOf: Ip -> VipLink) (vips: (Ip * int) list) : VipAddress array =
+        vips |> List.map (vipAddress linkOf) |> Array.ofList
 
     let kernelOutcome (result: KernelResult) (reason: string | null) : KernelOutcome =
         match result with
@@ -391,17 +406,18 @@ module internal Convert =
         | KernelResult.NotOurs -> AddressNotOurs
         | _ -> KernelFailed(match reason with null -> "failed" | r -> r)
 
-    let kernelAction (command: KernelCommand) : KernelAction =
+    /// The action for the shell; linkOf says which interface carries each VIP (the node's VipKernel.Link).
+    let kernelAction (linkOf: Ip -> VipLink) (command: KernelCommand) : KernelAction =
         match command with
         | KernelCommand.InstallFence managed -> InstallFence(managed |> List.map ipBytes |> Array.ofList)
         | KernelCommand.ExtendFence d -> ExtendFence d
         | KernelCommand.ExpireFence -> ExpireFence
-        | KernelCommand.Admit(vips, lifetime) -> Admit(vipAddresses vips, lifetime)
-        | KernelCommand.RefreshAddress(ip, prefix, lifetime, d) -> RefreshAddress(ipBytes ip, prefix, lifetime, d)
+        | KernelCommand.Admit(vips, lifetime) -> Admit(vipAddresses linkOf vips, lifetime)
+        | KernelCommand.RefreshAddress(ip, prefix, lifetime, d) -> RefreshAddress(vipAddress linkOf (ip, prefix), lifetime, d)
         | KernelCommand.Hold ips -> Hold(ips |> List.map ipBytes |> Array.ofList)
         | KernelCommand.Unhold ips -> Unhold(ips |> List.map ipBytes |> Array.ofList)
-        | KernelCommand.Withdraw vips -> Withdraw(vipAddresses vips)
-        | KernelCommand.Announce(ip, d) -> Announce(ipBytes ip, d)
+        | KernelCommand.Withdraw vips -> Withdraw(vipAddresses linkOf vips)
+        | KernelCommand.Announce(ip, d) -> Announce(ipBytes ip, macvlan (linkOf ip), d)
 
     let leaseWrite (w: Hybrid.Domain.LeaseWrite) : LeaseWriteOutput =
         { Name = w.Name
@@ -499,7 +515,9 @@ type ProtocolNode(settings: Settings) =
             let id = nextKernelId
             nextKernelId <- nextKernelId + 1L
             pendingKernel[id] <- k
-            [ Kernel(id, Convert.kernelAction k) ]
+            // The VIP's entry exists while a command for it is pending (a withdrawn one goes when the command completes).
+            let linkOf ip = state.Kernel.Vips.TryFind ip |> Option.map _.Link |> Option.defaultValue VipLink.Parent
+            [ Kernel(id, Convert.kernelAction linkOf k) ]
         | Command.WriteStatus(key, ingress, host) ->
             let entries: IngressInput array | null =
                 match ingress with

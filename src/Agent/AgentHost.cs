@@ -92,7 +92,8 @@ internal sealed class AgentHost(Settings settings, ApiClient client, ILoggerFact
         await using var status = new StatusWriter(client, services, metrics, loggers.CreateLogger<StatusWriter>());
         await using var events = new EventRecorder(client, settings, services, loggers.CreateLogger<EventRecorder>());
         await using var assigner = new AddressAssigner(client, events, loggers.CreateLogger<AddressAssigner>());
-        var kernel = new KernelExecutor(fence, link, addresses, announcer, loggers.CreateLogger<KernelExecutor>());
+        await using var macvlans = MacvlanTable.Open();
+        var kernel = new KernelExecutor(fence, link, addresses, macvlans, announcer, loggers.CreateLogger<KernelExecutor>());
         using var gatewayHttp = settings.Upnp ? new GatewayHttp(SocketFactories.Current) : null;
         var forwarder = gatewayHttp is null ? null : Forwarder(interfaceName, gatewayHttp, inbox);
         await using var dhcpLeases = new DhcpLeaseRecorder(client, loggers.CreateLogger<DhcpLeaseRecorder>());

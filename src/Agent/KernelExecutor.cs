@@ -1,6 +1,8 @@
 using System.Net;
+using System.Net.NetworkInformation;
 using Hybrid.Facade;
 using Hybrid.Net;
+using Hybrid.Net.Dhcp;
 using Microsoft.Extensions.Logging;
 
 namespace Hybrid.Agent;
@@ -13,12 +15,14 @@ namespace Hybrid.Agent;
 /// fence. Runs on the protocol loop, one action at a time. An action over several VIPs writes the fence once
 /// for all of them (one nftables transaction, whose cost is mostly libnftables listing the whole ruleset
 /// first) and their addresses in netlink batches, in the order the domain's command defines, and reports the
-/// VIPs it went otherwise for.
+/// VIPs it went otherwise for. A VIP the domain puts on a macvlan (a DHCP lease) goes on that macvlan of the VIP
+/// interface, created if missing exactly as the DHCP client creates it; the fence on the VIP interface covers it.
 /// </summary>
 internal sealed class KernelExecutor(
     KernelFence fence,
     LinkInfo link,
     AddressTable addresses,
+    MacvlanTable macvlans,
     Announcer? announcer,
     ILogger<KernelExecutor> logger)
 {
@@ -43,8 +47,13 @@ internal sealed class KernelExecutor(
                     return await AdmitAsync(admit, cancellationToken);
                 case KernelAction.RefreshAddress refresh:
                 {
+                    var index = refresh.Vip.Macvlan is { } carrier
+                        ? (await macvlans.GetAsync(carrier.Name, cancellationToken))?.Index
+                        : link.Index;
+                    // A macvlan deleted under the address (its DHCP client stopped) took the address with it.
+                    if (index is not { } interfaceIndex) return new KernelReport(KernelResult.Failed, $"macvlan {refresh.Vip.Macvlan!.Name} is gone");
                     if (MonotonicClock.NowMs >= refresh.FenceDeadlineMs) return new KernelReport(KernelResult.FenceEnded);
-                    await addresses.AddOrRefreshAsync(link.Index, new IPAddress(refresh.Address), refresh.Prefix,
+                    await addresses.AddOrRefreshAsync(interfaceIndex, new IPAddress(refresh.Vip.Address), refresh.Vip.Prefix,
                         TimeSpan.FromMilliseconds(refresh.LifetimeMs), cancellationToken);
                     return new KernelReport(KernelResult.Applied);
                 }
@@ -60,7 +69,8 @@ internal sealed class KernelExecutor(
                 {
                     if (announcer is null) return new KernelReport(KernelResult.Applied);
                     if (MonotonicClock.NowMs >= announce.FenceDeadlineMs) return new KernelReport(KernelResult.FenceEnded);
-                    var outcome = await announcer.AnnounceAsync(new IPAddress(announce.Address), cancellationToken);
+                    var source = announce.Macvlan is { } carrier ? new PhysicalAddress(carrier.Mac) : null;
+                    var outcome = await announcer.AnnounceAsync(new IPAddress(announce.Address), source, cancellationToken);
                     return new KernelReport(outcome == AnnounceOutcome.Sent ? KernelResult.Applied : KernelResult.FenceEnded);
                 }
                 default:
@@ -85,10 +95,13 @@ internal sealed class KernelExecutor(
     private async Task<KernelReport> AdmitAsync(KernelAction.Admit admit, CancellationToken cancellationToken)
     {
         var lifetime = TimeSpan.FromMilliseconds(admit.LifetimeMs);
-        var assignments = admit.Vips.Select(v => new AddressAssignment(link.Index, new IPAddress(v.Address), v.Prefix, lifetime)).ToList();
-        fence.Manage(assignments.Select(a => a.Address).ToList(), cancellationToken);
-        var results = await addresses.AddManyAsync(assignments, cancellationToken);
         var exceptions = new List<VipReport>();
+        var indexes = await MacvlanIndexesAsync(admit.Vips, create: true, exceptions, cancellationToken);
+        var vips = admit.Vips.Where(v => Carries(v, indexes)).ToList();
+        var assignments = vips.Select(v => new AddressAssignment(IndexOf(v, indexes), new IPAddress(v.Address), v.Prefix, lifetime)).ToList();
+        fence.Manage(assignments.Select(a => a.Address).ToList(), cancellationToken);
+        fence.MarkMacvlans(OnMacvlans(vips), marked: true, cancellationToken);
+        var results = await addresses.AddManyAsync(assignments, cancellationToken);
         foreach (var failed in results.Where(r => r.Error is not null))
         {
             logger.LogError("Kernel action admit {Address}/{Prefix} failed: {Error}", failed.Assignment.Address, failed.Assignment.PrefixLength, failed.Error!.Message);
@@ -118,19 +131,69 @@ internal sealed class KernelExecutor(
     /// <summary>Off the interface first, then no longer managed: never an unguarded moment. An address that stays keeps its guard.</summary>
     private async Task<KernelReport> WithdrawAsync(KernelAction.Withdraw withdraw, CancellationToken cancellationToken)
     {
-        var assignments = withdraw.Vips.Select(v => new AddressAssignment(link.Index, new IPAddress(v.Address), v.Prefix)).ToList();
-        var failures = await addresses.RemoveManyAsync(assignments, cancellationToken);
         var exceptions = new List<VipReport>();
+        var indexes = await MacvlanIndexesAsync(withdraw.Vips, create: false, exceptions, cancellationToken);
+        // A VIP whose macvlan is gone went with it: only its guard is left to remove.
+        var assignments = withdraw.Vips.Where(v => Carries(v, indexes))
+            .Select(v => new AddressAssignment(IndexOf(v, indexes), new IPAddress(v.Address), v.Prefix)).ToList();
+        var failures = await addresses.RemoveManyAsync(assignments, cancellationToken);
         foreach (var failure in failures)
         {
             logger.LogError("Kernel action withdraw {Address}/{Prefix} failed: {Error}", failure.Assignment.Address, failure.Assignment.PrefixLength, failure.Error.Message);
             exceptions.Add(Report(failure.Assignment.Address, KernelResult.Failed, failure.Error.Message));
         }
-        var kept = failures.Select(f => f.Assignment).ToHashSet();
-        var removed = assignments.Where(a => !kept.Contains(a)).Select(a => a.Address).ToList();
-        if (removed.Count > 0) fence.Unmanage(removed, cancellationToken);
+        var kept = failures.Select(f => f.Assignment.Address).Concat(exceptions.Select(e => new IPAddress(e.Address))).ToHashSet();
+        var removed = withdraw.Vips.Where(v => !kept.Contains(new IPAddress(v.Address))).ToList();
+        if (removed.Count > 0)
+        {
+            fence.MarkMacvlans(OnMacvlans(removed), marked: false, cancellationToken);
+            fence.Unmanage(removed.Select(v => new IPAddress(v.Address)).ToList(), cancellationToken);
+        }
         return new KernelReport(KernelResult.Applied, Exceptions: exceptions);
     }
+
+    /// <summary>
+    /// The interface index of each macvlan the VIPs name (absent: the macvlan is missing). With
+    /// <paramref name="create"/> a missing one is created as the DHCP client creates it (down, its sysctls, up):
+    /// a node taking a DHCP Service over admits its address before its client starts. A macvlan that cannot be
+    /// had fails its VIPs (reported in <paramref name="exceptions"/>).
+    /// </summary>
+    private async Task<Dictionary<string, int>> MacvlanIndexesAsync(IEnumerable<VipAddress> vips, bool create, List<VipReport> exceptions,
+        CancellationToken cancellationToken)
+    {
+        var indexes = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var group in vips.Where(v => v.Macvlan is not null).GroupBy(v => v.Macvlan!.Name, StringComparer.Ordinal))
+        {
+            var carrier = group.First().Macvlan!;
+            try
+            {
+                if (create)
+                {
+                    var made = await macvlans.EnsureAsync(link.Index, carrier.Name, new PhysicalAddress(carrier.Mac), cancellationToken);
+                    MacvlanSysctls.Apply(carrier.Name);
+                    await macvlans.SetUpAsync(made.Index, cancellationToken);
+                    indexes[carrier.Name] = made.Index;
+                }
+                else if (await macvlans.GetAsync(carrier.Name, cancellationToken) is { } found)
+                {
+                    indexes[carrier.Name] = found.Index;
+                }
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                logger.LogError("Kernel action on macvlan {Macvlan} failed: {Error}", carrier.Name, e.Message);
+                exceptions.AddRange(group.Select(v => Report(new IPAddress(v.Address), KernelResult.Failed, e.Message)));
+            }
+        }
+        return indexes;
+    }
+
+    private static bool Carries(VipAddress vip, Dictionary<string, int> indexes) => vip.Macvlan is null || indexes.ContainsKey(vip.Macvlan.Name);
+
+    private int IndexOf(VipAddress vip, Dictionary<string, int> indexes) => vip.Macvlan is null ? link.Index : indexes[vip.Macvlan.Name];
+
+    private static List<(IPAddress Address, PhysicalAddress Mac)> OnMacvlans(IEnumerable<VipAddress> vips) =>
+        vips.Where(v => v.Macvlan is not null).Select(v => (new IPAddress(v.Address), new PhysicalAddress(v.Macvlan!.Mac))).ToList();
 
     private static VipReport Report(IPAddress address, KernelResult result, string reason) => new(address.GetAddressBytes(), result, reason);
 
@@ -141,7 +204,7 @@ internal sealed class KernelExecutor(
         KernelAction.ExtendFence e => $"extend fence to {e.DeadlineMs}",
         { IsExpireFence: true } => "expire fence",
         KernelAction.Admit a => $"admit {Vips(a.Vips.Select(v => $"{new IPAddress(v.Address)}/{v.Prefix}"))}",
-        KernelAction.RefreshAddress r => $"refresh {new IPAddress(r.Address)}",
+        KernelAction.RefreshAddress r => $"refresh {new IPAddress(r.Vip.Address)}",
         KernelAction.Hold h => $"hold {Vips(h.Addresses.Select(b => new IPAddress(b).ToString()))}",
         KernelAction.Unhold u => $"unhold {Vips(u.Addresses.Select(b => new IPAddress(b).ToString()))}",
         KernelAction.Withdraw w => $"withdraw {Vips(w.Vips.Select(v => new IPAddress(v.Address).ToString()))}",

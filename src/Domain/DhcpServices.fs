@@ -27,6 +27,18 @@ type DhcpClient =
       /// The Warning that no lease came was posted for this stretch without one.
       Warned: bool }
 
+/// Where a DHCP Service's group stands for this node: whether its client runs here.
+[<RequireQualifiedAccess>]
+type DhcpGroupStanding =
+    /// This node holds the group (its claim acknowledged): it runs the client.
+    | HeldHere
+    /// Nobody may hold it now (no eligible node, or this node is releasing it): a client already running here
+    /// keeps the lease alive without announcing it, so the address stays the Service's and a deletion that
+    /// comes after its endpoints' still releases it. None is started.
+    | Unclaimed
+    /// Another node holds or claims it, or this node is stopping: a client here stops without a release.
+    | Elsewhere
+
 /// What the node must do about DHCP, in order.
 [<RequireQualifiedAccess>]
 type DhcpAction =
@@ -41,6 +53,15 @@ type DhcpAction =
     | Record of service: ServiceKey * address: Ip option * mac: Mac
     | Warn of ServiceEvent
 
+/// The interface that carries a VIP's address on the node that admits it.
+[<RequireQualifiedAccess>]
+type VipLink =
+    /// The VIP interface itself: every VIP but a DHCP lease.
+    | Parent
+    /// The macvlan of the DHCP Service whose lease the address is: the address goes there as a host address
+    /// and is announced with the macvlan's MAC, the one the server leased it to.
+    | Macvlan of name: InterfaceName * mac: Mac
+
 [<RequireQualifiedAccess>]
 module DhcpServices =
     /// How long a client may go without a lease before its Service gets a Warning (a server that offers
@@ -54,14 +75,30 @@ module DhcpServices =
             DhcpIdentity.knownAddress s, hw
         | None -> want.Known, None
 
+    /// Which interface carries a VIP: the macvlan of the DHCP Service whose recorded lease the address is (the
+    /// same name and MAC on every node), else the parent.
+    let link (wants: Map<ServiceKey, DhcpWant>) (ip: Ip) : VipLink =
+        wants
+        |> Map.tryPick (fun _ w -> if w.Known = Some ip then Some(VipLink.Macvlan(w.Identity.Interface, w.Identity.Mac)) else None)
+        |> Option.defaultValue VipLink.Parent
+
+    /// The prefix a VIP's address is put on with: a host address on a macvlan (it is the macvlan's alone; the
+    /// subnet's route stays the parent's), else what the configuration says for the parent.
+    let prefix (link: VipLink) (parentPrefix: Ip -> int) (ip: Ip) : int =
+        match link, ip with
+        | VipLink.Parent, _ -> parentPrefix ip
+        | VipLink.Macvlan _, V4 _ -> 32
+        | VipLink.Macvlan _, V6 _ -> 128
+
     /// The clients this node should run and what to do: a client for every wanted Service whose group this
-    /// node holds; a client whose Service no longer wants it (deleted, another address, another identity) is
-    /// stopped with ReleaseLease; one whose group this node no longer holds with KeepLease. A Service that still
+    /// node holds, kept while the group is unclaimed; a client whose Service no longer wants it (deleted,
+    /// another address, another identity) is stopped with ReleaseLease; one whose group is elsewhere with
+    /// KeepLease. A Service that still
     /// asks for DHCP after its client released (another identity) loses its record, and a client that replaces
     /// the released one confirms no address. A bound client
     /// whose lease the Service does not record (requestedIP, hwaddr) records it, once per address. A client
     /// without a lease for NoLeaseWarningAfter warns, once per stretch without one.
-    let plan (now: Instant) (wants: Map<ServiceKey, DhcpWant>) (holds: GroupId -> bool) (services: Map<ServiceKey, Service>)
+    let plan (now: Instant) (wants: Map<ServiceKey, DhcpWant>) (standing: GroupId -> DhcpGroupStanding) (services: Map<ServiceKey, Service>)
         (clients: Map<ServiceKey, DhcpClient>) : Map<ServiceKey, DhcpClient> * DhcpAction list =
         let stops, kept =
             clients
@@ -69,8 +106,10 @@ module DhcpServices =
             |> List.fold (fun (stops, kept: Map<ServiceKey, DhcpClient>) (key, c) ->
                 match wants.TryFind key with
                 | Some w when w.Identity = c.Want.Identity && w.Group = c.Want.Group ->
-                    if holds w.Group then stops, kept.Add(key, { c with Want = w })
-                    else stops @ [ DhcpAction.Stop(c.Want, StopMode.KeepLease) ], kept
+                    match standing w.Group with
+                    | DhcpGroupStanding.HeldHere
+                    | DhcpGroupStanding.Unclaimed -> stops, kept.Add(key, { c with Want = w })
+                    | DhcpGroupStanding.Elsewhere -> stops @ [ DhcpAction.Stop(c.Want, StopMode.KeepLease) ], kept
                 | Some w ->
                     // Another identity or group: the released address is nobody's now, so the record goes too.
                     let unrecord =
@@ -84,7 +123,7 @@ module DhcpServices =
             wants
             |> Map.toList
             |> List.fold (fun (starts, all: Map<ServiceKey, DhcpClient>) (key, w) ->
-                if all.ContainsKey key || not (holds w.Group) then starts, all
+                if all.ContainsKey key || standing w.Group <> DhcpGroupStanding.HeldHere then starts, all
                 elif released.Contains key then
                     // Replacing a client that released its lease: confirming that address would wait on a server
                     // that no longer knows it (a non-authoritative one stays silent), so it asks anew.

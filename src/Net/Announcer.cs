@@ -71,8 +71,18 @@ internal sealed partial class Announcer(LibPcapLiveDevice device, ILogger<Announ
     /// <exception cref="ArgumentException">the address cannot be a VIP (unspecified, multicast, broadcast).</exception>
     /// <exception cref="IOException">the kernel refused a frame (link down, interface gone).</exception>
     /// <exception cref="ObjectDisposedException">after <see cref="DisposeAsync"/>.</exception>
-    public ValueTask<AnnounceOutcome> AnnounceAsync(IPAddress vip, CancellationToken cancellationToken)
+    public ValueTask<AnnounceOutcome> AnnounceAsync(IPAddress vip, CancellationToken cancellationToken) =>
+        AnnounceAsync(vip, null, cancellationToken);
+
+    /// <summary>
+    /// As <see cref="AnnounceAsync(IPAddress, CancellationToken)"/>, from <paramref name="source"/> when given: the
+    /// MAC of a macvlan of this interface that carries the VIP (a macvlan transmits through its parent, so the
+    /// frames are the ones the macvlan would send).
+    /// </summary>
+    public ValueTask<AnnounceOutcome> AnnounceAsync(IPAddress vip, PhysicalAddress? source, CancellationToken cancellationToken)
     {
+        var mac = source?.GetAddressBytes() ?? macBytes;
+        if (mac.Length != 6) return ValueTask.FromException<AnnounceOutcome>(new ArgumentException($"{source} is not a MAC", nameof(source)));
         ArgumentNullException.ThrowIfNull(vip);
         if (cancellationToken.IsCancellationRequested) return ValueTask.FromCanceled<AnnounceOutcome>(cancellationToken);
         var address = vip.IsIPv4MappedToIPv6 ? vip.MapToIPv4() : vip;
@@ -80,8 +90,8 @@ internal sealed partial class Announcer(LibPcapLiveDevice device, ILogger<Announ
         {
             var outcome = address.AddressFamily switch
             {
-                AddressFamily.InterNetwork => SendGratuitousArp(RequireUnicast(address)),
-                AddressFamily.InterNetworkV6 => SendNeighborAdvertisement(RequireUnicast(address)),
+                AddressFamily.InterNetwork => SendGratuitousArp(RequireUnicast(address), mac),
+                AddressFamily.InterNetworkV6 => SendNeighborAdvertisement(RequireUnicast(address), mac),
                 _ => throw new ArgumentException($"{vip} is neither IPv4 nor IPv6", nameof(vip)),
             };
             if (outcome == AnnounceOutcome.Sent) LogAnnounced(address, device.Name);
@@ -119,12 +129,12 @@ internal sealed partial class Announcer(LibPcapLiveDevice device, ILogger<Announ
         return ValueTask.CompletedTask;
     }
 
-    private AnnounceOutcome SendGratuitousArp(IPAddress vip)
+    private AnnounceOutcome SendGratuitousArp(IPAddress vip, byte[] mac)
     {
         Span<byte> request = stackalloc byte[GratuitousArp.FrameLength];
         Span<byte> reply = stackalloc byte[GratuitousArp.FrameLength];
-        GratuitousArp.WriteRequest(request, macBytes, vip);
-        GratuitousArp.WriteReply(reply, macBytes, vip);
+        GratuitousArp.WriteRequest(request, mac, vip);
+        GratuitousArp.WriteReply(reply, mac, vip);
         lock (gate)
         {
             ObjectDisposedException.ThrowIf(disposed, this);
@@ -135,10 +145,10 @@ internal sealed partial class Announcer(LibPcapLiveDevice device, ILogger<Announ
         }
     }
 
-    private AnnounceOutcome SendNeighborAdvertisement(IPAddress vip)
+    private AnnounceOutcome SendNeighborAdvertisement(IPAddress vip, byte[] mac)
     {
         Span<byte> frame = stackalloc byte[NeighborAdvertisement.FrameLength];
-        NeighborAdvertisement.WriteUnsolicited(frame, macBytes, vip);
+        NeighborAdvertisement.WriteUnsolicited(frame, mac, vip);
         lock (gate)
         {
             ObjectDisposedException.ThrowIf(disposed, this);

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.NetworkInformation;
 using System.Net.Sockets;
 using System.Text.RegularExpressions;
 
@@ -131,6 +132,16 @@ internal sealed partial class KernelFence : IDisposable
             KernelFenceElements.Remove(batch, "held", v);
             KernelFenceElements.Remove(batch, "managed", v);
         });
+
+    /// <summary>
+    /// Marks (or unmarks) VIPs whose address is on a macvlan of the device, each with the macvlan's MAC: an ARP
+    /// reply for one leaves only from its macvlan's MAC, not from the device's own. One libnftables transaction.
+    /// </summary>
+    public void MarkMacvlans(IReadOnlyCollection<(IPAddress Address, PhysicalAddress Mac)> vips, bool marked, CancellationToken cancellationToken)
+    {
+        var text = KernelFenceRuleset.MacvlanElements(TableName, marked, vips);
+        if (text.Length > 0) session.Run(text, cancellationToken);
+    }
 
     /// <summary>Holds <paramref name="vips"/> (managing them too): answered while the fence element lives.</summary>
     public void Hold(IReadOnlyCollection<IPAddress> vips, CancellationToken cancellationToken) =>

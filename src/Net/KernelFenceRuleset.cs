@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using System.Net.NetworkInformation;
 using System.Net.Sockets;
 using System.Text;
 
@@ -15,7 +16,12 @@ namespace Hybrid.Net;
 /// <item><c>fence</c>: at most ONE element, the device's interface index, whose timeout is the node's
 /// fence deadline. A held VIP is answered only while that element lives, so one write extends the fence of
 /// every held VIP, and the kernel ends it on time even if the agent is frozen or dead.</item>
+/// <item><c>macvlan4</c>: the VIPs on a macvlan of the device (DHCP leases), and <c>macvlanmac4</c> each with
+/// its macvlan's MAC: an ARP reply for one of them leaves only from that MAC. Linux answers ARP for a local
+/// address on every interface, so the device itself would answer first, with its own MAC (docs/DHCP.md).</item>
 /// </list>
+/// The chains on the device see the macvlans' frames too: ingress runs before macvlan takes a frame over, and a
+/// macvlan transmits through the device.
 /// IPv6 sets are 128-bit integers (the addresses' bytes) rather than ipv6_addr, so that one set matches both
 /// IPv6 header addresses and ICMPv6 neighbour discovery targets: nft 1.0.6 has no expression for the target
 /// field, only the raw <c>@th,64,128</c>, which cannot look up an ipv6_addr set.
@@ -37,7 +43,7 @@ internal static class KernelFenceRuleset
     /// <summary>How many rules each chain holds (a hand-edited table differs, and is declared again).</summary>
     public static readonly IReadOnlyDictionary<string, int> RulesPerChain = new Dictionary<string, int>
     {
-        ["ingress"] = 1, ["egress"] = 1, ["arp_in"] = 2, ["arp_out"] = 2, ["ip_in"] = 2, ["ip_out"] = 2, ["ip6_in"] = 4, ["ip6_out"] = 4,
+        ["ingress"] = 1, ["egress"] = 1, ["arp_in"] = 2, ["arp_out"] = 3, ["ip_in"] = 2, ["ip_out"] = 2, ["ip6_in"] = 4, ["ip6_out"] = 4,
     };
 
     /// <summary>
@@ -51,7 +57,7 @@ internal static class KernelFenceRuleset
     public const string FenceSet = "fence";
 
     /// <summary>The sets of the table.</summary>
-    public static readonly string[] Sets = ["managed4", "held4", "managed6", "held6", FenceSet];
+    public static readonly string[] Sets = ["managed4", "held4", "managed6", "held6", FenceSet, "macvlan4", "macvlanmac4"];
 
     /// <summary>
     /// Creates the table, replacing one that exists (create if absent, delete, create: one transaction), with
@@ -117,6 +123,8 @@ internal static class KernelFenceRuleset
               set managed6 { typeof @nh,64,128; }
               set held6 { typeof @nh,64,128; }
               set fence { type iface_index; flags timeout; timeout {{KernelFence.MinimumTimeoutMs}}ms; }
+              set macvlan4 { type ipv4_addr; }
+              set macvlanmac4 { type ipv4_addr . ether_addr; }
               chain ingress {
                 type filter hook ingress device "{{device}}" priority {{Priority}}; policy accept;
                 meta protocol vmap { arp : jump arp_in, ip : jump ip_in, ip6 : jump ip6_in } comment "{{CommentPrefix}}{{interfaceIndex}}, rules {{digest}}"
@@ -132,6 +140,7 @@ internal static class KernelFenceRuleset
               chain arp_out {
                 arp saddr ip @managed4 arp saddr ip != @held4 drop
                 arp saddr ip @held4 meta oif != @fence drop
+                arp operation reply arp saddr ip @macvlan4 arp saddr ip . ether saddr != @macvlanmac4 drop
               }
               chain ip_in {
                 ip daddr @managed4 ip daddr != @held4 drop
@@ -166,6 +175,28 @@ internal static class KernelFenceRuleset
         foreach (var (suffix, elements) in ByFamily(addresses))
             text.Append(CultureInfo.InvariantCulture, $"add element netdev {table} {role}{suffix} {{ {elements} }}\n");
     }
+
+    /// <summary>
+    /// Adds (or deletes) VIPs carried by macvlans, each with its macvlan's MAC, to (from) <c>macvlan4</c> and
+    /// <c>macvlanmac4</c>. IPv4 only: DHCP leases are IPv4.
+    /// </summary>
+    public static string MacvlanElements(string table, bool add, IReadOnlyCollection<(IPAddress Address, PhysicalAddress Mac)> vips)
+    {
+        var text = new StringBuilder();
+        var v4 = vips.Where(v => v.Address.AddressFamily == AddressFamily.InterNetwork).ToList();
+        if (v4.Count == 0) return "";
+        var addresses = string.Join(", ", v4.Select(v => v.Address));
+        var pairs = string.Join(", ", v4.Select(v => $"{v.Address} . {EtherText(v.Mac)}"));
+        // A delete of an absent element fails the transaction (nft 1.0.6 has no "destroy"): add, then delete.
+        foreach (var verb in add ? ["add"] : new[] { "add", "delete" })
+        {
+            text.Append(CultureInfo.InvariantCulture, $"{verb} element netdev {table} macvlan4 {{ {addresses} }}\n");
+            text.Append(CultureInfo.InvariantCulture, $"{verb} element netdev {table} macvlanmac4 {{ {pairs} }}\n");
+        }
+        return text.ToString();
+    }
+
+    private static string EtherText(PhysicalAddress mac) => string.Join(":", mac.GetAddressBytes().Select(b => b.ToString("x2", CultureInfo.InvariantCulture)));
 
     /// <summary>An IPv6 address as the 128-bit integer the IPv6 sets hold.</summary>
     public static string Ipv6Element(IPAddress address) => "0x" + Convert.ToHexStringLower(address.GetAddressBytes());

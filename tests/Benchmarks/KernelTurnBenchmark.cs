@@ -47,9 +47,10 @@ internal sealed class KernelTurnBenchmark : IBenchmark
             await using var links = LinkTable.Open(node);
             var link = (await links.GetAsync("eth0", cancellationToken))!;
             await using var addresses = AddressTable.Open(node);
+            await using var macvlans = MacvlanTable.Open(node);
             using var fence = NetworkNamespace.RunIn(node, () => KernelFence.Open(() => MonotonicClock.NowMs));
             await using var announcer = await NetworkNamespace.RunInAsync(node, () => Announcer.Open("eth0", NullLogger<Announcer>.Instance), cancellationToken);
-            var executor = new KernelExecutor(fence, link, addresses, announcer, NullLogger<KernelExecutor>.Instance);
+            var executor = new KernelExecutor(fence, link, addresses, macvlans, announcer, NullLogger<KernelExecutor>.Instance);
             fence.Install(link, [], [], cancellationToken);
             Console.WriteLine($"kernel {Environment.OSVersion.Version}, {Environment.ProcessorCount} CPUs, namespace {node}, {vipCount} VIPs, {rounds} round(s)");
 
@@ -99,7 +100,7 @@ internal sealed class KernelTurnBenchmark : IBenchmark
     {
         var bytes = vips.Select(v => v.GetAddressBytes()).ToArray();
         var groups = perVip ? bytes.Select(b => new[] { b }).ToList() : [bytes];
-        VipAddress[] Hosts(byte[][] group) => [.. group.Select(b => new VipAddress(b, 32))];
+        VipAddress[] Hosts(byte[][] group) => [.. group.Select(b => new VipAddress(b, 32, null))];
         var deadline = MonotonicClock.NowMs + 60_000;
         fence.Extend(deadline, ct);
         const long lifetime = 30_000;
@@ -108,7 +109,7 @@ internal sealed class KernelTurnBenchmark : IBenchmark
             ($"admit {vips.Count} new VIPs", await TimeAsync(executor, groups.Select(g => KernelAction.NewAdmit(Hosts(g), lifetime)), ct)),
             // The first announcements go right behind the Hold (one per VIP either way).
             ("hold them, announce each", await TimeAsync(executor, groups.SelectMany(g =>
-                g.Select(b => KernelAction.NewAnnounce(b, deadline)).Prepend(KernelAction.NewHold(g))), ct)),
+                g.Select(b => KernelAction.NewAnnounce(b, null, deadline)).Prepend(KernelAction.NewHold(g))), ct)),
             ("unhold them", await TimeAsync(executor, groups.Select(KernelAction.NewUnhold), ct)),
             ("withdraw them", await TimeAsync(executor, groups.Select(g => KernelAction.NewWithdraw(Hosts(g))), ct)),
         };

@@ -20,11 +20,13 @@ let private wantOf (s: Service) =
 
 let private Leases = [ v4 198 18 0 100; v4 198 18 0 101; v4 198 18 0 102 ]
 
-/// What a Service is to a node before and after a change: wanted (held here or elsewhere), wanted under
-/// another identity (kube-vip.io/hwaddr changed), or no longer wanted (deleted, or another address).
+/// What a Service is to a node before and after a change: wanted (held here, elsewhere or by nobody: its
+/// endpoints went first), wanted under another identity (kube-vip.io/hwaddr changed), or no longer wanted
+/// (deleted, or another address).
 type private Change =
     | HeldHere
     | HeldElsewhere
+    | HeldByNobody
     | NewIdentity
     | NotWanted
 
@@ -37,7 +39,7 @@ let private genScene =
             |> List.map (fun k ->
                 gen {
                     let! running = Gen.elements [ true; false ]
-                    let! change = Gen.elements [ HeldHere; HeldHere; HeldElsewhere; NewIdentity; NotWanted ]
+                    let! change = Gen.elements [ HeldHere; HeldHere; HeldElsewhere; HeldByNobody; NewIdentity; NotWanted ]
                     let! bound = Gen.optionOf (Gen.elements Leases)
                     return dhcpService k, running, change, bound
                 })
@@ -57,49 +59,68 @@ let private setUp rows =
             | NotWanted -> None
             | NewIdentity -> Some(s.Key, wantOf (s |> annotate Annotations.HwAddr "02:00:5e:10:00:01"))
             | HeldHere
-            | HeldElsewhere -> Some(s.Key, wantOf s))
+            | HeldElsewhere
+            | HeldByNobody -> Some(s.Key, wantOf s))
         |> Map.ofList
-    let held =
-        rows |> List.choose (fun (s: Service, _, change, _) -> if change = HeldElsewhere then None else Some(LeaseNames.dhcp s.Uid)) |> Set.ofList
+    let standings =
+        rows
+        |> List.map (fun (s: Service, _, change, _) ->
+            LeaseNames.dhcp s.Uid,
+            match change with
+            | HeldElsewhere -> DhcpGroupStanding.Elsewhere
+            | HeldByNobody -> DhcpGroupStanding.Unclaimed
+            | _ -> DhcpGroupStanding.HeldHere)
+        |> Map.ofList
+    let standing g = standings.TryFind g |> Option.defaultValue DhcpGroupStanding.Elsewhere
     let clients =
         rows
         |> List.choose (fun (s: Service, running, _, bound) -> if running then Some(s.Key, clientFor (wantOf s) bound) else None)
         |> Map.ofList
     let services = rows |> List.map (fun (s: Service, _, _, _) -> s.Key, s) |> Map.ofList
-    wants, held, clients, services
+    wants, standing, clients, services
 
 let private starts actions = actions |> List.choose (function DhcpAction.Start w -> Some w.Service | _ -> None) |> Set.ofList
 let private stops actions = actions |> List.choose (function DhcpAction.Stop(w, mode) -> Some(w.Service, mode) | _ -> None) |> Map.ofList
 
 [<Property>]
-let ``only the holder of a DHCP Service's group runs its client, and it starts one client per Service`` () =
+let ``a DHCP Service's client starts only on the holder of its group, runs on while nobody holds the group, and one runs per Service`` () =
     forAll genScene (fun rows ->
-        let wants, held, clients, services = setUp rows
-        let after, actions = DhcpServices.plan Now wants held.Contains services clients
-        let shouldRun = wants |> Map.filter (fun _ w -> held.Contains w.Group) |> Map.keys |> Set.ofSeq
+        let wants, standing, clients, services = setUp rows
+        let after, actions = DhcpServices.plan Now wants standing services clients
+        let sameClient k (w: DhcpWant) = clients.TryFind k |> Option.exists (fun c -> c.Want.Identity = w.Identity && c.Want.Group = w.Group)
+        let shouldRun =
+            wants
+            |> Map.filter (fun k w ->
+                match standing w.Group with
+                | DhcpGroupStanding.HeldHere -> true
+                | DhcpGroupStanding.Unclaimed -> sameClient k w
+                | DhcpGroupStanding.Elsewhere -> false)
+            |> Map.keys
+            |> Set.ofSeq
         let started = starts actions
         let startsOnce = (actions |> List.filter (function DhcpAction.Start _ -> true | _ -> false)).Length = started.Count
         allOf
-            [ holds "runs exactly the clients of groups held here" (Set.ofSeq after.Keys = shouldRun)
+            [ holds "runs exactly the clients of groups held here and those it ran for groups nobody holds" (Set.ofSeq after.Keys = shouldRun)
               holds "starts only what it did not run under the same identity"
                   (started |> Set.forall (fun k -> not (clients.ContainsKey k) || clients[k].Want.Identity <> wants[k].Identity))
               holds "one start per Service" startsOnce
               holds "a client runs under the identity wanted now" (after |> Map.forall (fun k c -> c.Want = wants[k])) ]
         |> Prop.classify (started.IsEmpty |> not) "a client started"
+        |> Prop.classify (rows |> List.exists (fun (_, running, change, _) -> running && change = HeldByNobody)) "kept while nobody holds"
         |> Prop.classify (clients.Count > after.Count) "a client stopped")
 
 [<Property>]
-let ``a client stops without DHCPRELEASE when its group goes elsewhere, and releases when the Service no longer asks for the lease`` () =
+let ``a client stops without DHCPRELEASE when its group goes elsewhere, keeps the lease while nobody holds the group, and releases when the Service no longer asks for the lease`` () =
     forAll genScene (fun rows ->
-        let wants, held, clients, services = setUp rows
-        let _, actions = DhcpServices.plan Now wants held.Contains services clients
+        let wants, standing, clients, services = setUp rows
+        let _, actions = DhcpServices.plan Now wants standing services clients
         let stopped = stops actions
         let expected =
             rows
             |> List.choose (fun (s: Service, running, change, _) ->
                 match running, change with
                 | false, _ -> None
-                | true, HeldHere -> None
+                | true, (HeldHere | HeldByNobody) -> None
                 | true, HeldElsewhere -> Some(s.Key, StopMode.KeepLease)
                 | true, (NewIdentity | NotWanted) -> Some(s.Key, StopMode.ReleaseLease))
             |> Map.ofList
@@ -123,7 +144,7 @@ let ``a Service whose client released its lease for another identity loses its r
         let old = wantOf before
         let now = before |> annotate Annotations.HwAddr "02:00:5e:10:00:01"
         let w = wantOf now
-        let held (_: GroupId) = true
+        let held (_: GroupId) = DhcpGroupStanding.HeldHere
         let clients, actions = DhcpServices.plan Now (Map [ k, w ]) held (Map [ k, now ]) (Map [ k, clientFor old (Some lease) ])
         let unrecord = if recorded then [ DhcpAction.Record(k, None, w.Identity.Mac) ] else []
         allOf
@@ -140,7 +161,7 @@ let ``a bound lease the Service does not record is recorded once, with the ident
         let s = match recorded with Some ip -> s |> annotate Annotations.RequestedIP (Ip.format ip) | None -> s
         let w = wantOf s
         let services = Map [ k, s ]
-        let held (_: GroupId) = true
+        let held (_: GroupId) = DhcpGroupStanding.HeldHere
         let clients, _ = DhcpServices.plan Now (Map [ k, w ]) held services Map.empty
         let clients, _ = DhcpServices.report Now k (DhcpOutcome.Bound lease) clients
         let clients, first = DhcpServices.plan Now (Map [ k, w ]) held services clients
@@ -162,7 +183,7 @@ let ``a lost lease is removed from the Service with a Warning, and the client's 
         let clients = Map [ k, clientFor w (Some lease) ]
         let clients, lost = DhcpServices.report Now k (DhcpOutcome.Lost(lease, reason)) clients
         let clients, _ = DhcpServices.report (Now + 5L) k (DhcpOutcome.Bound lease) clients
-        let _, recorded = DhcpServices.plan (Now + 5L) (Map [ k, w ]) (fun _ -> true) (Map [ k, s ]) clients
+        let _, recorded = DhcpServices.plan (Now + 5L) (Map [ k, w ]) (fun _ -> DhcpGroupStanding.HeldHere) (Map [ k, s ]) clients
         allOf
             [ holds "a Warning on that Service" (lost |> List.exists (function DhcpAction.Warn e -> e.Service = k && e.Type = Warning && e.Reason = EventReason.DhcpLeaseLost | _ -> false))
               holds "the record removed" (lost |> List.contains (DhcpAction.Record(k, None, w.Identity.Mac)))
@@ -175,9 +196,9 @@ let ``a client without a lease warns once after the warning delay, and again onl
         let w = wantOf s
         let wants = Map [ k, w ]
         let services = Map [ k, s ]
-        let clients, _ = DhcpServices.plan Now wants (fun _ -> true) services Map.empty
-        let clients, actions = DhcpServices.plan (Now + waited) wants (fun _ -> true) services clients
-        let _, later = DhcpServices.plan (Now + waited + 60_000L) wants (fun _ -> true) services clients
+        let clients, _ = DhcpServices.plan Now wants (fun _ -> DhcpGroupStanding.HeldHere) services Map.empty
+        let clients, actions = DhcpServices.plan (Now + waited) wants (fun _ -> DhcpGroupStanding.HeldHere) services clients
+        let _, later = DhcpServices.plan (Now + waited + 60_000L) wants (fun _ -> DhcpGroupStanding.HeldHere) services clients
         let warned = actions |> List.exists (function DhcpAction.Warn e -> e.Reason = EventReason.DhcpNoLease | _ -> false)
         allOf
             [ holds "warned exactly when the delay passed" (warned = (waited >= DhcpServices.NoLeaseWarningAfter))
@@ -269,3 +290,55 @@ let ``a node that stops hands a DHCP Service over without releasing its lease`` 
         allOf
             [ holds "it ran the client" (bound.DhcpClients.ContainsKey web.Key)
               holds "stopped, keeping the lease" (stopped.DhcpStops = [ web.Key, StopMode.KeepLease ]) ])
+
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+// Where the lease goes: the Service's macvlan
+// ════════════════════════════════════════════════════════════════════════════════════════════════════
+
+[<Property>]
+let ``which interface carries a VIP: the macvlan of the DHCP Service whose recorded lease it is, else the parent`` () =
+    let genCase = Gen.zip (genKeys 1 4) (Gen.zip (Gen.listOf (Gen.elements Leases)) (Gen.elements (v4 198 18 0 50 :: Leases)))
+    forAll genCase (fun (keys, (recorded, probe)) ->
+        let wants =
+            keys
+            |> List.mapi (fun i k ->
+                let s = dhcpService k
+                match List.tryItem i recorded with
+                | Some ip -> s |> annotate Annotations.RequestedIP (Ip.format ip)
+                | None -> s)
+            |> List.distinctBy (fun s -> s.Annotations.TryFind Annotations.RequestedIP |> Option.defaultValue s.Uid)
+            |> List.map (fun s -> s.Key, wantOf s)
+            |> Map.ofList
+        let owner = wants |> Map.tryPick (fun _ w -> if w.Known = Some probe then Some w else None)
+        let link = DhcpServices.link wants probe
+        let expected =
+            match owner with
+            | Some w -> VipLink.Macvlan(w.Identity.Interface, w.Identity.Mac)
+            | None -> VipLink.Parent
+        allOf
+            [ holds "the owner's macvlan, or the parent" (link = expected)
+              holds "a host address on a macvlan, the configured prefix on the parent"
+                  (DhcpServices.prefix link (fun _ -> 24) probe = (if owner.IsSome then 32 else 24)) ]
+        |> Prop.classify owner.IsSome "a lease")
+
+[<Property(MaxTest = 20)>]
+let ``a DHCP lease is admitted on its Service's macvlan as a host address and withdrawn from there, while a static VIP stays on the parent`` () =
+    forAll (Gen.zip (Gen.elements [ true; false ]) (Gen.elements Leases)) (fun (election, lease) ->
+        let config = configWith [ "svc_election", (if election then "true" else "false"); "vip_subnet", "24" ]
+        let web = dhcpService (key "default" "nginx-dhcp")
+        let fixedIp = v4 198 18 0 30
+        let plain = { service "default" "plain" with LoadBalancerIP = Some(Ip.format fixedIp) }
+        let started = SingleNode.start config [ web; plain ] [ readyOn [ "node-a" ] web; readyOn [ "node-a" ] plain ] |> SingleNode.runUntil 3000L
+        let bound = started |> SingleNode.deliver [ DhcpReported(web.Key, DhcpOutcome.Bound lease, started.Now) ] |> SingleNode.runUntil (started.Now + 2000L)
+        let lost = bound |> SingleNode.deliver [ DhcpReported(web.Key, DhcpOutcome.Lost(lease, LostReason.Expired), bound.Now) ] |> SingleNode.runUntil (bound.Now + 2000L)
+        let identity = identityOf web
+        let kernel (w: SingleNode.World) = w.Decisions |> List.concat |> List.choose (function Kernel k -> Some k | _ -> None)
+        let admitted = kernel bound |> List.collect (function Admit(vips, _) -> vips | _ -> [])
+        let withdrawn = kernel lost |> List.collect (function Withdraw vips -> vips | _ -> [])
+        allOf
+            [ holds "announced" (SingleNode.answering bound = Set [ lease; fixedIp ])
+              holds "the lease on the macvlan" (bound.Node.Kernel.Vips.TryFind lease |> Option.map _.Link = Some(VipLink.Macvlan(identity.Interface, identity.Mac)))
+              holds "admitted as a host address" (admitted |> List.contains (lease, 32))
+              holds "the static VIP on the parent, with vip_subnet" (bound.Node.Kernel.Vips.TryFind fixedIp |> Option.map (fun v -> v.Link, v.Prefix) = Some(VipLink.Parent, 24))
+              holds "withdrawn as a host address when lost" (withdrawn |> List.contains (lease, 32))
+              holds "the static VIP still answered" (SingleNode.answering lost = Set [ fixedIp ]) ])

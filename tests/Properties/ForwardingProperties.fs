@@ -46,7 +46,7 @@ let private genScene (config: Config) : Gen<Scene> =
         let vips =
             heldVips
             |> List.map (fun ip ->
-                ip, { Prefix = 32; Admitted = true; Held = true; Pending = None; AddressWrittenAt = None; Announce = None; TakenFrom = None })
+                ip, { Prefix = 32; Link = VipLink.Parent; Admitted = true; Held = true; Pending = None; AddressWrittenAt = None; Announce = None; TakenFrom = None })
             |> Map.ofList
         let state =
             { start with

@@ -97,7 +97,7 @@ let private genHeldFlags =
 [<Property>]
 let ``the hold changes between two states are the VIPs whose held flag changed, each once, begun ones first, each part in address order`` () =
     Prop.forAll (Arb.fromGen genHeldFlags) (fun flags ->
-        let vip held = { Prefix = 32; Admitted = true; Held = held; Pending = None; AddressWrittenAt = None; Announce = None; TakenFrom = None }
+        let vip held = { Prefix = 32; Link = VipLink.Parent; Admitted = true; Held = held; Pending = None; AddressWrittenAt = None; Announce = None; TakenFrom = None }
         let state (pick: bool * bool -> bool) =
             let s = Protocol.create (configFor "node-a" false)
             { s with Kernel = { s.Kernel with Vips = flags |> List.map (fun (ip, f) -> ip, vip (pick f)) |> Map.ofList } }

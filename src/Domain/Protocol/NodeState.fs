@@ -143,6 +143,9 @@ type VipStep =
 /// One VIP as this node put it into its kernel.
 type VipKernel =
     { Prefix: int
+      /// The interface its address goes on, decided when it is first admitted and kept until it is withdrawn
+      /// (a DHCP Service's record may be gone by then; its macvlan name is not).
+      Link: VipLink
       Admitted: bool
       Held: bool
       /// A kernel command for it is being applied.

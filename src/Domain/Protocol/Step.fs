@@ -674,6 +674,7 @@ module Protocol =
                 |> List.map (fun (ip, prefix) ->
                     ip,
                     { Prefix = prefix
+                      Link = VipLink.Parent
                       Admitted = true
                       Held = false
                       Pending = None
@@ -1302,7 +1303,8 @@ module Protocol =
             let wants = vipWants s roles
             let bound = fence s m
             let lifetime = t.AddressLifetime
-            let prefixOf ip = Desired.prefix s.Config ip
+            let linkOf ip = DhcpServices.link s.Desired.DhcpWants ip
+            let prefixOf ip = DhcpServices.prefix (linkOf ip) (Desired.prefix s.Config) ip
             let ips = Map.fold (fun (acc: Ip list) ip _ -> if wants.ContainsKey ip then acc else ip :: acc) (List.ofSeq (Map.keys wants)) k.Vips
             let stepFor (ip: Ip) : (VipStep * int) option =
                 let want = wants.TryFind ip |> Option.map fst |> Option.defaultValue WantAbsent
@@ -1352,6 +1354,7 @@ module Protocol =
                                 | Some v -> { v with Pending = Some step }
                                 | None ->
                                     { Prefix = prefix
+                                      Link = linkOf ip
                                       Admitted = false
                                       Held = false
                                       Pending = Some step
@@ -1619,14 +1622,21 @@ module Protocol =
             exclusion @ kernel @ writes @ deletes @ status @ emits @ poolEvents @ assigned
 
     /// DHCP clients (docs/DHCP.md): one for each DHCP Service whose group this node holds (Holding: its claim
-    /// acknowledged, so no other node still runs one), stopped without a release when the group goes elsewhere
+    /// acknowledged, so no other node still runs one), kept while nobody may hold the group (Releasing,
+    /// Unserved: its endpoints went first), stopped without a release when the group goes elsewhere
     /// (or the agent stops), with one when the Service no longer asks for the lease; leases recorded on the
     /// Service, from which every node's Desired takes the group's address.
     let private dhcpStage (s: NodeState) : NodeState * Command list =
         if s.Dhcp.IsEmpty && s.Desired.DhcpWants.IsEmpty then s, []
         else
-            let holds (g: GroupId) = running s && s.Roles.TryFind g = Some Holding
-            let clients, actions = DhcpServices.plan s.Now s.Desired.DhcpWants holds s.View.Services s.Dhcp
+            let standing (g: GroupId) =
+                match s.Roles.TryFind g with
+                | _ when not (running s) -> DhcpGroupStanding.Elsewhere
+                | Some Holding -> DhcpGroupStanding.HeldHere
+                | Some(Releasing _)
+                | Some(Unserved _) -> DhcpGroupStanding.Unclaimed
+                | _ -> DhcpGroupStanding.Elsewhere
+            let clients, actions = DhcpServices.plan s.Now s.Desired.DhcpWants standing s.View.Services s.Dhcp
             { s with Dhcp = clients }, actions |> List.map dhcpCommand
 
     /// Upkeep of the VIPs in the kernel, apart from the ownership pass: gratuitous announcements of held

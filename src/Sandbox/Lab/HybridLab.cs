@@ -224,7 +224,7 @@ internal sealed class HybridLab : IAsyncDisposable
         (await AnsweredAsync(cancellationToken)).Where(kv => kv.Value.Contains(address)).Select(kv => kv.Key).ToList();
 
     /// <summary>
-    /// For each node, the addresses its kernel answers for now: on eth0, held by the agent's fence, and the
+    /// For each node, the addresses its kernel answers for now: on eth0 or one of its macvlans (DHCP leases), held by the agent's fence, and the
     /// fence element alive. An address left behind by a crashed or fenced agent is on the interface but not
     /// answered, so it does not count.
     /// </summary>
@@ -233,8 +233,7 @@ internal sealed class HybridLab : IAsyncDisposable
         var answered = new Dictionary<string, IReadOnlySet<IPAddress>>();
         foreach (var node in Nodes)
         {
-            var onLink = (await Network.AddressesAsync(node.Namespace, node.Interface, cancellationToken))
-                .Select(a => IPAddress.Parse(a[..a.IndexOf('/')])).ToHashSet();
+            var onLink = (await CarriedAsync(node, cancellationToken)).Values.SelectMany(a => a).ToHashSet();
             var fence = await NetworkNamespace.RunInAsync(node.Namespace, () =>
             {
                 using var reader = KernelFence.Open(() => 0);
@@ -243,6 +242,21 @@ internal sealed class HybridLab : IAsyncDisposable
             answered[node.Name] = fence is { FenceRemainingMs: > 0 } ? onLink.Where(fence.Held.Contains).ToHashSet() : new HashSet<IPAddress>();
         }
         return answered;
+    }
+
+    /// <summary>The addresses on a node's VIP interface and on each macvlan of it (a DHCP Service's), by interface name.</summary>
+    public async Task<IReadOnlyDictionary<string, IReadOnlyList<IPAddress>>> CarriedAsync(LabHost node, CancellationToken cancellationToken)
+    {
+        var result = await Network.ExecAsync(node.Namespace, ["ip", "-j", "addr", "show"], cancellationToken);
+        var carried = new Dictionary<string, IReadOnlyList<IPAddress>>();
+        foreach (var link in JsonNode.Parse(result.StandardOutput)!.AsArray())
+        {
+            var name = (string?)link?["ifname"];
+            if (name is null || (name != node.Interface && (string?)link!["link"] != node.Interface)) continue;
+            carried[name] = (link!["addr_info"]?.AsArray() ?? [])
+                .Select(a => (string?)a?["local"]).OfType<string>().Select(IPAddress.Parse).ToList();
+        }
+        return carried;
     }
 
     public async ValueTask DisposeAsync()

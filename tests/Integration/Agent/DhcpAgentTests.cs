@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.NetworkInformation;
 using Hybrid.Integration.Net.Dhcp;
 using Hybrid.Sandbox.Lab;
 using Xunit;
@@ -8,7 +9,7 @@ namespace Hybrid.Integration.Agent;
 
 /// <summary>
 /// The agents with a real dnsmasq on the LAN, in the lab's router (its gateway, .1): the seed's nginx-dhcp, loadBalancerIP 0.0.0.0, gets an address from the range, one node holds
-/// and answers it, and deleting the Service releases the lease and removes the macvlan.
+/// and answers it on its macvlan, with the macvlan's MAC, and deleting the Service releases the lease and removes the macvlan.
 /// </summary>
 [Collection(LabCollection.Name)]
 public sealed class DhcpAgentTests(ITestOutputHelper output)
@@ -37,6 +38,29 @@ public sealed class DhcpAgentTests(ITestOutputHelper output)
         return (found.Item1, found.Item2);
     }
 
+    /// <summary>
+    /// Waits until <paramref name="address"/> is on <paramref name="macvlan"/> of <paramref name="holder"/> and on no
+    /// other interface of any node but <paramref name="except"/> (a killed node keeps its addresses, fenced), then
+    /// asks for it by ARP from a LAN host: exactly one reply, from <paramref name="mac"/> (the parent's is dropped).
+    /// </summary>
+    private static async Task AssertOnTheMacvlanAsync(AgentLab lab, string address, string holder, string macvlan, string mac, string except = "")
+    {
+        var ip = IPAddress.Parse(address);
+        await Eventually.WaitAsync(async Task<bool> () =>
+        {
+            foreach (var node in lab.Lab.Nodes.Where(n => n.Name != except))
+            {
+                var carriers = (await lab.Lab.CarriedAsync(node, CancellationToken.None)).Where(kv => kv.Value.Contains(ip)).Select(kv => kv.Key);
+                if (!carriers.SequenceEqual(node.Name == holder ? [macvlan] : Array.Empty<string>())) return false;
+            }
+            return true;
+        }, Patience, $"{address} on {macvlan} of {holder} and nowhere else");
+        var answers = await ArpProbe.ResolveAsync(lab.ClientNamespace, lab.Lab.ClientHost.Interface, ip, TimeSpan.FromMilliseconds(300), CancellationToken.None);
+        lab.Report($"ARP for {address}: {string.Join(", ", answers.Select(a => a.Mac))}");
+        var answer = Assert.Single(answers);
+        Assert.Equal(PhysicalAddress.Parse(mac), answer.Mac);
+    }
+
     private static async Task ApplyNginxDhcpAsync(AgentLab lab)
     {
         await lab.ApplyAsync(Manifests.Deployment("nginx-dhcp", "nginx", replicas: 3));
@@ -53,6 +77,8 @@ public sealed class DhcpAgentTests(ITestOutputHelper output)
         await ApplyNginxDhcpAsync(lab);
         var (address, holder) = await LeasedAsync(lab);
         var mac = (await lab.ServiceAsync("nginx-dhcp")).Metadata.Annotations["kube-vip.io/hwaddr"];
+        var macvlan = "vip-" + (await lab.ServiceAsync("nginx-dhcp")).Metadata.Uid[..8];
+        await AssertOnTheMacvlanAsync(lab, address, holder, macvlan, mac);
 
         // T1 is 3 s (DnsmasqConfig): two renewals (unicast, answered to the macvlan) within a few T1.
         int Acks() => dnsmasq.LogOf(mac).Count(l => l.Contains("DHCPACK", StringComparison.Ordinal));
@@ -65,6 +91,7 @@ public sealed class DhcpAgentTests(ITestOutputHelper output)
         lab.Report($"{address} moved from {holder} to {next}");
         Assert.Equal(address, after);
         await lab.WaitForHoldersAsync(address, [next]);
+        await AssertOnTheMacvlanAsync(lab, address, next, macvlan, mac, except: holder);
         var lease = Assert.Single(dnsmasq.Leases());
         Assert.Equal(address, lease.Address.ToString());
         Assert.Equal(mac, lease.Mac, ignoreCase: true);

@@ -91,11 +91,11 @@ public sealed class KernelExecutorTests
         var fence = await NetworkNamespace.RunInAsync(node, () => KernelFence.Open(() => MonotonicClock.NowMs), ct);
         fence.Install(link, [], [], ct);
         var addresses = AddressTable.Open(node);
-        return (link, fence, addresses, new KernelExecutor(fence, link, addresses, null, NullLogger<KernelExecutor>.Instance));
+        return (link, fence, addresses, new KernelExecutor(fence, link, addresses, MacvlanTable.Open(node), null, NullLogger<KernelExecutor>.Instance));
     }
 
     private static VipAddress[] Vips(IEnumerable<IPAddress> vips) =>
-        [.. vips.Select(v => new VipAddress(v.GetAddressBytes(), v.AddressFamily == AddressFamily.InterNetwork ? 32 : 128))];
+        [.. vips.Select(v => new VipAddress(v.GetAddressBytes(), v.AddressFamily == AddressFamily.InterNetwork ? 32 : 128, null))];
 
     private static async Task AppliedAsync(KernelExecutor executor, KernelAction action, CancellationToken ct)
     {
