@@ -10,9 +10,8 @@
 #   2. Local: nginx-service is held by the node running its pod, and follows the pod when it moves;
 #   3. failover: `docker kill` of the holder; the other worker answers ARP and curl works again;
 #   4. DHCP: a Service on 0.0.0.0 gets an address from a dnsmasq container on the kind network.
-# ARP replies are checked against each node's MAC: exactly one node answers, and it is the holder (for the
-# DHCP Service: the Service's macvlan MAC, kube-vip.io/hwaddr)
-# written in kube-vip.io/vipHost. Needs docker, kind, kubectl and internet access for the base images.
+# ARP replies are checked against each node's MAC: exactly one node answers, and it is the holder
+# written in kube-vip.io/vipHost (for the DHCP Service: exactly its macvlan's MAC, kube-vip.io/hwaddr). Needs docker, kind, kubectl and internet access for the base images.
 # Everything it creates (cluster, containers, temporary files) is removed on exit, also on failure or
 # Ctrl-C, unless --keep is given. Prints PASS/FAIL per check; exits 1 when any check failed.
 set -euo pipefail
