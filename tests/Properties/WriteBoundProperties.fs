@@ -57,9 +57,7 @@ let rec private run (picks: int array) (inputs: Input list) (r: Run) : Run =
 let ``a node keeps at most GroupWritesInFlight group Lease writes in flight, and still claims every group`` () =
     forAll genCase (fun (count, picks) ->
         let services = servicesOf count
-        let served (s: Service) =
-            { Service = s.Key; Endpoints = [ { NodeName = Some "node-a"; Conditions = { Ready = Some true; Serving = Some true; Terminating = Some false } } ] }
-        let world, inputs = SingleNode.beforeStart (configFor "node-a" true) Set.empty services (List.map served services)
+        let world, inputs = SingleNode.beforeStart (configFor "node-a" true) Set.empty services (services |> List.map (readyOn [ "node-a" ]))
         let rec until (deadline: Instant) (r: Run) =
             if r.World.Now >= deadline then r
             else
