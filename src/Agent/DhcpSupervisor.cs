@@ -67,9 +67,7 @@ internal sealed partial class DhcpSupervisor(int parentIndex, ProtocolInbox inbo
                 DhcpPacketSocket? socket = null;
                 try
                 {
-                    var link = await _macvlans.EnsureAsync(parentIndex, name, new PhysicalAddress(start.Identity.Mac.Bytes), token);
-                    MacvlanSysctls.Apply(name);
-                    await _macvlans.SetUpAsync(link.Index, token);
+                    var link = await _macvlans.PrepareAsync(parentIndex, name, new PhysicalAddress(start.Identity.Mac.Bytes), token);
                     socket = DhcpPacketSocket.Open(link.Index);
                     var runner = new DhcpClientRunner(DhcpClient.create(start.Identity, DhcpTimingModule.Default), socket, TimeProvider.System,
                         loggers.CreateLogger<DhcpClientRunner>());

@@ -2,7 +2,6 @@ using System.Net;
 using System.Net.NetworkInformation;
 using Hybrid.Facade;
 using Hybrid.Net;
-using Hybrid.Net.Dhcp;
 using Microsoft.Extensions.Logging;
 
 namespace Hybrid.Agent;
@@ -13,8 +12,8 @@ namespace Hybrid.Agent;
 /// answer re-reads the monotonic clock immediately before its syscall and is skipped when the fence
 /// deadline it carries has passed (the fresh-clock rule), so an action decided long ago never outlives the
 /// fence. Runs on the protocol loop, one action at a time. An action over several VIPs writes the fence once
-/// for all of them (one nftables transaction, whose cost is mostly libnftables listing the whole ruleset
-/// first) and their addresses in netlink batches, in the order the domain's command defines, and reports the
+/// for all of them (one nf_tables netlink batch) and their addresses in netlink batches, in the order the
+/// domain's command defines, and reports the
 /// VIPs it went otherwise for. A VIP the domain puts on a macvlan (a DHCP lease) goes on that macvlan of the VIP
 /// interface, created if missing exactly as the DHCP client creates it; the fence on the VIP interface covers it.
 /// </summary>
@@ -169,9 +168,7 @@ internal sealed class KernelExecutor(
             {
                 if (create)
                 {
-                    var made = await macvlans.EnsureAsync(link.Index, carrier.Name, new PhysicalAddress(carrier.Mac), cancellationToken);
-                    MacvlanSysctls.Apply(carrier.Name);
-                    await macvlans.SetUpAsync(made.Index, cancellationToken);
+                    var made = await macvlans.PrepareAsync(link.Index, carrier.Name, new PhysicalAddress(carrier.Mac), cancellationToken);
                     indexes[carrier.Name] = made.Index;
                 }
                 else if (await macvlans.GetAsync(carrier.Name, cancellationToken) is { } found)

@@ -34,6 +34,19 @@ internal sealed class MacvlanTable(NetlinkSocket socket) : IDisposable, IAsyncDi
     }
 
     /// <summary>
+    /// The macvlan ready to carry a Service's traffic: <see cref="EnsureAsync"/> (a new one down), its sysctls
+    /// (<see cref="Dhcp.MacvlanSysctls"/>), then up. The DHCP client and the admission of a leased address both
+    /// start here, whichever comes first on a new holder.
+    /// </summary>
+    public async Task<MacvlanLink> PrepareAsync(int parentIndex, string name, PhysicalAddress mac, CancellationToken cancellationToken)
+    {
+        var made = await EnsureAsync(parentIndex, name, mac, cancellationToken).ConfigureAwait(false);
+        Dhcp.MacvlanSysctls.Apply(name);
+        await SetUpAsync(made.Index, cancellationToken).ConfigureAwait(false);
+        return made;
+    }
+
+    /// <summary>
     /// Makes <paramref name="name"/> a macvlan in bridge mode on <paramref name="parentIndex"/> with
     /// <paramref name="mac"/>: an existing link that already is one is kept (a restarted agent finds its own);
     /// any other link of that name (another kind, parent, MAC or mode, e.g. left by kube-vip) is replaced.
